@@ -1,0 +1,3 @@
+from recipes.cli import main
+
+raise SystemExit(main())

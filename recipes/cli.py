@@ -1,0 +1,126 @@
+"""The `keras-zoo` command line. Heavy libraries are imported only by the commands that need them,
+so `keras-zoo --help` and `keras-zoo list` answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Sequence
+
+from zoo.errors import UserError
+
+RECIPES = {"sentiment": "recipes.sentiment"}
+
+
+def _recipe(name: str):
+    if name not in RECIPES:
+        from zoo.errors import closest  # noqa: PLC0415
+
+        raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
+    return importlib.import_module(RECIPES[name])
+
+
+def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-zoo" if recipe is None else f"python -m recipes.{recipe}",
+        description="Fine-tune pretrained KerasHub backbones: train, evaluate, predict, export.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if recipe is None:
+            sub.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
+        return sub
+
+    if recipe is None:
+        commands.add_parser("list", help="print the backbone catalog")
+    train = add("train", "train a recipe into runs/<recipe>/<name>/")
+    train.add_argument("--config", help="YAML config file (sections data, model, train, run)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.learning_rate=3e-5 (repeatable)")
+    train.add_argument("--name", help="run name (default: a timestamp); same as --set run.name=...")
+    train.add_argument("--runs-dir", help="where runs go (default: runs); same as --set run.runs_dir=...")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    mode.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    evaluate = add("evaluate", "evaluate a finished run")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--data", default="", help="labelled data (default: the run's validation data)")
+    evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    predict = add("predict", "predict labels for texts")
+    predict.add_argument("run", help="run directory")
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", help="a text file, one input per line")
+    predict.add_argument("--jsonl", action="store_true", help="print one JSON object per input")
+    export = add("export", "write export/model.keras and export/saved_model for a run")
+    export.add_argument("run", help="run directory")
+    return parser
+
+
+def run_command(args: argparse.Namespace, recipe_name: str) -> None:
+    recipe = _recipe(recipe_name)
+    if args.command == "train":
+        overrides = list(args.overrides)
+        if args.name:
+            overrides.append(f"run.name={args.name}")
+        if args.runs_dir:
+            overrides.append(f"run.runs_dir={args.runs_dir}")
+        cfg = recipe.load_config(args.config, overrides)
+        run, report = recipe.train(cfg, overwrite=args.overwrite, resume=args.resume, verbose=2)
+        from recipes.metrics import format_report  # noqa: PLC0415
+
+        for split in ("validation", "test"):
+            if split in report:
+                print(f"\n{split} metrics:\n{format_report(report[split])}")
+        print(f"\nrun directory: {run.path}")
+        print(f"TensorBoard:   tensorboard --logdir {run.logs}")
+    elif args.command == "evaluate":
+        from recipes.metrics import format_report  # noqa: PLC0415
+
+        print(format_report(recipe.evaluate(args.run, args.data, args.split)))
+    elif args.command == "predict":
+        texts = list(args.texts)
+        if args.file:
+            from recipes.text_data import _read_lines  # noqa: PLC0415
+            from pathlib import Path  # noqa: PLC0415
+
+            if not Path(args.file).is_file():
+                raise UserError(f"{args.file}: file not found")
+            texts += [line for line in _read_lines(Path(args.file)) if line.strip()]
+        if not texts:
+            raise UserError("predict: give texts as arguments or --file FILE")
+        for row in recipe.predict(args.run, texts):
+            if args.jsonl:
+                print(json.dumps(row, ensure_ascii=False))
+            else:
+                print(f"{row['label']}\t{row['probabilities'][row['label']]:.4f}\t{row['text']}")
+    elif args.command == "export":
+        from recipes.run_dir import open_run  # noqa: PLC0415
+
+        print(f"exported: {recipe.export_run(open_run(args.run))}")
+
+
+def main(argv: Sequence[str] | None = None, recipe: str | None = None) -> int:
+    args = build_parser(recipe).parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command == "list":
+            from zoo.catalog import format_catalog  # noqa: PLC0415
+
+            print(format_catalog())
+        else:
+            run_command(args, recipe or args.recipe)
+    except UserError as e:
+        print(f"keras-zoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-zoo: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Read labelled texts from CSV / TSV / JSONL files, class folders, the bundled demo set or TFDS.
+
+Every reader returns a `LabelledTexts`: texts, labels and, for each row, where it came from
+(`file:line`), so that a bad row can be named in a one-line error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import UserError
+
+DEMO_DIR = Path(__file__).parent / "demo_data"
+DEMO_FILES = {"train": "sentiment_train.jsonl", "validation": "sentiment_dev.jsonl"}
+
+
+@dataclass
+class LabelledTexts:
+    texts: list[str]
+    labels: list[str | None]  # integer labels are kept as their decimal strings
+    origins: list[str]  # "file:line" per row
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "LabelledTexts":
+        return LabelledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                             [self.origins[i] for i in indices])
+
+
+def read_texts(source: str, split: str, text_column: str, label_column: str | None) -> LabelledTexts:
+    """Read one split. `label_column=None` reads unlabelled text (labels are None)."""
+    if source == "demo":
+        if split not in DEMO_FILES:
+            raise UserError(f"the demo set has no '{split}' split (it has {', '.join(DEMO_FILES)})")
+        return read_texts(str(DEMO_DIR / DEMO_FILES[split]), split, "text", label_column and "label")
+    if source.startswith("tfds:"):
+        return _read_tfds(source[5:], split)
+    path = Path(source)
+    if path.is_dir():
+        return _read_class_folders(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(path)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        rows = _delimited_rows(path, "\t" if suffix != ".csv" else ",")
+    else:
+        raise UserError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl or a folder of class folders)")
+    texts, labels, origins = [], [], []
+    for line, row in rows:
+        origin = f"{path}:{line}"
+        for column in (text_column, label_column):
+            if column is not None and column not in row:
+                raise UserError(f"{origin}: no column '{column}' (columns: {', '.join(map(str, row))}); "
+                                f"set data.text_column / data.label_column")
+        text = row[text_column]
+        if not isinstance(text, str):
+            raise UserError(f"{origin}: '{text_column}' is not a string: {text!r}")
+        texts.append(text.strip())
+        labels.append(_label_value(row[label_column], origin) if label_column else None)
+        origins.append(origin)
+    if not texts:
+        raise UserError(f"{path}: no examples (empty file)")
+    return LabelledTexts(texts, labels, origins)
+
+
+def _label_value(value, origin: str):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"{origin}: label must be a name or an integer, not {value!r}")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise UserError(f"{origin}: empty label")
+    return str(value)
+
+
+def _read_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8") from None
+
+
+def _jsonl_rows(path: Path):
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object per line")
+        yield number, row
+
+
+def _delimited_rows(path: Path, delimiter: str):
+    lines = _read_lines(path)
+    # TSV files such as GLUE's carry bare quotes inside texts: read them literally.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}:{reader.line_num}: {len(row)} fields, expected {len(header)} "
+                            f"({', '.join(header)})")
+        yield reader.line_num, dict(zip(header, row))
+
+
+def _read_class_folders(root: Path) -> LabelledTexts:
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise UserError(f"{root}: no class folders (expected {root}/<label>/*.txt)")
+    texts, labels, origins = [], [], []
+    for folder in classes:
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise UserError(f"{folder}: empty class folder (no .txt files)")
+        for file in files:
+            texts.append("\n".join(_read_lines(file)).strip())
+            labels.append(folder.name)
+            origins.append(str(file))
+    return LabelledTexts(texts, labels, origins)
+
+
+def _read_tfds(name: str, split: str) -> LabelledTexts:
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+        builder = tfds.builder(name)
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 (tfds raises many types for a missing dataset or network)
+        raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        "offline, point data.train at a local CSV/TSV/JSONL file instead") from None
+    splits = {"validation": ["validation", "test"], "train": ["train"], "test": ["test"]}[split]
+    available = [s for s in splits if s in builder.info.splits]
+    if not available:
+        raise UserError(f"tfds:{name}: no '{split}' split (splits: {', '.join(builder.info.splits)})")
+    features = builder.info.features
+    text_key = next(k for k, f in features.items() if isinstance(f, tfds.features.Text))
+    label_key = next(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
+    names = features[label_key].names
+    texts, labels, origins = [], [], []
+    for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=available[0]))):
+        if example[label_key] < 0:  # GLUE test splits carry label -1: unlabelled
+            continue
+        texts.append(example[text_key].decode("utf-8").strip())
+        labels.append(names[int(example[label_key])])
+        origins.append(f"tfds:{name}/{available[0]}[{i}]")
+    return LabelledTexts(texts, labels, origins)

@@ -1,0 +1,1 @@
+"""keras-zoo hyperparameter search with Keras Tuner (see the tuning issue; not built yet)."""

@@ -1,0 +1,1 @@
+"""keras-zoo models: the backbone catalog and resolver, task heads and export."""

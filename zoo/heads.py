@@ -1,0 +1,42 @@
+"""Task heads on top of KerasHub backbones, and the fine-tuning modes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+
+
+def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
+                    pooling: Literal["mean", "cls"] = "mean") -> keras.Model:
+    """Backbone -> pooled sentence vector -> dropout -> dense logits.
+
+    `mean` averages the sequence output over real tokens (how sentence-transformers checkpoints
+    such as MiniLM were trained); `cls` uses the backbone's pooled `[CLS]` output (BERT's own head).
+    """
+    inputs = backbone.input
+    outputs = backbone(inputs)
+    if pooling == "cls":
+        if not (isinstance(outputs, dict) and "pooled_output" in outputs):
+            raise ValueError(f"{type(backbone).__name__} has no pooled output; use pooling 'mean'")
+        pooled = outputs["pooled_output"]
+    else:
+        for layer in backbone.layers:  # BERT's [CLS] pooler is unused here: keep it out of training
+            if layer.name == "pooled_dense":
+                layer.trainable = False
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(sequence, mask=inputs["padding_mask"])
+    x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)  # float32 under mixed precision
+    return keras.Model(inputs, logits, name="text_classifier")
+
+
+def set_finetune_mode(backbone, mode: Literal["full", "frozen", "lora"], lora_rank: int = 8) -> None:
+    """`full` trains everything, `frozen` only the head, `lora` low-rank adapters in the backbone
+    (KerasHub's `enable_lora`) plus the head."""
+    if mode == "frozen":
+        backbone.trainable = False
+    elif mode == "lora":
+        backbone.enable_lora(rank=lora_rank)
+    elif mode != "full":
+        raise ValueError(f"unknown fine-tuning mode {mode!r}")

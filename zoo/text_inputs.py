@@ -1,0 +1,94 @@
+"""Turn raw strings into a text backbone's inputs, inside the TensorFlow graph.
+
+KerasHub's preprocessors pack every batch to one fixed `sequence_length`. Fine-tuning is much
+faster when a batch is only as long as its longest text, so `TextEncoder` uses the preset's
+tokenizer and adds the start/end tokens itself, then pads each batch up to the next of a few
+bucket lengths: short batches stay short and XLA compiles one program per bucket, not per batch.
+The same graph code runs in tf.data, in `predict` and in the exported SavedModel.
+
+Example:
+    >>> encoder = TextEncoder(preprocessor.tokenizer, backbone_inputs=["token_ids", "padding_mask"],
+    ...                       max_length=64)  # doctest: +SKIP
+    >>> encoder.encode(tf.constant(["a fine film", "dull"]))["token_ids"].shape  # doctest: +SKIP
+    TensorShape([2, 16])
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+BUCKET_LENGTHS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def bucket_lengths(max_length: int) -> list[int]:
+    """The padded lengths batches are rounded up to, ending exactly at `max_length`."""
+    return [b for b in BUCKET_LENGTHS if b < max_length] + [max_length]
+
+
+class TextEncoder(tf.Module):
+    """Tokenizes strings with a KerasHub tokenizer and builds the backbone's input dict."""
+
+    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.input_names = list(backbone_inputs)
+        self.max_length = int(max_length)
+        self.buckets = tf.constant(bucket_lengths(self.max_length), tf.int32)
+        self.start_id = int(tokenizer.start_token_id)
+        self.end_id = int(tokenizer.end_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    def token_ids(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        """Ragged ids `[start] tokens [end]`, truncated to `max_length`."""
+        ids = self.tokenizer(texts)
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = tf.cast(ids[:, : self.max_length - 2], tf.int32)
+        batch = ids.nrows()
+        start = tf.fill([batch, 1], self.start_id)
+        end = tf.fill([batch, 1], self.end_id)
+        return tf.concat([start, ids, end], axis=1)
+
+    def features(self, ids: tf.Tensor | tf.RaggedTensor) -> dict[str, tf.Tensor]:
+        """Pad a batch of ids to its bucket length and build `token_ids`, `padding_mask`, `segment_ids`."""
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(self.pad_id)
+        length = tf.shape(ids)[1]
+        target = tf.gather(self.buckets, tf.minimum(tf.searchsorted(self.buckets, [length])[0],
+                                                    tf.size(self.buckets) - 1))
+        ids = tf.pad(ids, [[0, 0], [0, target - length]], constant_values=self.pad_id)
+        mask = tf.not_equal(ids, self.pad_id)
+        available = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
+        return {name: available[name] for name in self.input_names}
+
+    def encode(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self.features(self.token_ids(texts))
+
+    def lengths(self, texts: Sequence[str], chunk: int = 4096) -> np.ndarray:
+        """Token lengths (with start/end tokens, before truncation) of every text, for bucketing."""
+        # In a tf.function the tokenizer returns a RaggedTensor (eagerly it returns Python lists).
+        count = tf.function(lambda t: self.tokenizer(t).row_lengths())
+        out = []
+        for i in range(0, len(texts), chunk):
+            out.append(count(tf.constant(list(texts[i : i + chunk]))).numpy() + 2)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def load_tokenizer(directory: str) -> "keras_hub.tokenizers.Tokenizer":  # noqa: F821
+    """Reload a tokenizer written by `tokenizer.save_to_preset(directory)`.
+
+    KerasHub's `Tokenizer.from_preset` also wants the backbone's config.json beside it (to pick the
+    class); the tokenizer's own tokenizer.json already names its class, so read that directly.
+    """
+    import json
+    import os
+
+    import keras
+
+    with open(os.path.join(directory, "tokenizer.json")) as f:
+        tokenizer = keras.saving.deserialize_keras_object(json.load(f))
+    tokenizer.load_preset_assets(directory)
+    return tokenizer
