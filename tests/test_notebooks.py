@@ -1,0 +1,18 @@
+"""Notebooks run top to bottom (on the tiny backbone, so the suite stays fast)."""
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+
+
+def test_sentiment_quickstart_notebook_runs(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_bert))
+    monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
+    notebook = nbformat.read(ROOT / "notebooks" / "sentiment_quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "validation accuracy" in outputs and "saved_model" in outputs
+    images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the curves and the confusion matrix were drawn
+    assert (tmp_path / "runs" / "sentiment" / "quickstart" / "metrics.json").exists()

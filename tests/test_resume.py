@@ -1,0 +1,50 @@
+"""Kill training with SIGKILL during epoch 2, rerun with --resume: it continues from epoch 2."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, make_reviews, run_cli, write_jsonl
+
+
+def history_rows(path):
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_sigkill_in_epoch_two_then_resume_continues_from_epoch_two(tiny_bert, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(3000, seed=3))
+    dev = write_jsonl(tmp_path / "dev.jsonl", make_reviews(40, seed=4))
+    args = ["train", "sentiment", "--name", "r", "--runs-dir", str(tmp_path / "runs"),
+            "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}", "--set", f"data.validation={dev}",
+            "--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "train.early_stopping_patience=0"]
+    run = tmp_path / "runs" / "sentiment" / "r"
+    process = subprocess.Popen([sys.executable, "-m", "recipes", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 300
+    while not history_rows(run / "history.csv") and time.time() < deadline:
+        assert process.poll() is None, "training ended before epoch 1 finished"
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["0"], "the kill did not land in epoch 2"
+    assert (run / "backup").exists() and not (run / "metrics.json").exists()
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 1/3" not in resumed.stdout and "Epoch 2/3" in resumed.stdout and "Epoch 3/3" in resumed.stdout
+    assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["0", "1", "2"]
+    assert (run / "metrics.json").exists() and not (run / "backup").exists()
+
+
+def test_resume_without_a_run_and_overwrite_together_are_errors(tmp_path):
+    result = run_cli("train", "sentiment", "--name", "none", "--runs-dir", str(tmp_path), "--resume")
+    assert result.returncode == 2 and "nothing to resume" in result.stderr
+    result = run_cli("train", "sentiment", "--resume", "--overwrite")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr

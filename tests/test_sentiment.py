@@ -1,0 +1,163 @@
+"""The sentiment recipe end to end on a tiny BERT: train, metrics, predict, evaluate, export, errors."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, make_reviews, run_cli, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory):
+    """One CLI training run on generated reviews, shared by the tests below."""
+    work = tmp_path_factory.mktemp("sentiment")
+    train = write_jsonl(work / "train.jsonl", make_reviews(240, seed=1))
+    dev = write_jsonl(work / "dev.jsonl", make_reviews(60, seed=2))
+    result = run_cli("train", "sentiment", "--name", "tiny", "--runs-dir", str(work / "runs"),
+                     "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}",
+                     "--set", f"data.validation={dev}", "--set", "train.epochs=4",
+                     "--set", "train.learning_rate=3e-3", "--set", "train.batch_size=16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, work / "runs" / "sentiment" / "tiny", result.stdout
+
+
+def test_training_learns_and_writes_the_run_directory(trained):
+    work, run, stdout = trained
+    for name in ["config.yaml", "task.json", "history.csv", "metrics.json", "checkpoints/best.weights.h5",
+                 "export/model.keras", "export/saved_model/saved_model.pb", "tokenizer/tokenizer.json"]:
+        assert (run / name).exists(), name
+    assert not (run / "backup").exists()  # BackupAndRestore state is removed once training finished
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    assert metrics["accuracy"] >= 0.9  # one sentiment word decides the label: easy to learn
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.sum() == 60 and np.trace(cm) / 60 == pytest.approx(metrics["accuracy"])
+    assert metrics["labels"] == ["negative", "positive"]
+    assert "validation metrics" in stdout and f"tensorboard --logdir {run}/logs" in stdout
+    task = json.loads((run / "task.json").read_text())
+    assert 8 <= task["max_length"] <= 16  # picked from the data: generated reviews are short
+
+
+def test_metrics_match_an_independent_recount_of_predictions(trained):
+    work, run, _ = trained
+    from recipes import sentiment
+
+    dev = [json.loads(line) for line in (work / "dev.jsonl").read_text().splitlines()]
+    rows = sentiment.predict(run, [r["text"] for r in dev])
+    gold = np.array([r["label"] for r in dev])
+    predicted = np.array([r["label"] for r in rows])
+    report = json.loads((run / "metrics.json").read_text())["validation"]
+    assert report["accuracy"] == pytest.approx((gold == predicted).mean())
+    f1s = []
+    for name in ("negative", "positive"):
+        tp = ((gold == name) & (predicted == name)).sum()
+        precision, recall = tp / max((predicted == name).sum(), 1), tp / (gold == name).sum()
+        f1s.append(0 if tp == 0 else 2 * precision * recall / (precision + recall))
+        assert report["per_class"][name]["recall"] == pytest.approx(recall)
+    assert report["macro_f1"] == pytest.approx(np.mean(f1s))
+    for row in rows:
+        assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+
+
+def test_tensorboard_logs_curves_and_the_confusion_matrix(trained):
+    _, run, _ = trained
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_events = EventAccumulator(str(run / "logs" / "train"), size_guidance={"tensors": 0}).Reload()
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_examples_per_second"} <= set(
+        train_events.Tags()["tensors"])
+    assert len(train_events.Tensors("epoch_loss")) == 4  # one point per epoch
+    eval_events = EventAccumulator(str(run / "logs" / "eval_validation"), size_guidance={"tensors": 0}).Reload()
+    tags = set(eval_events.Tags()["tensors"])
+    assert {"validation/confusion_matrix", "validation/report", "eval/accuracy"} <= tags
+    accuracy = float(tf.make_ndarray(eval_events.Tensors("eval/accuracy")[-1].tensor_proto))
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_predict_cli_prints_labels_with_probabilities(trained):
+    _, run, _ = trained
+    result = run_cli("predict", "sentiment", str(run), "the film was great and fun", "boring dull plot",
+                     "--jsonl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert all(r["probabilities"][r["label"]] > 0.5 for r in rows)
+
+
+def test_exported_saved_model_serves_the_same_probabilities_without_keras_zoo(trained):
+    work, run, _ = trained
+    from recipes import sentiment
+
+    dev = [json.loads(line)["text"] for line in (work / "dev.jsonl").read_text().splitlines()]
+    expected = np.array([[r["probabilities"][k] for k in ("negative", "positive")]
+                         for r in sentiment.predict(run, dev)])
+    script = (
+        "import json, sys, numpy as np, tensorflow as tf, tensorflow_text\n"
+        f"texts = json.loads(sys.stdin.read())\n"
+        f"serve = tf.saved_model.load({str(run / 'export' / 'saved_model')!r}).signatures['serving_default']\n"
+        "out = serve(text=tf.constant(texts))\n"
+        "assert not any(m.split('.')[0] in ('keras_hub', 'keras_nlp', 'zoo', 'recipes') for m in sys.modules)\n"
+        "print(json.dumps({'p': out['probabilities'].numpy().tolist(),\n"
+        "                  'label': [s.decode() for s in out['label'].numpy()]}))\n")
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(dev), capture_output=True,
+                            text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.splitlines()[-1])
+    assert np.abs(np.array(served["p"]) - expected).max() < 1e-4
+    assert served["label"] == [["negative", "positive"][i] for i in expected.argmax(axis=1)]
+
+
+def test_evaluate_cli_and_an_unseen_label(trained, tmp_path):
+    _, run, _ = trained
+    result = run_cli("evaluate", "sentiment", str(run))
+    assert result.returncode == 0 and "macro-F1" in result.stdout
+    bad = write_jsonl(tmp_path / "other.jsonl", [{"text": "fine", "label": "positive"},
+                                                 {"text": "so so", "label": "neutral"}])
+    result = run_cli("evaluate", "sentiment", str(run), "--data", str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # (TensorFlow prints its own start-up log lines to stderr before it can be silenced.)
+    assert [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")] == [
+        f"keras-zoo: error: {bad}:2: label 'neutral' was never seen in training (labels: negative, positive)"]
+
+
+def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
+    work, run, _ = trained
+    before = (run / "metrics.json").read_text()
+    result = run_cli("train", "sentiment", "--name", "tiny", "--runs-dir", str(work / "runs"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run directory exists; pass --overwrite" in result.stderr
+    assert (run / "metrics.json").read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "data.train=/nonexistent/train.csv"], "/nonexistent/train.csv: file not found"),
+    (["--set", "train.learnig_rate=1"], "unknown config key 'train.learnig_rate' (did you mean 'train.learning_rate'?)"),
+    (["--set", f"data.train={ROOT / 'recipes/demo_data/sentiment_train.jsonl'}", "--set", "data.text_column=review"],
+     "sentiment_train.jsonl:1: no column 'review'"),
+    (["--set", "model.backbone=minilm-l5"], "unknown backbone 'minilm-l5' (did you mean 'minilm-l6'"),
+])
+def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
+    result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo: error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+
+
+def test_help_answers_fast_without_importing_tensorflow():
+    code = ("import sys, time; t = time.time()\n"
+            "from recipes.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+            "print(time.time() - t)")
+    start = time.time()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.splitlines()[-1]) < 0.5 and time.time() - start < 5
+    listing = run_cli("list")
+    assert listing.returncode == 0 and "efficientnet-lite0" in listing.stdout

@@ -1,0 +1,74 @@
+import pytest
+
+from recipes.sentiment import label_ids, label_order, stratified_split
+from recipes.text_data import read_texts
+from zoo.errors import UserError
+
+
+def test_reads_csv_tsv_jsonl_and_folders(tmp_path):
+    (tmp_path / "a.csv").write_text('review,stars\n"good, really",pos\nbad,neg\n')
+    (tmp_path / "a.tsv").write_text('sentence\tlabel\nit \'s a "fine" film \t1\nno\t0\n')
+    (tmp_path / "a.jsonl").write_text('{"text": "ok", "label": 2}\n\n{"text": "meh", "label": 10}\n')
+    for label, text in [("pos", "nice"), ("neg", "awful")]:
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        (tmp_path / "folder" / label / "1.txt").write_text(text + "\n")
+    csv = read_texts(str(tmp_path / "a.csv"), "train", "review", "stars")
+    assert csv.texts == ["good, really", "bad"] and csv.labels == ["pos", "neg"]
+    tsv = read_texts(str(tmp_path / "a.tsv"), "train", "sentence", "label")
+    assert tsv.texts == ['it \'s a "fine" film', "no"] and tsv.labels == ["1", "0"]  # quotes literal, space stripped
+    jsonl = read_texts(str(tmp_path / "a.jsonl"), "train", "text", "label")
+    assert jsonl.labels == ["2", "10"] and jsonl.origins[1].endswith("a.jsonl:3")
+    assert label_order(jsonl.labels) == ["2", "10"]  # integer labels sort numerically
+    folder = read_texts(str(tmp_path / "folder"), "train", "text", "label")
+    assert sorted(zip(folder.labels, folder.texts)) == [("neg", "awful"), ("pos", "nice")]
+
+
+def test_demo_set_is_bundled_and_balanced():
+    train = read_texts("demo", "train", "text", "label")
+    validation = read_texts("demo", "validation", "text", "label")
+    assert len(train) >= 200 and len(validation) >= 50
+    assert set(train.labels) == {"negative", "positive"}
+    assert not set(train.texts) & set(validation.texts)
+
+
+@pytest.mark.parametrize("content, columns, message", [
+    (b"", ("text", "label"), r"empty\.csv: no examples \(empty file\)"),
+    (b"review,label\nfine,1\n", ("text", "label"), r"empty\.csv:2: no column 'text' \(columns: review, label\)"),
+    (b"text,label\nfine,1\nbad,0,extra\n", ("text", "label"), r"empty\.csv:3: 3 fields, expected 2"),
+    (b"text,label\nfine,1\ncaf\xe9,0\n", ("text", "label"), r"empty\.csv:3: not valid UTF-8"),
+    (b"text,label\nfine,\n", ("text", "label"), r"empty\.csv:2: empty label"),
+])
+def test_bad_files_get_one_line_errors_with_file_and_line(tmp_path, content, columns, message):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as e:
+        read_texts(str(path), "train", *columns)
+    assert "\n" not in str(e.value)
+
+
+def test_malformed_jsonl_and_missing_file(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label"\n')
+    with pytest.raises(UserError, match=r"x\.jsonl:2: malformed JSON"):
+        read_texts(str(path), "train", "text", "label")
+    with pytest.raises(UserError, match=r"missing\.tsv: file not found"):
+        read_texts(str(tmp_path / "missing.tsv"), "train", "text", "label")
+
+
+def test_unseen_label_names_file_and_line(tmp_path):
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"text": "a", "label": "positive"}\n{"text": "b", "label": "neutral"}\n')
+    data = read_texts(str(path), "validation", "text", "label")
+    with pytest.raises(UserError, match=r"dev\.jsonl:2: label 'neutral' was never seen in training"):
+        label_ids(data, ["negative", "positive"])
+
+
+def test_stratified_split_is_seeded_and_keeps_class_shares():
+    data = read_texts("demo", "train", "text", "label")
+    train, held = stratified_split(data, 0.2, seed=3)
+    again, held_again = stratified_split(data, 0.2, seed=3)
+    assert held.texts == held_again.texts and len(train) + len(held) == len(data)
+    assert not set(train.origins) & set(held.origins)
+    for name in ("negative", "positive"):
+        share = held.labels.count(name) / data.labels.count(name)
+        assert abs(share - 0.2) < 0.02

