@@ -145,7 +145,8 @@ def _read_tfds(name: str, split: str) -> LabelledTexts:
         raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                         "offline, point data.train at a local CSV/TSV/JSONL file instead") from None
     splits = {"validation": ["validation", "test"], "train": ["train"], "test": ["test"]}[split]
-    available = [s for s in splits if s in builder.info.splits]
+    known = builder.info.splits
+    available = [s for s in splits if s in known] if known else splits[:1]  # no split metadata: just try it
     if not available:
         raise UserError(f"tfds:{name}: no '{split}' split (splits: {', '.join(builder.info.splits)})")
     features = builder.info.features

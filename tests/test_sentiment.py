@@ -112,6 +112,15 @@ def test_exported_saved_model_serves_the_same_probabilities_without_keras_zoo(tr
     assert served["label"] == [["negative", "positive"][i] for i in expected.argmax(axis=1)]
 
 
+def test_export_cli_rewrites_the_export_from_the_saved_model(trained):
+    _, run, _ = trained
+    (run / "export" / "saved_model" / "saved_model.pb").unlink()
+    result = run_cli("export", "sentiment", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"exported: {run}/export/saved_model" in result.stdout
+    assert (run / "export" / "saved_model" / "saved_model.pb").exists()
+
+
 def test_evaluate_cli_and_an_unseen_label(trained, tmp_path):
     _, run, _ = trained
     result = run_cli("evaluate", "sentiment", str(run))

@@ -72,3 +72,12 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
     for name in ("negative", "positive"):
         share = held.labels.count(name) / data.labels.count(name)
         assert abs(share - 0.2) < 0.02
+
+
+@pytest.mark.parametrize("name, label_names", [("imdb_reviews", {"neg", "pos"}), ("glue/sst2", {"negative", "positive"})])
+def test_tfds_sources_read_text_and_class_names(name, label_names):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):  # offline: TFDS's own mock examples, real feature specs
+        data = read_texts(f"tfds:{name}", "validation", "text", "label")
+    assert len(data) == 12 and all(isinstance(t, str) for t in data.texts)
+    assert set(data.labels) <= label_names and data.origins[0].startswith(f"tfds:{name}/")

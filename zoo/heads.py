@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Literal
 
 import keras
@@ -55,5 +57,10 @@ def as_float32(model: keras.Model) -> keras.Model:
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
     clone = keras.models.clone_model(model, clone_function=rebuild)
-    clone.set_weights(model.get_weights())
+    # Through a weights file rather than get/set_weights: Keras saves LoRA layers with their
+    # adapters merged into the kernels, which is what the plain float32 clone holds.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.weights.h5")
+        model.save_weights(path)
+        clone.load_weights(path)
     return clone
