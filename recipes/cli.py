@@ -84,12 +84,12 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
     elif args.command == "predict":
         texts = list(args.texts)
         if args.file:
-            from recipes.text_data import _read_lines  # noqa: PLC0415
+            from recipes.text_data import read_lines  # noqa: PLC0415
             from pathlib import Path  # noqa: PLC0415
 
             if not Path(args.file).is_file():
                 raise UserError(f"{args.file}: file not found")
-            texts += [line for line in _read_lines(Path(args.file)) if line.strip()]
+            texts += [line for line in read_lines(Path(args.file)) if line.strip()]
         if not texts:
             raise UserError("predict: give texts as arguments or --file FILE")
         for row in recipe.predict(args.run, texts):

@@ -79,7 +79,8 @@ def _label_value(value, origin: str):
     return str(value)
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; undecodable bytes are an error naming the line."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig").splitlines()
@@ -89,7 +90,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _jsonl_rows(path: Path):
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -102,7 +103,7 @@ def _jsonl_rows(path: Path):
 
 
 def _delimited_rows(path: Path, delimiter: str):
-    lines = _read_lines(path)
+    lines = read_lines(path)
     # TSV files such as GLUE's carry bare quotes inside texts: read them literally.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
@@ -129,7 +130,7 @@ def _read_class_folders(root: Path) -> LabelledTexts:
         if not files:
             raise UserError(f"{folder}: empty class folder (no .txt files)")
         for file in files:
-            texts.append("\n".join(_read_lines(file)).strip())
+            texts.append("\n".join(read_lines(file)).strip())
             labels.append(folder.name)
             origins.append(str(file))
     return LabelledTexts(texts, labels, origins)

@@ -170,3 +170,9 @@ def test_help_answers_fast_without_importing_tensorflow():
     assert float(result.stdout.splitlines()[-1]) < 0.5 and time.time() - start < 5
     listing = run_cli("list")
     assert listing.returncode == 0 and "efficientnet-lite0" in listing.stdout
+
+
+def test_the_recipe_module_is_runnable_as_a_script():
+    result = subprocess.run([sys.executable, "-m", "recipes.sentiment", "train", "--help"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 0 and "usage: python -m recipes.sentiment train" in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Literal
 
 import keras
@@ -59,7 +60,9 @@ def as_float32(model: keras.Model) -> keras.Model:
     clone = keras.models.clone_model(model, clone_function=rebuild)
     # Through a weights file rather than get/set_weights: Keras saves LoRA layers with their
     # adapters merged into the kernels, which is what the plain float32 clone holds.
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The file carries the optimizer state too; the inference copy does not want it.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         path = os.path.join(tmp, "model.weights.h5")
         model.save_weights(path)
         clone.load_weights(path)
