@@ -261,8 +261,12 @@ def load_run(path: str | Path):
 def evaluate(run_path: str | Path, source: str = "", split: str = "validation") -> dict:
     """Evaluate a finished run on `source` (default: the run's own validation data)."""
     run, cfg, model, encoder, labels = load_run(run_path)
-    source = source or getattr(cfg.data, split) or cfg.data.train
-    texts = read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
+    if source:
+        texts = read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
+    else:  # the run's own split, re-carved with its seed when it was carved from train
+        texts = getattr(load_data(cfg.data, cfg.train.seed), split)
+        if texts is None:
+            raise UserError(f"{run.config}: the run has no {split} data; pass --data")
     return evaluate_texts(model, encoder, texts, labels, run, f"evaluate_{split}")
 
 
