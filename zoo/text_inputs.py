@@ -67,13 +67,16 @@ class TextEncoder(tf.Module):
     def encode(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.features(self.token_ids(texts))
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def _token_counts(self, texts):
+        # In a tf.function the tokenizer returns a RaggedTensor (eagerly it returns Python lists).
+        return self.tokenizer(texts).row_lengths()
+
     def lengths(self, texts: Sequence[str], chunk: int = 4096) -> np.ndarray:
         """Token lengths (with start/end tokens, before truncation) of every text, for bucketing."""
-        # In a tf.function the tokenizer returns a RaggedTensor (eagerly it returns Python lists).
-        count = tf.function(lambda t: self.tokenizer(t).row_lengths())
         out = []
         for i in range(0, len(texts), chunk):
-            out.append(count(tf.constant(list(texts[i : i + chunk]))).numpy() + 2)
+            out.append(self._token_counts(tf.constant(list(texts[i : i + chunk]))).numpy() + 2)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
