@@ -111,9 +111,9 @@ def main() -> None:
         backbone = keras_hub.models.Backbone.from_preset(str(MINILM))
         model = sentiment.build_model(cfg.model, backbone, 2)
         engine.compile_classifier(model, cfg.train, steps)
-        from recipes.run_dir import create_run
+        from recipes.run_dir import plan_run, start_run
 
-        bench_run = create_run(str(out), "overhead", "run", overwrite=True)
+        bench_run = start_run(plan_run(str(out), "overhead", "run", overwrite=True))
         callbacks = [engine.Throughput(len(batches) * cfg.train.batch_size),
                      keras.callbacks.CSVLogger(str(bench_run.history)),
                      keras.callbacks.TensorBoard(str(bench_run.logs)), keras.callbacks.TerminateOnNaN()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -51,12 +51,8 @@ class RunConfig:
     name: str = ""  # empty: a timestamp
 
 
-def config_to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def save_config(cfg: Any, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> C:
@@ -141,7 +137,3 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return value
     raise UserError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, not {value!r}")
 
-
-def field_default(factory: type) -> Any:
-    """A dataclass field whose default is a fresh `factory()` (sections of a recipe config)."""
-    return field(default_factory=factory)

@@ -50,16 +50,21 @@ def open_run(path: str | Path) -> RunDir:
     return run
 
 
-def create_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False) -> RunDir:
-    """The directory for a new run, or the existing one when resuming. Never clobbers a run silently."""
+def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False) -> RunDir:
+    """The directory a run will use, checked but not yet touched: a new run never clobbers an
+    existing one without `overwrite`, and `resume` needs a run to continue."""
     run = RunDir(Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S")))
-    if resume:
-        if not run.config.exists():
-            raise UserError(f"{run.path}: nothing to resume (no config.yaml); start it without --resume")
-        return run
-    if run.path.exists() and any(run.path.iterdir()):
-        if not overwrite:
-            raise UserError(f"{run.path}: run directory exists; pass --overwrite to replace it or --resume to continue it")
+    if resume and not run.config.exists():
+        raise UserError(f"{run.path}: nothing to resume (no config.yaml); start it without --resume")
+    if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
+        raise UserError(f"{run.path}: run directory exists; pass --overwrite to replace it or --resume to continue it")
+    return run
+
+
+def start_run(run: RunDir, *, resume: bool = False) -> RunDir:
+    """Create (or, unless resuming, empty) the run directory. Call once the inputs are known good,
+    so that a bad data file leaves no half-made run behind."""
+    if not resume and run.path.exists():
         shutil.rmtree(run.path)
     (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
     run.export.mkdir(exist_ok=True)

@@ -27,7 +27,7 @@ import numpy as np
 from recipes import config as config_lib
 from recipes.config import ModelConfig, RunConfig, TrainConfig
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
-from recipes.run_dir import RunDir, create_run, open_run
+from recipes.run_dir import RunDir, open_run, plan_run, start_run
 from recipes.text_data import LabelledTexts, read_texts
 from zoo.errors import UserError
 
@@ -185,17 +185,17 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
     from zoo.heads import as_float32  # noqa: PLC0415
     from zoo.text_inputs import TextEncoder, bucket_lengths  # noqa: PLC0415
 
-    run = create_run(cfg.run.runs_dir, NAME, cfg.run.name, overwrite=overwrite, resume=resume)
+    run = plan_run(cfg.run.runs_dir, NAME, cfg.run.name, overwrite=overwrite, resume=resume)
     if resume:  # the run's own config wins: resuming with other settings would mix two runs
         cfg = load_config(run.config)
-    data = load_data(cfg.data, cfg.train.seed)
-    config_lib.save_config(cfg, run.config)
     engine.seed_everything(cfg.train.seed)
     engine.set_precision(cfg.train.precision)
-
+    data = load_data(cfg.data, cfg.train.seed)
     backbone, preprocessor = load_backbone(cfg.model.backbone)
     if not hasattr(preprocessor, "tokenizer"):
         raise UserError(f"model.backbone: '{cfg.model.backbone}' is an image backbone; sentiment needs a text one")
+    start_run(run, resume=resume)
+    config_lib.save_config(cfg, run.config)
     probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
     lengths = probe.lengths(data.train.texts)
     max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)

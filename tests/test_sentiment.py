@@ -158,6 +158,7 @@ def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo: error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "sentiment").exists() or not any((tmp_path / "sentiment").iterdir())  # no half-made run
 
 
 def test_help_answers_fast_without_importing_tensorflow():
