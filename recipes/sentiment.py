@@ -49,6 +49,7 @@ class SentimentDataConfig:
 @dataclass
 class SentimentModelConfig(ModelConfig):
     pooling: Literal["mean", "cls"] = "mean"
+    freeze_embeddings: bool = True  # word embeddings stay as pretrained (faster steps; see zoo.heads)
 
 
 @dataclass
@@ -170,9 +171,11 @@ def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int 
 
 # --------------------------------------------------------------------------------------------- model
 def build_model(cfg: SentimentModelConfig, backbone, num_classes: int):
-    from zoo.heads import set_finetune_mode, text_classifier  # noqa: PLC0415
+    from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
 
     set_finetune_mode(backbone, cfg.finetune, cfg.lora_rank)
+    if cfg.freeze_embeddings:
+        freeze_token_embeddings(backbone)
     return text_classifier(backbone, num_classes, cfg.dropout, cfg.pooling)
 
 
