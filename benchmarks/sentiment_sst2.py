@@ -114,7 +114,7 @@ def main() -> None:
         from recipes.run_dir import plan_run, start_run
 
         bench_run = start_run(plan_run(str(out), "overhead", "run", overwrite=True))
-        callbacks = [engine.Throughput(len(batches) * cfg.train.batch_size),
+        callbacks = [engine.EpochStats(len(batches) * cfg.train.batch_size),
                      keras.callbacks.CSVLogger(str(bench_run.history)),
                      keras.callbacks.TensorBoard(str(bench_run.logs)), keras.callbacks.TerminateOnNaN()]
         return model, callbacks

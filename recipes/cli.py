@@ -12,7 +12,7 @@ from typing import Sequence
 
 from zoo.errors import UserError
 
-RECIPES = {"sentiment": "recipes.sentiment"}
+RECIPES = {"sentiment": "recipes.sentiment", "image_classification": "recipes.image_classification"}
 
 
 def _recipe(name: str):
@@ -50,11 +50,12 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("--data", default="", help="labelled data (default: the run's validation data)")
     evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
-    predict = add("predict", "predict labels for texts")
+    predict = add("predict", "predict labels for texts or image files")
     predict.add_argument("run", help="run directory")
-    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("inputs", nargs="*", help="texts (sentiment), or image files and folders (images)")
     predict.add_argument("--file", help="a text file, one input per line")
     predict.add_argument("--jsonl", action="store_true", help="print one JSON object per input")
+    predict.add_argument("--csv", help="also write the predictions to this CSV file")
     export = add("export", "write export/model.keras and export/saved_model for a run")
     export.add_argument("run", help="run directory")
     return parser
@@ -82,25 +83,46 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
 
         print(format_report(recipe.evaluate(args.run, args.data, args.split)))
     elif args.command == "predict":
-        texts = list(args.texts)
-        if args.file:
-            from recipes.text_data import read_lines  # noqa: PLC0415
-            from pathlib import Path  # noqa: PLC0415
-
-            if not Path(args.file).is_file():
-                raise UserError(f"{args.file}: file not found")
-            texts += [line for line in read_lines(Path(args.file)) if line.strip()]
-        if not texts:
-            raise UserError("predict: give texts as arguments or --file FILE")
-        for row in recipe.predict(args.run, texts):
-            if args.jsonl:
-                print(json.dumps(row, ensure_ascii=False))
-            else:
-                print(f"{row['label']}\t{row['probabilities'][row['label']]:.4f}\t{row['text']}")
+        _predict(recipe, args)
     elif args.command == "export":
         from recipes.run_dir import open_run  # noqa: PLC0415
 
         print(f"exported: {recipe.export_run(open_run(args.run))}")
+
+
+def _predict(recipe, args: argparse.Namespace) -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    inputs = list(args.inputs)
+    if args.file:
+        from recipes.text_data import read_lines  # noqa: PLC0415
+
+        if not Path(args.file).is_file():
+            raise UserError(f"{args.file}: file not found")
+        inputs += [line for line in read_lines(Path(args.file)) if line.strip()]
+    if not inputs:
+        raise UserError("predict: give inputs as arguments or --file FILE")
+    if args.csv and Path(args.csv).exists():
+        raise UserError(f"{args.csv}: exists; choose another --csv file")
+    rows = recipe.predict(args.run, inputs)
+    for row in rows:
+        subject = row.get("text", row.get("path"))
+        if args.jsonl:
+            print(json.dumps(row, ensure_ascii=False))
+        elif row["label"] is None:
+            print(f"-\t-\t{subject}\t({row.get('error', 'no prediction')})")
+        else:
+            print(f"{row['label']}\t{row['probabilities'][row['label']]:.4f}\t{subject}")
+    if args.csv:
+        import csv  # noqa: PLC0415
+
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["input", "label", "probability", "error"])
+            for row in rows:
+                p = row["probabilities"][row["label"]] if row["label"] is not None else ""
+                writer.writerow([row.get("text", row.get("path")), row["label"] or "", p, row.get("error", "")])
+        print(f"predictions written to {args.csv}")
 
 
 def main(argv: Sequence[str] | None = None, recipe: str | None = None) -> int:

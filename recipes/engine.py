@@ -10,15 +10,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes.config import TrainConfig
-from recipes.run_dir import RunDir
+from recipes.config import TrainConfig, save_config
+from recipes.run_dir import RunDir, plan_run, start_run
 from zoo.errors import UserError
 
 
@@ -47,9 +51,12 @@ def monitor_mode(monitor: str) -> str:
     return "min" if "loss" in monitor else "max"
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    total = max(cfg.epochs * steps_per_epoch, 1)
-    schedule = WarmupLinearDecay(cfg.learning_rate, round(cfg.warmup_ratio * total), total)
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
+                   epochs: int | None = None) -> keras.optimizers.Optimizer:
+    """AdamW with linear warm-up and decay over `epochs` (default: the config's) at peak `learning_rate`."""
+    total = max((cfg.epochs if epochs is None else epochs) * steps_per_epoch, 1)
+    peak = cfg.learning_rate if learning_rate is None else learning_rate
+    schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
                                        clipnorm=cfg.clipnorm or None)
     # No weight decay on biases and normalisation scales, as in BERT's original recipe.
@@ -58,12 +65,28 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
 
 
 def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile for integer class labels (the text recipes)."""
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=cfg.jit_compile,
     )
+
+
+@dataclass
+class Phase:
+    """A stretch of training with its own trainable weights and learning-rate schedule.
+
+    Most recipes train in one phase; transfer learning on images trains the head on a frozen
+    backbone first, then fine-tunes. `prepare` sets `layer.trainable` flags and compiles the model
+    for the phase (it is called again when a resumed run skips a finished phase, so the model's
+    trainable state is right for the phases that follow).
+    """
+
+    name: str
+    epochs: int
+    prepare: Callable[[keras.Model], None]
 
 
 def _best_so_far(history: Path, monitor: str) -> float | None:
@@ -79,16 +102,63 @@ def _best_so_far(history: Path, monitor: str) -> float | None:
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
-        run: RunDir, examples_per_epoch: int, extra_callbacks: list | None = None,
+        run: RunDir, examples_per_epoch: int, phases: list[Phase] | None = None,
+        extra_callbacks: list | None = None, class_weight: dict | None = None,
         verbose: int | str = "auto") -> dict:
-    """Train with the standard callbacks; on return the model holds the best epoch's weights.
+    """Train with the standard callbacks, phase after phase; on return the model holds the best
+    epoch's weights (best over all phases).
 
+    Without `phases` the model must be compiled already and trains `cfg.epochs` epochs. Epochs are
+    numbered across phases, so history.csv and TensorBoard show one continuous run. Each finished
+    phase leaves a marker in checkpoints/, so `--resume` skips it and continues the phase it was in.
     Returns the per-epoch history of this run (all epochs, including those before a resume).
     """
+    phases = phases or [Phase("train", cfg.epochs, lambda m: None)]
+    epoch = 0
+    for i, phase in enumerate(phases):
+        phase.prepare(model)
+        marker = run.path / "checkpoints" / f"phase{i}-{phase.name}.done.json"
+        if marker.exists():  # finished before an interruption: keep its result, go on
+            epoch = json.loads(marker.read_text())["end_epoch"]
+            load_best_weights(model, run)
+            continue
+        if phase.epochs <= 0:
+            continue
+        _fit_phase(model, train, validation, cfg, run, examples_per_epoch, initial_epoch=epoch,
+                   epochs=epoch + phase.epochs, backup=run.backup / phase.name,
+                   extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose)
+        epoch = _history_rows(run.history)
+        load_best_weights(model, run)
+        run.write_json(marker, {"end_epoch": epoch})
+    shutil.rmtree(run.backup, ignore_errors=True)  # each phase's BackupAndRestore removed its own state
+    rows = _history_rows(run.history, as_rows=True)
+    if not rows or cfg.monitor not in rows[0]:
+        known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
+        raise UserError(f"train.monitor: '{cfg.monitor}' is not a logged metric (logged: {known})")
+    return {key: [float(r[key]) if r[key] else float("nan") for r in rows] for key in rows[0]}
+
+
+def load_best_weights(model: keras.Model, run: RunDir) -> None:
+    if run.best_weights.exists():
+        with warnings.catch_warnings():  # the file's optimizer state belongs to the phase that wrote it
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(run.best_weights))
+
+
+def _history_rows(history: Path, as_rows: bool = False):
+    if not history.exists():
+        return [] if as_rows else 0
+    with history.open() as f:
+        rows = list(csv.DictReader(f))
+    return rows if as_rows else len(rows)
+
+
+def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples_per_epoch: int,
+               initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose) -> None:
     mode = monitor_mode(cfg.monitor)
     callbacks = [
-        Throughput(examples_per_epoch),  # first, so the loggers below see its figure
-        keras.callbacks.BackupAndRestore(str(run.backup), save_freq="epoch", delete_checkpoint=True),
+        EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
@@ -101,20 +171,13 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
                                                        patience=cfg.early_stopping_patience))
     callbacks += extra_callbacks or []
     try:
-        model.fit(train, validation_data=validation, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose)
+        model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
+                  callbacks=callbacks, class_weight=class_weight, verbose=verbose)
     except RuntimeError as e:
         if "NaN" in str(e) or "Inf" in str(e):
             raise UserError(f"training diverged: the loss became NaN/Inf ({e}); lower train.learning_rate "
                             "or check the data for broken labels") from None
         raise
-    if run.best_weights.exists():
-        model.load_weights(str(run.best_weights))
-    with run.history.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows or cfg.monitor not in rows[0]:
-        known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
-        raise UserError(f"train.monitor: '{cfg.monitor}' is not a logged metric (logged: {known})")
-    return {key: [float(r[key]) for r in rows] for key in rows[0]}
 
 
 def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[str, bytes] | None = None,
@@ -133,6 +196,23 @@ def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[
         for name, png in (images or {}).items():
             tf.summary.image(name, tf.io.decode_png(png, channels=4)[tf.newaxis], step=step)
     writer.close()
+
+
+def begin_run(recipe: str, cfg, load_config: Callable, overwrite: bool, resume: bool):
+    """`(run, cfg)` for a training run: the run directory checked (not yet created), the run's own
+    config when resuming (resuming with other settings would mix two runs), seeds and precision set."""
+    run = plan_run(cfg.run.runs_dir, recipe, cfg.run.name, overwrite=overwrite, resume=resume)
+    if resume:
+        cfg = load_config(run.config)
+    seed_everything(cfg.train.seed)
+    set_precision(cfg.train.precision)
+    return run, cfg
+
+
+def create_run(run: RunDir, cfg, resume: bool) -> None:
+    """Create the run directory and save the resolved config; call once the inputs are known good."""
+    start_run(run, resume=resume)
+    save_config(cfg, run.config)
 
 
 def seed_everything(seed: int) -> None:
@@ -166,8 +246,9 @@ def steps_for_buckets(lengths: np.ndarray, boundaries: list[int], batch_size: in
     return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
 
 
-class Throughput(keras.callbacks.Callback):
-    """Adds `examples_per_second` (training batches only, validation excluded) to the epoch logs."""
+class EpochStats(keras.callbacks.Callback):
+    """Adds `examples_per_second` (training batches only, validation excluded) and the epoch's final
+    `learning_rate` (Keras logs no rate when it comes from a schedule) to the epoch logs."""
 
     def __init__(self, examples_per_epoch: int):
         super().__init__()
@@ -180,5 +261,8 @@ class Throughput(keras.callbacks.Callback):
         self.last = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.last > self.start:
+        if logs is None:
+            return
+        if self.last > self.start:
             logs["examples_per_second"] = self.examples / (self.last - self.start)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

@@ -62,3 +62,28 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
+    """Share of examples whose true class is among the `k` most probable."""
+    top = np.argsort(-probabilities, axis=-1)[:, :k]
+    return float((top == np.asarray(y_true)[:, None]).any(axis=-1).mean())
+
+
+def image_grid_png(images: np.ndarray, captions: Sequence[str], columns: int = 4) -> bytes:
+    """Images (uint8 `[N, H, W, 3]`) in a grid with a caption over each, as a PNG."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    n = max(len(images), 1)
+    rows = (n + columns - 1) // columns
+    fig = Figure(figsize=(2.6 * columns, 2.9 * rows), dpi=80)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i])
+            ax.set_title(captions[i], fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -26,8 +26,9 @@ import numpy as np
 
 from recipes import config as config_lib
 from recipes.config import ModelConfig, RunConfig, TrainConfig
+from recipes.labels import label_ids, label_order, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
-from recipes.run_dir import RunDir, open_run, plan_run, start_run
+from recipes.run_dir import RunDir, open_run
 from recipes.text_data import LabelledTexts, read_texts
 from zoo.errors import UserError
 
@@ -71,35 +72,6 @@ class SentimentData:
     validation: LabelledTexts
     test: LabelledTexts | None
     labels: list[str]  # class names; a label's index is its class id
-
-
-def label_order(values) -> list[str]:
-    """Class names sorted, integer-like names numerically (so "2" < "10")."""
-    return sorted(set(values), key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v))
-
-
-def label_ids(texts: LabelledTexts, labels: list[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(labels)}
-    ids = []
-    for value, origin in zip(texts.labels, texts.origins):
-        if value not in index:
-            raise UserError(f"{origin}: label '{value}' was never seen in training (labels: {', '.join(labels)})")
-        ids.append(index[value])
-    return np.asarray(ids, np.int32)
-
-
-def stratified_split(data: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
-    if not 0 < fraction < 1:
-        raise UserError(f"data.validation_split must be between 0 and 1, not {fraction}")
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(data.labels)
-    held_out = []
-    for name in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == name))
-        held_out.extend(members[: int(round(fraction * len(members)))])
-    held = set(int(i) for i in held_out)
-    keep = [i for i in range(len(data)) if i not in held]
-    return data.subset(keep), data.subset(sorted(held))
 
 
 def load_data(cfg: SentimentDataConfig, seed: int) -> SentimentData:
@@ -188,17 +160,10 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
     from zoo.heads import as_float32  # noqa: PLC0415
     from zoo.text_inputs import TextEncoder, bucket_lengths  # noqa: PLC0415
 
-    run = plan_run(cfg.run.runs_dir, NAME, cfg.run.name, overwrite=overwrite, resume=resume)
-    if resume:  # the run's own config wins: resuming with other settings would mix two runs
-        cfg = load_config(run.config)
-    engine.seed_everything(cfg.train.seed)
-    engine.set_precision(cfg.train.precision)
+    run, cfg = engine.begin_run(NAME, cfg, load_config, overwrite, resume)
     data = load_data(cfg.data, cfg.train.seed)
-    backbone, preprocessor = load_backbone(cfg.model.backbone)
-    if not hasattr(preprocessor, "tokenizer"):
-        raise UserError(f"model.backbone: '{cfg.model.backbone}' is an image backbone; sentiment needs a text one")
-    start_run(run, resume=resume)
-    config_lib.save_config(cfg, run.config)
+    backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
+    engine.create_run(run, cfg, resume)
     probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
     lengths = probe.lengths(data.train.texts)
     max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)

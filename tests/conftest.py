@@ -56,6 +56,41 @@ def tiny_bert(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_image_backbone(tmp_path_factory) -> Path:
+    """A 2-stage, 2-block ResNetBackbone (KerasHub insists on 64 filters first) with a 32x32 image converter, saved as a KerasHub preset."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block")
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0)
+    path = tmp_path_factory.mktemp("tiny_resnet")
+    backbone.save_to_preset(str(path))
+    keras_hub.models.ResNetImageClassifierPreprocessor(converter).save_to_preset(str(path))
+    return path
+
+
+COLOURS = {"red": (200, 40, 40), "blue": (40, 60, 200)}
+
+
+def make_image_folder(root: Path, per_class: int, seed: int = 0) -> Path:
+    """`root/<colour>/*.{jpg,png}`: noisy images of varied sizes whose class is their dominant colour."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = rng.integers(30, 60, size=2)
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (h, w, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{name}_{i}.{'png' if i % 3 == 0 else 'jpg'}")
+    return root
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `keras-zoo ARGS` in a fresh process; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "recipes", *args], cwd=cwd or ROOT, capture_output=True,

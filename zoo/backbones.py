@@ -87,10 +87,11 @@ def resolve_spec(spec: str) -> ResolvedSpec:
                     "run `keras-zoo list` for the catalog, or pass a local model directory")
 
 
-def load_backbone(spec: str) -> tuple[Any, Any]:
+def load_backbone(spec: str, modality: str | None = None) -> tuple[Any, Any]:
     """Load `(backbone, preprocessor)` for a spec: a text classifier preprocessor for text
     backbones (its `.tokenizer` is what recipes use), an image classifier preprocessor for
-    image backbones (its `.image_converter` sets input size and normalisation)."""
+    image backbones (its `.image_converter` sets input size and normalisation).
+    `modality` ("text" or "image") is what the caller needs; another kind of backbone is an error."""
     import keras_hub  # noqa: PLC0415
 
     resolved = resolve_spec(spec)
@@ -109,4 +110,8 @@ def load_backbone(spec: str) -> tuple[Any, Any]:
             "`backbone.save_to_preset(DIR)`, or a Hugging Face transformers / timm checkpoint folder), "
             "e.g. --set model.backbone=/path/to/model"
         ) from None
+    found = "text" if getattr(preprocessor, "tokenizer", None) is not None else "image"
+    if modality and found != modality:
+        raise UserError(f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
+                        f"this recipe needs {'an image' if modality == 'image' else 'a text'} one")
     return backbone, preprocessor

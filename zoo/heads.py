@@ -34,6 +34,62 @@ def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
     return keras.Model(inputs, logits, name="text_classifier")
 
 
+def image_classifier(backbone, num_classes: int, converter, dropout: float = 0.2) -> keras.Model:
+    """Pixels (0..255, the converter's square input size) -> the converter's normalisation ->
+    backbone -> pooled features -> dropout -> dense logits.
+
+    The normalisation is the model's first layer, so the Keras model, the SavedModel and the TFLite
+    model all take plain pixels. Feature maps are average-pooled; token sequences (ViT) use the
+    class token.
+    """
+    from zoo.image_inputs import input_size, normalisation  # noqa: PLC0415
+
+    size = input_size(converter)
+    scale, offset = normalisation(converter)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = keras.layers.Rescaling(scale, offset, name="normalise", dtype="float32")(inputs)
+    features = backbone(x)
+    if len(features.shape) == 4:
+        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    else:
+        pooled = features[:, 0]
+    x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    return keras.Model(inputs, logits, name="image_classifier")
+
+
+def backbone_blocks(backbone) -> list[list]:
+    """The backbone's layers that hold weights, grouped into blocks in input-to-output order.
+
+    A block is a run of layers sharing a name prefix (`block6a_expand_conv`, `block6a_bn` ->
+    `block6a`), which is how KerasHub names the stages of its CNN backbones.
+    """
+    blocks: dict[str, list] = {}
+    for layer in backbone.layers:
+        if layer.weights:
+            blocks.setdefault(layer.name.split("_")[0], []).append(layer)
+    return list(blocks.values())
+
+
+def unfreeze_top(backbone, num_blocks: int = 0, train_batchnorm: bool = False) -> None:
+    """Make the top `num_blocks` blocks trainable (0: the whole backbone), the rest frozen.
+
+    BatchNorm layers stay frozen (inference mode: Keras runs a non-trainable BatchNormalization
+    with its moving statistics) unless `train_batchnorm`: small fine-tuning batches would
+    otherwise overwrite the ImageNet statistics.
+    """
+    backbone.trainable = True
+    blocks = backbone_blocks(backbone)
+    frozen = blocks[:-num_blocks] if 0 < num_blocks < len(blocks) else []
+    for block in frozen:
+        for layer in block:
+            layer.trainable = False
+    if not train_batchnorm:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
 def set_finetune_mode(backbone, mode: Literal["full", "frozen", "lora"], lora_rank: int = 8) -> None:
     """`full` trains everything, `frozen` only the head, `lora` low-rank adapters in the backbone
     (KerasHub's `enable_lora`) plus the head."""

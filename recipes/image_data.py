@@ -1,0 +1,190 @@
+"""Read labelled images from class folders, `path,label` CSV files or TFDS, and decode them once.
+
+Every reader returns `LabelledImages`: where each image's bytes are (a file, or the bytes
+themselves for TFDS), its label, and its origin for error messages. `decode_images` then decodes
+everything once, in parallel in tf.data, to fixed-size uint8 squares kept in memory; files that
+do not decode are dropped there and reported, so training never meets a bad file mid-epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import UserError
+from zoo.image_inputs import IMAGE_EXTENSIONS
+
+SPLIT_FOLDERS = {"train": ["train"], "validation": ["validation", "val", "valid"], "test": ["test"]}
+
+
+@dataclass
+class LabelledImages:
+    files: list[str] = field(default_factory=list)  # image paths; empty when `encoded` holds the bytes
+    labels: list[str | None] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # the file, "csv:line" or "tfds:name/split[i]"
+    encoded: list[bytes] = field(default_factory=list)  # TFDS images, still encoded
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> "LabelledImages":
+        pick = lambda values: [values[i] for i in indices] if values else []  # noqa: E731
+        return LabelledImages(pick(self.files), pick(self.labels), pick(self.origins), pick(self.encoded))
+
+
+def split_folder(root: Path, split: str) -> Path | None:
+    """`root/<split>` (or its usual aliases: val, valid) when `root` is laid out by split."""
+    for name in SPLIT_FOLDERS[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def read_images(source: str, split: str, path_column: str = "path", label_column: str = "label") -> LabelledImages:
+    """Read one split from a folder of class folders, a CSV of `path,label`, or `tfds:NAME`."""
+    if source.startswith("tfds:"):
+        return _read_tfds(source[5:], split)
+    path = Path(source)
+    if path.is_dir():
+        return read_class_folders(split_folder(path, split) or path)
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if path.suffix.lower() != ".csv":
+        raise UserError(f"{path}: expected a folder of class folders, a .csv of {path_column},{label_column}, "
+                        "or tfds:NAME")
+    return _read_csv(path, path_column, label_column)
+
+
+def read_class_folders(root: Path) -> LabelledImages:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(f"{root}: no class folders (expected {root}/<label>/<image files>)")
+    data = LabelledImages()
+    for folder in classes:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise UserError(f"{folder}: empty class folder (no {', '.join(IMAGE_EXTENSIONS)} files)")
+        for file in files:
+            data.files.append(str(file))
+            data.labels.append(folder.name)
+            data.origins.append(str(file))
+    return data
+
+
+def list_image_files(paths: list[str]) -> list[str]:
+    """Image files named directly, or found under folders (for predict)."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise UserError(f"{path}: not found")
+    if not files:
+        raise UserError(f"no image files in {', '.join(paths)}")
+    return files
+
+
+def _read_csv(path: Path, path_column: str, label_column: str) -> LabelledImages:
+    from recipes.text_data import read_lines  # noqa: PLC0415
+
+    reader = csv.reader(read_lines(path))
+    header = [h.strip() for h in next(reader, [])]
+    for column in (path_column, label_column):
+        if column not in header:
+            raise UserError(f"{path}:1: no column '{column}' (columns: {', '.join(header) or 'none'}); "
+                            "set data.path_column / data.label_column")
+    data = LabelledImages()
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        origin = f"{path}:{reader.line_num}"
+        if len(row) != len(header):
+            raise UserError(f"{origin}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+        values = dict(zip(header, (cell.strip() for cell in row)))
+        file = (path.parent / values[path_column]).resolve()
+        if not file.is_file():
+            raise UserError(f"{origin}: image file not found: {file}")
+        if not values[label_column]:
+            raise UserError(f"{origin}: empty label")
+        data.files.append(str(file))
+        data.labels.append(values[label_column])
+        data.origins.append(origin)
+    if not data.labels:
+        raise UserError(f"{path}: no examples (empty file)")
+    return data
+
+
+def _read_tfds(name: str, split: str) -> LabelledImages:
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+        builder = tfds.builder(name)
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 (tfds raises many types for a missing dataset or network)
+        raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        "offline, point data.train at a local folder of class folders instead") from None
+    wanted = {"validation": ["validation", "test"], "train": ["train"], "test": ["test"]}[split]
+    available = [s for s in wanted if s in builder.info.splits]
+    if not available:
+        raise UserError(f"tfds:{name}: no '{split}' split (splits: {', '.join(builder.info.splits)})")
+    features = builder.info.features
+    image_key = next(k for k, f in features.items() if isinstance(f, tfds.features.Image))
+    label_key = "label" if "label" in features else next(
+        k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
+    names = features[label_key].names
+    dataset = builder.as_dataset(split=available[0], decoders={image_key: tfds.decode.SkipDecoding()})
+    data = LabelledImages()
+    for i, example in enumerate(tfds.as_numpy(dataset)):
+        data.encoded.append(example[image_key])
+        data.labels.append(names[int(example[label_key])])
+        data.origins.append(f"tfds:{name}/{available[0]}[{i}]")
+    return data
+
+
+@dataclass
+class DecodedImages:
+    """The images that decoded, as uint8 `[N, side, side, 3]` squares, with their labels."""
+
+    pixels: np.ndarray
+    labels: list[str | None]
+    origins: list[str]
+    undecodable: list[str]  # origins of the files that did not decode, dropped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinear",
+                  max_bytes: float = 4 * 2**30) -> DecodedImages:
+    """Decode every image once (parallel, in tf.data) to a `side` x `side` centre square.
+
+    Images that fail to decode (truncated, not an image) are dropped and listed in `undecodable`.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from zoo.image_inputs import decode_rgb, square_resize  # noqa: PLC0415
+
+    needed = len(data) * side * side * 3
+    if needed > max_bytes:
+        raise UserError(f"{len(data)} images of {side}x{side} need {needed / 2**30:.1f} GiB in memory, more than "
+                        f"data.cache_max_gb={max_bytes / 2**30:g}; raise it or use a subset")
+    source = tf.data.Dataset.from_tensor_slices(data.encoded if data.encoded else data.files)
+    read = (lambda x: x) if data.encoded else tf.io.read_file
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(len(data)), source)
+    ds = ds.map(lambda i, x: (i, square_resize(decode_rgb(read(x), side), side, interpolation)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors().batch(64).prefetch(2)  # a failed decode drops that image only
+    pixels = np.empty((len(data), side, side, 3), np.uint8)
+    ok = np.zeros(len(data), bool)
+    for index, batch in ds.as_numpy_iterator():
+        pixels[index] = batch
+        ok[index] = True
+    kept = np.flatnonzero(ok)
+    return DecodedImages(pixels[kept] if not ok.all() else pixels, [data.labels[i] for i in kept],
+                         [data.origins[i] for i in kept], [data.origins[i] for i in np.flatnonzero(~ok)])

@@ -1,0 +1,213 @@
+"""The image classification recipe end to end on a tiny ResNet saved locally, with no network:
+train (two phases) with awkward files in the training folder, evaluate, predict, export (SavedModel
+on image bytes, TFLite), and the bad-input errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_image_folder, run_cli
+
+# Any attempt to reach the network fails at once: the recipe must not need it.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+UNDECODABLE = {"truncated.jpg", "not_an_image.jpg"}
+
+
+def add_awkward_files(folder: Path) -> None:
+    """The files the issue lists; the first two do not decode, the rest must train."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    red = np.clip(np.array([200, 40, 40]) + rng.normal(0, 30, (40, 50, 3)), 0, 255).astype("uint8")
+    Image.fromarray(red).save(folder / "whole.jpg")
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "not_an_image.jpg").write_text("this is a text file\n")
+    Image.new("RGB", (1, 1), (210, 30, 30)).save(folder / "one_pixel.png")
+    Image.fromarray((red[..., 0].astype("uint16") * 257)).save(folder / "sixteen_bit.png")
+    Image.fromarray(red).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(red).convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(red).convert("L").save(folder / "grey.jpg")
+    y, x = np.mgrid[0:4000, 0:6000]
+    big = np.stack([200 + 0 * x, (x // 100) % 50, (y // 100) % 50], -1).astype("uint8")
+    Image.fromarray(big).save(folder / "big_6000x4000.jpg", quality=70)
+
+
+@pytest.fixture(scope="module")
+def image_run(tiny_image_backbone, tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    photos = root / "photos"
+    make_image_folder(photos / "train", 24, seed=0)
+    make_image_folder(photos / "val", 10, seed=1)
+    add_awkward_files(photos / "train" / "red")
+    runs = root / "runs"
+    result = run_cli("train", "image_classification", "--runs-dir", str(runs), "--name", "tiny",
+                     "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={photos}",
+                     "--set", "train.head_epochs=3", "--set", "train.epochs=3", "--set", "train.batch_size=8",
+                     "--set", "train.head_learning_rate=1e-2", "--set", "train.learning_rate=1e-3",
+                     env=OFFLINE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "photos": photos, "run": runs / "image_classification" / "tiny", "stdout": result.stdout,
+            "backbone": tiny_image_backbone}
+
+
+def test_training_skips_undecodable_files_lists_them_and_trains_on_the_rest(image_run):
+    run = image_run["run"]
+    listed = {Path(line).name for line in (run / "undecodable.txt").read_text().splitlines()}
+    assert listed == UNDECODABLE
+    assert "skipped 2 files that do not decode" in image_run["stdout"]
+    task = json.loads((run / "task.json").read_text())
+    # 24 generated + 9 awkward files per red, 24 blue; the two undecodable ones are gone
+    assert task["examples"] == {"train": 24 + 24 + 9 - 2, "validation": 20, "test": 0}
+    assert task["undecodable"] == 2
+    assert task["image_size"] == 32 and task["side"] == 37  # from the backbone's converter, 32 / 0.875
+
+
+def test_two_phases_train_and_reach_high_validation_accuracy(image_run):
+    run = image_run["run"]
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(6))  # 3 head + 3 fine-tuning epochs, numbered on
+    assert {"accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "learning_rate", "examples_per_second"} <= set(rows[0])
+    done = sorted(p.name for p in (run / "checkpoints").glob("phase*.done.json"))
+    assert done == ["phase0-head.done.json", "phase1-finetune.done.json"]
+    assert not (run / "backup").exists()
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    assert metrics["num_examples"] == 20
+    assert metrics["accuracy"] >= 0.9, metrics  # red vs blue: an easy task, if the pipeline is right
+    assert metrics["confusion_matrix"] and len(metrics["misclassified"]) == round(20 * (1 - metrics["accuracy"]))
+
+
+def test_tensorboard_has_the_confusion_matrix_image(image_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(image_run["run"] / "logs" / "eval_validation"))
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert "validation/confusion_matrix" in tags and "validation/report" in tags
+
+
+def test_predict_prints_labels_writes_csv_and_flags_undecodable_files(image_run, tmp_path):
+    photos = image_run["photos"]
+    out = tmp_path / "predictions.csv"
+    bad = photos / "train" / "red" / "not_an_image.jpg"
+    result = run_cli("predict", "image_classification", str(image_run["run"]), str(photos / "val" / "blue"),
+                     str(photos / "val" / "red" / "red_1.jpg"), str(bad), "--csv", str(out), env=OFFLINE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "\t" in line]
+    assert len(lines) == 12
+    predicted = {Path(line.split("\t")[2]).name: line.split("\t")[0] for line in lines}
+    assert predicted["red_1.jpg"] == "red" and predicted["not_an_image.jpg"] == "-"
+    assert sum(label == "blue" for name, label in predicted.items() if name.startswith("blue")) >= 9
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and rows[-1]["error"] == "not a decodable image"
+    assert 0.5 <= float(rows[0]["probability"]) <= 1.0
+
+
+def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
+    from recipes import image_classification as ic
+
+    run = image_run["run"]
+    files = sorted(str(p) for p in (image_run["photos"] / "val").rglob("*.*"))
+    keras_rows = ic.predict(run, files)
+    expected = np.array([[r["probabilities"][name] for name in ("blue", "red")] for r in keras_rows])
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        files = json.loads(sys.stdin.read())
+        serve = tf.saved_model.load({str(run / "export" / "saved_model")!r}).signatures["serving_default"]
+        out = serve(image_bytes=tf.constant([open(f, "rb").read() for f in files]))
+        assert not any(m in sys.modules for m in ("keras_hub", "recipes", "zoo")), "imported more than TF"
+        print(json.dumps({{"p": out["probabilities"].numpy().tolist(),
+                          "names": [n.decode() for n in out["label_names"].numpy()[0]]}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(files), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert served["names"] == ["blue", "red"]
+    assert np.abs(np.array(served["p"]) - expected).max() < 1e-4
+
+
+def test_tflite_models_agree_with_keras_on_validation_images(image_run):
+    from recipes import image_classification as ic
+    from recipes.image_data import decode_images, read_images
+    from zoo.export import TFLITE_VARIANTS, tflite_probabilities
+    from zoo.image_inputs import center_crop
+
+    run, _, model, task = ic.load_run(image_run["run"])
+    images = decode_images(read_images(str(image_run["photos"] / "val"), "validation"), task["side"],
+                           task["interpolation"])
+    keras_top1 = ic.predict_probabilities(model, images.pixels).argmax(axis=-1)
+    crops = center_crop(images.pixels, task["image_size"]).numpy()
+    for variant, name in TFLITE_VARIANTS.items():
+        probabilities = tflite_probabilities(run.export / name, crops)
+        np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+        agreement = (probabilities.argmax(axis=-1) == keras_top1).mean()
+        assert agreement == 1.0 if variant == "float" else agreement >= 0.9, (variant, agreement)
+
+
+def test_evaluate_a_finished_run_on_its_validation_folder(image_run):
+    result = run_cli("evaluate", "image_classification", str(image_run["run"]), env=OFFLINE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((image_run["run"] / "metrics.json").read_text())
+    assert metrics["evaluate_validation"]["accuracy"] == metrics["validation"]["accuracy"]
+    assert "accuracy" in result.stdout
+
+
+def make_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """A broken data set and the words its one-line error must contain."""
+    photos = make_image_folder(tmp_path / "photos", 4)
+    if kind == "missing":
+        return tmp_path / "nowhere", "nowhere: not found"
+    if kind == "empty_class":
+        (photos / "green").mkdir()
+        return photos, "green: empty class folder"
+    if kind == "all_undecodable_class":
+        (photos / "green").mkdir()
+        (photos / "green" / "x.jpg").write_text("no image")
+        return photos, "class green has no decodable training images"
+    if kind == "class_only_in_validation":
+        root = tmp_path / "split"
+        make_image_folder(root / "train", 4)
+        make_image_folder(root / "val", 2)
+        (root / "val" / "green").mkdir()
+        (root / "val" / "green" / "g.png").write_bytes((photos / "red" / "red_0.png").read_bytes())
+        return root, "validation data has classes that training has none of: green"
+    if kind == "csv_missing_column":
+        table = tmp_path / "images.csv"
+        table.write_text("file,label\nphotos/red/red_0.png,red\n")
+        return table, "images.csv:1: no column 'path'"
+    if kind == "csv_missing_file":
+        table = tmp_path / "images.csv"
+        table.write_text("path,label\nphotos/red/red_0.png,red\nphotos/red/gone.jpg,red\n")
+        return table, "images.csv:3: image file not found"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_class", "all_undecodable_class", "class_only_in_validation",
+                                  "csv_missing_column", "csv_missing_file"])
+def test_bad_image_data_gets_one_line_error_and_no_run(kind, tiny_image_backbone, tmp_path):
+    source, words = make_bad(kind, tmp_path)
+    result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"), "--name", "bad",
+                     "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={source}", env=OFFLINE)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(errors) == 1 and words in errors[0], errors
+    assert not (tmp_path / "runs" / "image_classification" / "bad").exists()
+
+
+def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
+    photos = make_image_folder(tmp_path / "photos", 2)
+    result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"),
+                     "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={photos}", env=OFFLINE)
+    assert result.returncode == 2 and "is a text backbone; this recipe needs an image one" in result.stderr

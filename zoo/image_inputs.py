@@ -1,0 +1,111 @@
+"""Turn encoded image bytes into a backbone's input pixels, inside the TensorFlow graph.
+
+One decoding path serves training (tf.data), evaluation, `predict` and the exported SavedModel,
+so every one of them sees the same pixels:
+
+    bytes --decode_rgb--> uint8 RGB (any format, any channel count)
+          --square_resize--> uint8 side x side (centre square, resized once and cached)
+          --center_crop--> image_size (evaluation) / random resized crop (training)
+
+Pixel values stay in 0..255 until the model: its first layer applies the backbone's own
+normalisation (`normalisation(converter)`), so a model takes plain pixels wherever it runs.
+
+Example:
+    >>> pixels = square_resize(decode_rgb(tf.io.read_file("ant.jpg"), 256), 256)  # doctest: +SKIP
+    >>> center_crop(pixels[tf.newaxis], 224).shape  # doctest: +SKIP
+    TensorShape([1, 224, 224, 3])
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def decode_rgb(encoded: tf.Tensor, min_side: int) -> tf.Tensor:
+    """uint8 `[H, W, 3]` from JPEG, PNG (8 or 16 bit), GIF (first frame), BMP or WebP bytes.
+
+    Greyscale, RGBA and CMYK become RGB. Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT
+    domain when their short side stays >= `min_side`: a 6000x4000 photo decodes 16x faster that way.
+    Raises (an op error) on bytes that are not a decodable image.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        short = tf.minimum(shape[0], shape[1])
+        # the largest of 1, 2, 4, 8 with short / ratio >= min_side
+        level = tf.reduce_sum(tf.cast(short >= min_side * tf.constant([2, 4, 8]), tf.int32))
+        return tf.switch_case(level, [
+            lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in (1, 2, 4, 8)])
+
+    def png():
+        # As uint16, 16-bit PNGs keep their precision until the rounding here; 8-bit ones come back x257.
+        image = tf.io.decode_png(encoded, channels=3, dtype=tf.uint16)
+        return tf.cast(tf.math.round(tf.cast(image, tf.float32) / 257.0), tf.uint8)
+
+    def other():  # GIF, BMP, WebP
+        return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    magic = tf.strings.substr(encoded, 0, 4)
+    image = tf.case([(tf.equal(tf.strings.substr(magic, 0, 3), JPEG_MAGIC), jpeg),
+                     (tf.equal(magic, PNG_MAGIC), png)], default=other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def square_resize(image: tf.Tensor, side: int, interpolation: str = "bilinear") -> tf.Tensor:
+    """The largest centred square of `image`, resized to `side` x `side`, as uint8.
+
+    The same crop-to-aspect-ratio a KerasHub image converter does, so objects keep their shape.
+    """
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    s = tf.minimum(h, w)
+    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    resized = tf.image.resize(square, [side, side], method=interpolation, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.math.round(resized), 0, 255), tf.uint8)
+
+
+def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
+    """The central `size` x `size` window of a batch of square images, as float32 pixels."""
+    side = tf.shape(images)[1]
+    start = (side - size) // 2
+    return tf.cast(images[:, start:start + size, start:start + size], tf.float32)
+
+
+def random_resized_crop(images: tf.Tensor, size: int, scale: tuple[float, float],
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int | None = None) -> tf.Tensor:
+    """Inception-style augmentation: per image, a random window covering `scale` of the area with
+    an aspect ratio in `ratio`, resized to `size`. Batched with one `crop_and_resize` call.
+
+    Keras has RandomCrop and RandomZoom but no random *resized* crop, the standard ImageNet
+    fine-tuning augmentation; hence this function.
+    """
+    n = tf.shape(images)[0]
+    area = tf.random.uniform([n], scale[0], scale[1], seed=seed)
+    log_ratio = tf.random.uniform([n], tf.math.log(ratio[0]), tf.math.log(ratio[1]), seed=seed)
+    aspect = tf.exp(log_ratio)
+    h = tf.minimum(tf.sqrt(area / aspect), 1.0)
+    w = tf.minimum(tf.sqrt(area * aspect), 1.0)
+    y0 = tf.random.uniform([n], seed=seed) * (1.0 - h)
+    x0 = tf.random.uniform([n], seed=seed) * (1.0 - w)
+    boxes = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+    return tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), [size, size])
+
+
+def normalisation(converter) -> tuple[list[float] | float, list[float] | float]:
+    """`(scale, offset)` of a KerasHub image converter: pixels -> `pixels * scale + offset`."""
+    scale = converter.scale if converter.scale is not None else 1.0
+    offset = converter.offset if converter.offset is not None else 0.0
+    return scale, offset
+
+
+def input_size(converter) -> int:
+    """The backbone's square input side, from its image converter."""
+    size = converter.image_size
+    if not size or size[0] is None or size[0] != size[1]:
+        raise ValueError(f"image converter has no square input size ({size})")
+    return int(size[0])
