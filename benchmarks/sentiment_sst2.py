@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
+from common import ROOT, SHARED, peak_rss_gib, timed_fit  # noqa: E402  (benchmarks/common.py)
+
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -86,19 +80,6 @@ def main() -> None:
     same = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
         {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()},
         tf.TensorSpec([None], tf.int32)))
-
-    class StepTimer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self.t)
-
-    def timed_fit(model, ds, callbacks=()):
-        timer = StepTimer()
-        timer.times = []
-        model.fit(ds, epochs=1, verbose=0, callbacks=[timer, *callbacks])
-        return timer.times
 
     def bare_model(optimizer=None):
         model = keras_hub.models.TextClassifier.from_preset(str(MINILM), num_classes=2, preprocessor=None)

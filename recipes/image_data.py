@@ -123,27 +123,22 @@ def _read_csv(path: Path, path_column: str, label_column: str) -> LabelledImages
 def _read_tfds(name: str, split: str) -> LabelledImages:
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    try:
-        builder = tfds.builder(name)
-        builder.download_and_prepare()
-    except Exception as e:  # noqa: BLE001 (tfds raises many types for a missing dataset or network)
-        raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                        "offline, point data.train at a local folder of class folders instead") from None
-    wanted = {"validation": ["validation", "test"], "train": ["train"], "test": ["test"]}[split]
-    available = [s for s in wanted if s in builder.info.splits]
-    if not available:
-        raise UserError(f"tfds:{name}: no '{split}' split (splits: {', '.join(builder.info.splits)})")
+    from recipes.tfds_data import prepared_builder, split_for  # noqa: PLC0415
+
+    builder = prepared_builder(name, "point data.train at a local folder of class folders instead")
+    tfds_split = split_for(builder, name, split)
     features = builder.info.features
     image_key = next(k for k, f in features.items() if isinstance(f, tfds.features.Image))
     label_key = "label" if "label" in features else next(
         k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
     names = features[label_key].names
-    dataset = builder.as_dataset(split=available[0], decoders={image_key: tfds.decode.SkipDecoding()})
+    # Still encoded: the recipe decodes every image itself, the same way as files.
+    dataset = builder.as_dataset(split=tfds_split, decoders={image_key: tfds.decode.SkipDecoding()})
     data = LabelledImages()
     for i, example in enumerate(tfds.as_numpy(dataset)):
         data.encoded.append(example[image_key])
         data.labels.append(names[int(example[label_key])])
-        data.origins.append(f"tfds:{name}/{available[0]}[{i}]")
+        data.origins.append(f"tfds:{name}/{tfds_split}[{i}]")
     return data
 
 

@@ -139,26 +139,19 @@ def _read_class_folders(root: Path) -> LabelledTexts:
 def _read_tfds(name: str, split: str) -> LabelledTexts:
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    try:
-        builder = tfds.builder(name)
-        builder.download_and_prepare()
-    except Exception as e:  # noqa: BLE001 (tfds raises many types for a missing dataset or network)
-        raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                        "offline, point data.train at a local CSV/TSV/JSONL file instead") from None
-    splits = {"validation": ["validation", "test"], "train": ["train"], "test": ["test"]}[split]
-    known = builder.info.splits
-    available = [s for s in splits if s in known] if known else splits[:1]  # no split metadata: just try it
-    if not available:
-        raise UserError(f"tfds:{name}: no '{split}' split (splits: {', '.join(builder.info.splits)})")
+    from recipes.tfds_data import prepared_builder, split_for  # noqa: PLC0415
+
+    builder = prepared_builder(name, "point data.train at a local CSV/TSV/JSONL file instead")
+    tfds_split = split_for(builder, name, split)
     features = builder.info.features
     text_key = next(k for k, f in features.items() if isinstance(f, tfds.features.Text))
     label_key = next(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
     names = features[label_key].names
     texts, labels, origins = [], [], []
-    for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=available[0]))):
+    for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
         if example[label_key] < 0:  # GLUE test splits carry label -1: unlabelled
             continue
         texts.append(example[text_key].decode("utf-8").strip())
         labels.append(names[int(example[label_key])])
-        origins.append(f"tfds:{name}/{available[0]}[{i}]")
+        origins.append(f"tfds:{name}/{tfds_split}[{i}]")
     return LabelledTexts(texts, labels, origins)

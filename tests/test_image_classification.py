@@ -211,3 +211,16 @@ def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
     result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"),
                      "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={photos}", env=OFFLINE)
     assert result.returncode == 2 and "is a text backbone; this recipe needs an image one" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["tf_flowers", "cats_vs_dogs"])  # oxford_iiit_pet: TFDS cannot mock its boxes
+def test_tfds_images_are_read_encoded_and_decode_like_files(name):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from recipes.image_data import decode_images, read_images
+
+    with tfds.testing.mock_data(num_examples=6):  # offline: TFDS's mock examples, real feature specs
+        data = read_images(f"tfds:{name}", "train")
+    assert len(data) == 6 and not data.files and all(isinstance(b, bytes) for b in data.encoded)
+    assert data.origins[0] == f"tfds:{name}/train[0]"
+    decoded = decode_images(data, 40)
+    assert decoded.pixels.shape == (6, 40, 40, 3) and not decoded.undecodable

@@ -16,3 +16,22 @@ def test_sentiment_quickstart_notebook_runs(tiny_bert, tmp_path, monkeypatch):
     images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the curves and the confusion matrix were drawn
     assert (tmp_path / "runs" / "sentiment" / "quickstart" / "metrics.json").exists()
+
+
+def test_image_classification_notebook_runs(tiny_image_backbone, tmp_path, monkeypatch):
+    from tests.conftest import make_image_folder
+
+    images = tmp_path / "images"
+    make_image_folder(images / "train", 16)
+    make_image_folder(images / "val", 6, seed=1)
+    monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_image_backbone))
+    monkeypatch.setenv("KERAS_ZOO_IMAGES", str(images))
+    monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("KERAS_ZOO_EPOCHS", "1,1")
+    notebook = nbformat.read(ROOT / "notebooks" / "image_classification.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "validation accuracy" in outputs and "misclassified validation images" in outputs
+    images_drawn = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images_drawn) >= 3  # augmentation preview, curves, confusion matrix
+    assert (tmp_path / "runs" / "image_classification" / "notebook" / "export" / "model_float.tflite").exists()

@@ -49,3 +49,33 @@ def test_resume_without_a_run_and_overwrite_together_are_errors(tmp_path):
     assert result.returncode == 2 and "nothing to resume" in result.stderr
     result = run_cli("train", "sentiment", "--resume", "--overwrite")
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backbone, tmp_path):
+    from tests.conftest import make_image_folder
+
+    photos = make_image_folder(tmp_path / "photos", 300, seed=2)
+    args = ["train", "image_classification", "--name", "r", "--runs-dir", str(tmp_path / "runs"),
+            "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={photos}",
+            "--set", "train.head_epochs=2", "--set", "train.epochs=3", "--set", "train.batch_size=4"]
+    run = tmp_path / "runs" / "image_classification" / "r"
+    process = subprocess.Popen([sys.executable, "-m", "recipes", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 400
+    while len(history_rows(run / "history.csv")) < 3 and time.time() < deadline:  # head done, 1 fine-tuning epoch
+        assert process.poll() is None, "training ended early"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["0", "1", "2"], "the kill missed epoch 4"
+    assert (run / "checkpoints" / "phase0-head.done.json").exists()
+    assert (run / "backup" / "finetune").exists()
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Skipping variable loading" not in resumed.stderr
+    started = [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("Epoch ")]
+    assert started == ["4/5", "5/5"]  # neither the head phase nor the finished fine-tuning epoch again
+    assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["0", "1", "2", "3", "4"]
+    assert (run / "metrics.json").exists() and not (run / "backup").exists()
