@@ -45,7 +45,7 @@ class ImageDataConfig:
     label_column: str = "label"
     validation_split: float = 0.2
     crop_fraction: float = 0.875  # evaluation crops the centre 87.5% of the resized square (224 of 256)
-    cache_max_gb: float = 4.0  # decoded images are kept in memory up to this size
+    cache_max_gb: float = 4.0  # decoded squares are kept in memory up to this size, else decoded each epoch
 
 
 @dataclass
@@ -193,36 +193,35 @@ def make_augment(cfg: AugmentConfig, image_size: int, seed: int):
 
 def train_dataset(images: DecodedImages, y: np.ndarray, num_classes: int, cfg: ImageClassificationConfig,
                   image_size: int):
-    """Shuffled, augmented batches of (pixels, one-hot labels) from the in-memory decoded images."""
+    """Shuffled, augmented batches of (pixels, one-hot labels)."""
     import tensorflow as tf  # noqa: PLC0415
 
     onehot = np.eye(num_classes, dtype=np.float32)[y]
-    ds = tf.data.Dataset.from_tensor_slices((images.pixels, onehot))
-    ds = ds.shuffle(len(y), seed=cfg.train.seed, reshuffle_each_iteration=True).batch(cfg.train.batch_size)
+    ds = images.dataset(onehot, shuffle_seed=cfg.train.seed).batch(cfg.train.batch_size)
     ds = ds.map(make_augment(cfg.augment, image_size, cfg.train.seed), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(pixels: np.ndarray, y: np.ndarray | None, num_classes: int, image_size: int, batch_size: int):
+def eval_dataset(images: DecodedImages, y: np.ndarray | None, num_classes: int, image_size: int, batch_size: int):
     """Centre-cropped batches, in order (with one-hot labels when `y` is given)."""
     import tensorflow as tf  # noqa: PLC0415
 
     from zoo.image_inputs import center_crop  # noqa: PLC0415
 
     if y is None:
-        ds = tf.data.Dataset.from_tensor_slices(pixels).batch(batch_size).map(lambda x: center_crop(x, image_size))
+        ds = images.dataset().batch(batch_size).map(lambda x: center_crop(x, image_size))
     else:
-        onehot = np.eye(num_classes, dtype=np.float32)[y]
-        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot)).batch(batch_size)
+        ds = images.dataset(np.eye(num_classes, dtype=np.float32)[y]).batch(batch_size)
         ds = ds.map(lambda x, t: (center_crop(x, image_size), t))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict_probabilities(model, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def predict_probabilities(model, images: DecodedImages, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for decoded images, in their order (centre crops)."""
     import keras  # noqa: PLC0415
 
     size = int(model.input.shape[1])
-    logits = model.predict(eval_dataset(pixels, None, 0, size, batch_size), verbose=0)
+    logits = model.predict(eval_dataset(images, None, 0, size, batch_size), verbose=0)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
 
 
@@ -304,7 +303,7 @@ def train(cfg: ImageClassificationConfig, overwrite: bool = False, resume: bool 
     k = len(splits.labels)
     y_train = label_ids(train_images, splits.labels)
     train_ds = train_dataset(train_images, y_train, k, cfg, image_size)
-    val_ds = eval_dataset(val_images.pixels, label_ids(val_images, splits.labels), k, image_size,
+    val_ds = eval_dataset(val_images, label_ids(val_images, splits.labels), k, image_size,
                           cfg.train.batch_size)
     model = build_model(cfg.model, backbone, converter, k)
     steps = math.ceil(len(y_train) / cfg.train.batch_size)
@@ -330,7 +329,7 @@ def evaluate_images(model, images: DecodedImages, labels: list[str], run: RunDir
     from zoo.image_inputs import center_crop  # noqa: PLC0415
 
     y = label_ids(images, labels)
-    probabilities = predict_probabilities(model, images.pixels)
+    probabilities = predict_probabilities(model, images)
     predicted = probabilities.argmax(axis=-1)
     report = classification_report(y, predicted, labels)
     if len(labels) > top_k:
@@ -341,7 +340,7 @@ def evaluate_images(model, images: DecodedImages, labels: list[str], run: RunDir
     pictures = {f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)}
     if len(wrong):
         shown = wrong[:16]
-        crops = center_crop(images.pixels[shown], int(model.input.shape[1])).numpy().astype(np.uint8)
+        crops = center_crop(images.take(shown), int(model.input.shape[1])).numpy().astype(np.uint8)
         captions = [f"true {labels[y[i]]}\npred {labels[predicted[i]]} {probabilities[i, predicted[i]]:.2f}"
                     for i in shown]
         pictures[f"{split}/misclassified"] = image_grid_png(crops, captions)
@@ -382,7 +381,7 @@ def predict(run_path: str | Path, inputs: Sequence[str]) -> list[dict]:
     files = list_image_files(list(inputs))
     images = decode_images(LabelledImages(files=files, labels=[None] * len(files), origins=files),
                            task["side"], task["interpolation"], cfg.data.cache_max_gb * 2**30)
-    probabilities = predict_probabilities(model, images.pixels) if len(images) else []
+    probabilities = predict_probabilities(model, images) if len(images) else []
     by_file = {origin: p for origin, p in zip(images.origins, probabilities)}
     labels = task["labels"]
     rows = []

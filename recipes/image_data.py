@@ -144,42 +144,84 @@ def _read_tfds(name: str, split: str) -> LabelledImages:
 
 @dataclass
 class DecodedImages:
-    """The images that decoded, as uint8 `[N, side, side, 3]` squares, with their labels."""
+    """The images that decode, with their labels, as uint8 `side` x `side` centre squares: held in
+    memory (`pixels`), or, past the memory budget, decoded again from `sources` each time."""
 
-    pixels: np.ndarray
     labels: list[str | None]
     origins: list[str]
     undecodable: list[str]  # origins of the files that did not decode, dropped
+    side: int
+    interpolation: str
+    pixels: np.ndarray | None = None  # [N, side, side, 3] uint8, when in memory
+    sources: LabelledImages | None = None  # the decodable images, when not in memory
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def dataset(self, targets: np.ndarray | None = None, shuffle_seed: int | None = None):
+        """A tf.data dataset of the squares (with `targets` per image when given), in order unless
+        shuffled; decoding, when not in memory, runs after the shuffle, in parallel."""
+        import tensorflow as tf  # noqa: PLC0415
 
-def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinear",
-                  max_bytes: float = 4 * 2**30) -> DecodedImages:
-    """Decode every image once (parallel, in tf.data) to a `side` x `side` centre square.
+        if self.pixels is not None:
+            items = self.pixels if targets is None else (self.pixels, targets)
+            ds = tf.data.Dataset.from_tensor_slices(items)
+            return ds.shuffle(len(self), seed=shuffle_seed) if shuffle_seed is not None else ds
+        encoded = self.sources.encoded or self.sources.files
+        items = encoded if targets is None else (encoded, targets)
+        ds = tf.data.Dataset.from_tensor_slices(items)
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(self), seed=shuffle_seed)
+        square = _square_fn(bool(self.sources.encoded), self.side, self.interpolation)
+        if targets is None:
+            return ds.map(square, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda x, t: (square(x), t), num_parallel_calls=tf.data.AUTOTUNE)
 
-    Images that fail to decode (truncated, not an image) are dropped and listed in `undecodable`.
-    """
+    def take(self, indices) -> np.ndarray:
+        """The squares of a few images, as a uint8 array."""
+        if self.pixels is not None:
+            return self.pixels[np.asarray(indices, int)]
+        return np.stack([s for s in DecodedImages(
+            [None] * len(indices), [], [], self.side, self.interpolation,
+            sources=self.sources.subset(list(indices))).dataset().as_numpy_iterator()])
+
+
+def _square_fn(encoded: bool, side: int, interpolation: str):
     import tensorflow as tf  # noqa: PLC0415
 
     from zoo.image_inputs import decode_rgb, square_resize  # noqa: PLC0415
 
-    needed = len(data) * side * side * 3
-    if needed > max_bytes:
-        raise UserError(f"{len(data)} images of {side}x{side} need {needed / 2**30:.1f} GiB in memory, more than "
-                        f"data.cache_max_gb={max_bytes / 2**30:g}; raise it or use a subset")
-    source = tf.data.Dataset.from_tensor_slices(data.encoded if data.encoded else data.files)
-    read = (lambda x: x) if data.encoded else tf.io.read_file
+    read = (lambda x: x) if encoded else tf.io.read_file
+    return lambda x: square_resize(decode_rgb(read(x), side), side, interpolation)
+
+
+def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinear",
+                  max_bytes: float = 4 * 2**30) -> DecodedImages:
+    """Decode every image once (parallel, in tf.data) to a `side` x `side` centre square, kept in
+    memory when they fit in `max_bytes`.
+
+    Images that fail to decode (truncated, not an image) are dropped and listed in `undecodable`:
+    this pass finds them, so that training never meets one mid-epoch.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    in_memory = len(data) * side * side * 3 <= max_bytes
+    square = _square_fn(bool(data.encoded), side, interpolation)
+    source = tf.data.Dataset.from_tensor_slices(data.encoded or data.files)
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(len(data)), source)
-    ds = ds.map(lambda i, x: (i, square_resize(decode_rgb(read(x), side), side, interpolation)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda i, x: (i, square(x)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().batch(64).prefetch(2)  # a failed decode drops that image only
-    pixels = np.empty((len(data), side, side, 3), np.uint8)
+    pixels = np.empty((len(data), side, side, 3), np.uint8) if in_memory else None
     ok = np.zeros(len(data), bool)
     for index, batch in ds.as_numpy_iterator():
-        pixels[index] = batch
+        if in_memory:
+            pixels[index] = batch
         ok[index] = True
     kept = np.flatnonzero(ok)
-    return DecodedImages(pixels[kept] if not ok.all() else pixels, [data.labels[i] for i in kept],
-                         [data.origins[i] for i in kept], [data.origins[i] for i in np.flatnonzero(~ok)])
+    result = DecodedImages([data.labels[i] for i in kept], [data.origins[i] for i in kept],
+                           [data.origins[i] for i in np.flatnonzero(~ok)], side, interpolation)
+    if in_memory:
+        result.pixels = pixels if ok.all() else pixels[kept]
+    else:
+        result.sources = data.subset(kept)
+    return result

@@ -147,7 +147,7 @@ def test_tflite_models_agree_with_keras_on_validation_images(image_run):
     run, _, model, task = ic.load_run(image_run["run"])
     images = decode_images(read_images(str(image_run["photos"] / "val"), "validation"), task["side"],
                            task["interpolation"])
-    keras_top1 = ic.predict_probabilities(model, images.pixels).argmax(axis=-1)
+    keras_top1 = ic.predict_probabilities(model, images).argmax(axis=-1)
     crops = center_crop(images.pixels, task["image_size"]).numpy()
     for variant, name in TFLITE_VARIANTS.items():
         probabilities = tflite_probabilities(run.export / name, crops)
@@ -224,3 +224,20 @@ def test_tfds_images_are_read_encoded_and_decode_like_files(name):
     assert data.origins[0] == f"tfds:{name}/train[0]"
     decoded = decode_images(data, 40)
     assert decoded.pixels.shape == (6, 40, 40, 3) and not decoded.undecodable
+
+
+def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixels(tmp_path):
+    from recipes.image_data import decode_images, read_images
+
+    photos = make_image_folder(tmp_path / "photos", 5)
+    (photos / "red" / "broken.jpg").write_text("not an image")
+    data = read_images(str(photos), "train")
+    cached = decode_images(data, 24)
+    streamed = decode_images(data, 24, max_bytes=1000)  # 10 images of 24x24x3 do not fit in 1000 bytes
+    assert cached.pixels is not None and streamed.pixels is None
+    assert streamed.origins == cached.origins and [Path(o).name for o in streamed.undecodable] == ["broken.jpg"]
+    np.testing.assert_array_equal(np.stack(list(streamed.dataset().as_numpy_iterator())), cached.pixels)
+    np.testing.assert_array_equal(streamed.take([3, 1]), cached.pixels[[3, 1]])
+    targets = np.arange(len(cached))
+    shuffled = [int(t) for _, t in streamed.dataset(targets, shuffle_seed=0).as_numpy_iterator()]
+    assert sorted(shuffled) == list(targets) and shuffled != list(targets)
