@@ -37,7 +37,10 @@ class TrainConfig:
     learning_rate: float = 1e-4  # peak, after warm-up
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06  # share of all steps spent warming up linearly, then linear decay to 0
-    clipnorm: float = 1.0
+    # 0: no clipping. Keras's clipping densifies the word-embedding gradient (30k x 384 for MiniLM)
+    # every step: +24% step time for `clipnorm`, +11% for a global norm, measured at SST-2 lengths;
+    # the warm-up keeps the first steps stable instead.
+    clipnorm: float = 0.0
     monitor: str = "val_accuracy"  # metric for early stopping and the best checkpoint
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping
     seed: int = 42

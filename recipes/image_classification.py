@@ -75,6 +75,7 @@ class ImageTrainConfig(TrainConfig):
     epochs: int = 8  # phase 2: fine-tuning the backbone
     learning_rate: float = 1e-4
     weight_decay: float = 0.05
+    clipnorm: float = 1.0  # cheap here (no embedding matrix)
     warmup_ratio: float = 0.1
     label_smoothing: float = 0.1
     class_weights: Literal["auto", "balanced", "none"] = "auto"  # auto: balanced when classes differ by > 1.5x

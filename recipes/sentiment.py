@@ -50,7 +50,9 @@ class SentimentDataConfig:
 @dataclass
 class SentimentModelConfig(ModelConfig):
     pooling: Literal["mean", "cls"] = "mean"
-    freeze_embeddings: bool = True  # word embeddings stay as pretrained (faster steps; see zoo.heads)
+    # True keeps the word embeddings as pretrained: ~9% faster steps, but SST-2 dev accuracy fell
+    # from 90.4 to 89.0 (measured), so they train by default.
+    freeze_embeddings: bool = False
 
 
 @dataclass

@@ -106,8 +106,8 @@ def freeze_token_embeddings(backbone) -> bool:
 
     The vocabulary matrix is half of a small encoder's weights (MiniLM-L6: 11.7M of 22.7M), yet a
     batch of short sentences touches a few hundred of its rows: training it makes AdamW update
-    and clip the whole matrix every step. Frozen, fine-tuning steps are about 9% faster (measured on
-    MiniLM-L6 at lengths 16-48).
+    the whole matrix every step. Frozen, fine-tuning steps are about 9% faster (measured on
+    MiniLM-L6 at lengths 16-48), at some cost in accuracy (SST-2: 89.0 vs 90.4).
     """
     layer = getattr(backbone, "token_embedding", None)
     if layer is None:
