@@ -241,3 +241,16 @@ def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixel
     targets = np.arange(len(cached))
     shuffled = [int(t) for _, t in streamed.dataset(targets, shuffle_seed=0).as_numpy_iterator()]
     assert sorted(shuffled) == list(targets) and shuffled != list(targets)
+
+
+def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_class():
+    from recipes.image_classification import balanced_class_weights
+    from recipes.metrics import top_k_accuracy
+
+    assert balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None  # 1.25x: left alone
+    weights = balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "auto")
+    assert weights == pytest.approx({0: 120 / (2 * 90), 1: 120 / (2 * 30)})
+    assert balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "none") is None
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
+    assert top_k_accuracy(np.array([1, 1, 2]), probabilities, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(np.array([1, 1, 2]), probabilities, 2) == pytest.approx(1.0)
