@@ -252,5 +252,5 @@ def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_cl
     assert weights == pytest.approx({0: 120 / (2 * 90), 1: 120 / (2 * 30)})
     assert balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "none") is None
     probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
-    assert top_k_accuracy(np.array([1, 1, 2]), probabilities, 1) == pytest.approx(1 / 3)
-    assert top_k_accuracy(np.array([1, 1, 2]), probabilities, 2) == pytest.approx(1.0)
+    assert top_k_accuracy(np.array([0, 1, 2]), probabilities, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(np.array([0, 1, 2]), probabilities, 2) == pytest.approx(1.0)
