@@ -194,15 +194,29 @@ def make_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty_class", "all_undecodable_class", "class_only_in_validation",
-                                  "csv_missing_column", "csv_missing_file"])
-def test_bad_image_data_gets_one_line_error_and_no_run(kind, tiny_image_backbone, tmp_path):
-    source, words = make_bad(kind, tmp_path)
+def test_bad_image_data_on_the_command_line_is_one_line_and_leaves_no_run(tiny_image_backbone, tmp_path):
+    source, words = make_bad("class_only_in_validation", tmp_path)
     result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"), "--name", "bad",
                      "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={source}", env=OFFLINE)
     errors = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(errors) == 1 and words in errors[0], errors
+    assert not (tmp_path / "runs" / "image_classification" / "bad").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_class", "all_undecodable_class", "class_only_in_validation",
+                                  "csv_missing_column", "csv_missing_file"])
+def test_bad_image_data_gets_an_error_naming_it_and_no_run(kind, tiny_image_backbone, tmp_path):
+    # In-process (the CLI's handling of these errors is the test above): one TF start-up for all.
+    from recipes import image_classification as ic
+    from zoo.errors import UserError
+
+    source, words = make_bad(kind, tmp_path)
+    cfg = ic.load_config(overrides=[f"model.backbone={tiny_image_backbone}", f"data.train={source}",
+                                    f"run.runs_dir={tmp_path / 'runs'}", "run.name=bad"])
+    with pytest.raises(UserError, match=".") as error:
+        ic.train(cfg, verbose=0)
+    assert words in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "runs" / "image_classification" / "bad").exists()
 
 
