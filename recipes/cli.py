@@ -12,7 +12,8 @@ from typing import Sequence
 
 from zoo.errors import UserError
 
-RECIPES = {"sentiment": "recipes.sentiment", "image_classification": "recipes.image_classification"}
+RECIPES = {"sentiment": "recipes.sentiment", "image_classification": "recipes.image_classification",
+           "ner": "recipes.ner"}
 
 
 def _recipe(name: str):
@@ -52,7 +53,9 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     predict = add("predict", "predict labels for texts or image files")
     predict.add_argument("run", help="run directory")
-    predict.add_argument("inputs", nargs="*", help="texts (sentiment), or image files and folders (images)")
+    predict.add_argument("inputs", nargs="*", help="texts (sentiment, ner), or image files and folders (images)")
+    predict.add_argument("--tokens", action="store_true",
+                         help="ner: each input is already tokenised (tokens separated by whitespace)")
     predict.add_argument("--file", help="a text file, one input per line")
     predict.add_argument("--jsonl", action="store_true", help="print one JSON object per input")
     predict.add_argument("--csv", help="also write the predictions to this CSV file")
@@ -104,11 +107,15 @@ def _predict(recipe, args: argparse.Namespace) -> None:
         raise UserError("predict: give inputs as arguments or --file FILE")
     if args.csv and Path(args.csv).exists():
         raise UserError(f"{args.csv}: exists; choose another --csv file")
-    rows = recipe.predict(args.run, inputs)
+    if args.tokens and not hasattr(recipe, "format_prediction"):
+        raise UserError(f"--tokens: only for token classification (ner), not {recipe.NAME}")
+    rows = recipe.predict(args.run, inputs, pretokenized=True) if args.tokens else recipe.predict(args.run, inputs)
     for row in rows:
         subject = row.get("text", row.get("path"))
         if args.jsonl:
             print(json.dumps(row, ensure_ascii=False))
+        elif hasattr(recipe, "format_prediction"):
+            print(recipe.format_prediction(row))
         elif row["label"] is None:
             print(f"-\t-\t{subject}\t({row.get('error', 'no prediction')})")
         else:
@@ -118,10 +125,16 @@ def _predict(recipe, args: argparse.Namespace) -> None:
 
         with open(args.csv, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["input", "label", "probability", "error"])
-            for row in rows:
-                p = row["probabilities"][row["label"]] if row["label"] is not None else ""
-                writer.writerow([row.get("text", row.get("path")), row["label"] or "", p, row.get("error", "")])
+            if rows and "entities" in rows[0]:  # token classification: a row per entity
+                writer.writerow(["input", "entity", "type", "start", "end", "score"])
+                for row in rows:
+                    for e in row["entities"]:
+                        writer.writerow([row["text"], e["text"], e["type"], e["start"], e["end"], e["score"]])
+            else:
+                writer.writerow(["input", "label", "probability", "error"])
+                for row in rows:
+                    p = row["probabilities"][row["label"]] if row["label"] is not None else ""
+                    writer.writerow([row.get("text", row.get("path")), row["label"] or "", p, row.get("error", "")])
         print(f"predictions written to {args.csv}")
 
 

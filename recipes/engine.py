@@ -158,6 +158,7 @@ def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples
     mode = monitor_mode(cfg.monitor)
     callbacks = [
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
+        *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
         keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
                                         save_best_only=True, save_weights_only=True,
@@ -169,7 +170,6 @@ def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples
     if cfg.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
                                                        patience=cfg.early_stopping_patience))
-    callbacks += extra_callbacks or []
     try:
         model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
                   callbacks=callbacks, class_weight=class_weight, verbose=verbose)

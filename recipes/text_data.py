@@ -46,7 +46,7 @@ def read_texts(source: str, split: str, text_column: str, label_column: str | No
         raise UserError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = _jsonl_rows(path)
+        rows = jsonl_rows(path)
     elif suffix in (".csv", ".tsv", ".txt"):
         rows = _delimited_rows(path, "\t" if suffix != ".csv" else ",")
     else:
@@ -89,7 +89,7 @@ def read_lines(path: Path) -> list[str]:
         raise UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8") from None
 
 
-def _jsonl_rows(path: Path):
+def jsonl_rows(path: Path):
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue

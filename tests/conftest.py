@@ -102,3 +102,75 @@ def requires_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared benchmark data/weights beside the repository)")
     return path
+
+
+# Named-entity data: generated sentences where capitalised names fill entity slots.
+NER_ENTITIES = {
+    "PER": ["Anna Smith", "Peter Novak", "Maria Garcia", "John Chen", "Omar Haddad", "Li Wei", "Sara Berg"],
+    "LOC": ["Paris", "Berlin", "New York", "Tokyo", "Lima", "Cairo", "Oslo"],
+    "ORG": ["Acme Corp", "United Bank", "Red Cross", "Nordic Air", "Blue Labs"],
+}
+NER_TEMPLATES = [
+    "{PER} visited {LOC} on monday .",
+    "{ORG} hired {PER} in {LOC} .",
+    "the talks in {LOC} were led by {PER} of {ORG} .",
+    "shares of {ORG} rose after {PER} spoke .",
+    "{PER} said the weather in {LOC} was fine .",
+    "a new office of {ORG} opened in {LOC} today .",
+]
+NER_FILLER = "the market was quiet and prices rose a little as traders waited for news from the meeting".split()
+
+
+def make_ner_sentences(n: int, seed: int = 0, long_every: int = 0) -> list[tuple[list[str], list[str]]]:
+    """`(tokens, IOB2 tags)` sentences from templates; every `long_every`-th sentence gets a long tail
+    of filler words (for windowing)."""
+    rng = random.Random(seed)
+    sentences = []
+    for i in range(n):
+        tokens, tags = [], []
+        for part in rng.choice(NER_TEMPLATES).split():
+            if part.startswith("{"):
+                entity_type = part[1:-1]
+                words = rng.choice(NER_ENTITIES[entity_type]).split()
+                tokens += words
+                tags += [f"B-{entity_type}"] + [f"I-{entity_type}"] * (len(words) - 1)
+            else:
+                tokens.append(part)
+                tags.append("O")
+        if long_every and i % long_every == 0:
+            tail = [rng.choice(NER_FILLER) for _ in range(30)]
+            tokens, tags = tail[:15] + tokens + tail[15:], ["O"] * 15 + tags + ["O"] * 15
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def write_conll(path: Path, sentences, docstart_every: int = 0) -> Path:
+    """CoNLL-2003 layout: `token POS chunk tag` lines, blank lines between sentences."""
+    lines = []
+    for i, (tokens, tags) in enumerate(sentences):
+        if docstart_every and i % docstart_every == 0:
+            lines += ["-DOCSTART- -X- -X- O", ""]
+        lines += [f"{t} NN O {g}" for t, g in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BertBackbone whose vocabulary covers the generated NER sentences (and
+    sub-word pieces, so that some words split into several subwords)."""
+    import keras
+    import keras_hub
+
+    words = {w.lower() for names in NER_ENTITIES.values() for name in names for w in name.split()}
+    words |= {w for t in NER_TEMPLATES for w in t.split() if not w.startswith("{")} | set(NER_FILLER)
+    words -= {"novak", "haddad"}  # these split into pieces: "nov", "##ak", "had", "##dad"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words | {"nov", "##ak", "had", "##dad", ".", ","})
+    keras.utils.set_random_seed(0)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=2, num_heads=2,
+                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+    path = tmp_path_factory.mktemp("tiny_ner_bert")
+    backbone.save_to_preset(str(path))
+    tokenizer.save_to_preset(str(path))
+    return path

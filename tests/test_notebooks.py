@@ -35,3 +35,25 @@ def test_image_classification_notebook_runs(tiny_image_backbone, tmp_path, monke
     images_drawn = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images_drawn) >= 3  # augmentation preview, curves, confusion matrix
     assert (tmp_path / "runs" / "image_classification" / "notebook" / "export" / "model_float.tflite").exists()
+
+
+def test_ner_notebook_runs(tiny_ner_bert, tmp_path, monkeypatch):
+    from tests.conftest import make_ner_sentences, write_conll
+
+    data = tmp_path / "conll"
+    data.mkdir()
+    write_conll(data / "train.txt", make_ner_sentences(200, seed=1), docstart_every=25)
+    write_conll(data / "valid.txt", make_ner_sentences(40, seed=2))
+    monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_ner_bert))
+    monkeypatch.setenv("KERAS_ZOO_NER_DATA", str(data))
+    monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("KERAS_ZOO_EPOCHS", "4")
+    monkeypatch.setenv("KERAS_ZOO_SET", "train.learning_rate=5e-3 train.batch_size=16")
+    notebook = nbformat.read(ROOT / "notebooks" / "ner.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "validation entity F1" in outputs and "| PER |" in outputs
+    highlighted = [o["data"]["text/html"] for cell in notebook.cells for o in cell.get("outputs", [])
+                   if "text/html" in o.get("data", {})]
+    assert any("<mark" in h and "<sub>PER</sub>" in h for h in highlighted)  # entities were found and marked
+    assert (tmp_path / "runs" / "ner" / "notebook" / "export" / "saved_model" / "saved_model.pb").exists()

@@ -1,0 +1,432 @@
+"""Named-entity recognition (token classification) by fine-tuning a text backbone.
+
+The story of a run: read tagged sentences (CoNLL, JSONL or TFDS; IOB1, IOB2 or BIOES, converted to
+IOB2), load the backbone, split each word into subwords (the first subword carries the word's tag,
+the others are left out of the loss), split sentences longer than the sequence length into
+overlapping windows, fine-tune with length-bucketed batches, score entity F1 on validation after
+every epoch (the best epoch is kept), evaluate, export.
+
+    keras-zoo train ner --set data.train=train.txt --set data.validation=valid.txt
+    keras-zoo predict ner runs/ner/NAME "Angela Merkel visited Paris."
+
+From Python:
+
+    >>> from recipes import ner
+    >>> cfg = ner.load_config(overrides=["data.train=train.txt"])  # doctest: +SKIP
+    >>> run, report = ner.train(cfg)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from recipes import config as config_lib
+from recipes import ner_tags
+from recipes.config import ModelConfig, RunConfig, TrainConfig
+from recipes.ner_data import TaggedSentences, check_known_tags, normalise_tags, read_tagged, tag_set
+from recipes.run_dir import RunDir, open_run
+from zoo.errors import UserError
+
+NAME = "ner"
+
+
+@dataclass
+class NerDataConfig:
+    train: str = ""  # a CoNLL file, a JSONL file (tokens + tags, or text + spans) or tfds:NAME
+    validation: str = ""  # empty: carve `validation_split` of the training sentences
+    test: str = ""
+    token_column: int = 0  # CoNLL columns (0-based; negative counts from the end)
+    tag_column: int = -1
+    tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES"] = "auto"  # auto: detected from the training tags
+    validation_split: float = 0.1
+    # Subword tokens per window, start and end tokens included; longer sentences are split into
+    # overlapping windows (and merged back at prediction), never truncated.
+    max_length: int = 128
+
+
+@dataclass
+class NerModelConfig(ModelConfig):
+    # How capitalisation (lost by uncased tokenizers) reaches the model: `segment` marks capitalised
+    # words with segment id 1 (BERT-style backbones), `head` embeds word shapes beside the sequence
+    # output, `none` ignores case; `auto`: segment where the backbone has segment ids, else head.
+    case_feature: Literal["auto", "segment", "head", "none"] = "auto"
+
+
+@dataclass
+class NerTrainConfig(TrainConfig):
+    epochs: int = 3
+    monitor: str = "val_entity_f1"
+
+
+@dataclass
+class NerConfig:
+    data: NerDataConfig = field(default_factory=NerDataConfig)
+    model: NerModelConfig = field(default_factory=NerModelConfig)
+    train: NerTrainConfig = field(default_factory=NerTrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> NerConfig:
+    return config_lib.load_config(NerConfig, path, overrides)
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class NerData:
+    train: TaggedSentences
+    validation: TaggedSentences
+    test: TaggedSentences | None
+    tags: list[str]  # the model's output tags (IOB2); a tag's index is its class id
+    scheme: str  # the scheme the data was written in
+
+
+def load_data(cfg: NerDataConfig, seed: int) -> NerData:
+    if not cfg.train:
+        raise UserError("data.train: no training data; set data.train=FILE (CoNLL or JSONL) or tfds:NAME")
+    read = lambda source, split: read_tagged(source, split, cfg.token_column, cfg.tag_column)  # noqa: E731
+    train = read(cfg.train, "train")
+    scheme = normalise_tags(train, cfg.tag_scheme)
+    if cfg.validation:
+        validation = read(cfg.validation, "validation")
+        normalise_tags(validation, scheme)
+    else:
+        train, validation = _split(train, cfg.validation_split, seed)
+    test = None
+    if cfg.test:
+        test = read(cfg.test, "test")
+        normalise_tags(test, scheme)
+    tags = tag_set(train)
+    if len(tags) < 3:
+        raise UserError(f"{cfg.train}: no entities in the training data (every tag is O)")
+    for split in (validation, test):
+        if split is not None:
+            check_known_tags(split, tags)
+    return NerData(train, validation, test, tags, scheme)
+
+
+def _split(data: TaggedSentences, fraction: float, seed: int) -> tuple[TaggedSentences, TaggedSentences]:
+    if not 0 < fraction < 1:
+        raise UserError(f"data.validation_split must be between 0 and 1, not {fraction}")
+    order = np.random.default_rng(seed).permutation(len(data))
+    held = set(order[: max(1, round(fraction * len(data)))].tolist())
+
+    def subset(keep):
+        return TaggedSentences([data.tokens[i] for i in keep], [data.tags[i] for i in keep],
+                               [data.origins[i] for i in keep],
+                               [data.token_origins[i] for i in keep] if data.token_origins else [])
+
+    return subset([i for i in range(len(data)) if i not in held]), subset(sorted(held))
+
+
+@dataclass
+class Windows:
+    """Training examples: subword ids with start/end tokens, per-subword tag ids (-1: not scored)
+    and word shapes, padded in arrays with the true lengths beside."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    shapes: np.ndarray
+    lengths: np.ndarray
+    windowed_sentences: int  # sentences longer than one window
+
+
+def encode_for_training(encoder, data: TaggedSentences, tags: list[str]) -> Windows:
+    """Subwords and first-subword labels of every sentence, long sentences cut into the same
+    overlapping windows that prediction uses."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from zoo.token_inputs import word_shapes  # noqa: PLC0415
+
+    tag_id = {t: i for i, t in enumerate(tags)}
+    words = tf.ragged.constant(data.tokens, dtype=tf.string)
+    sub = encoder.subword_ids(words)
+    per_word = sub.row_lengths(axis=2).flat_values.numpy()
+    flat_ids = sub.flat_values.numpy()
+    shapes = word_shapes(words.flat_values).numpy()
+    word_splits = words.row_splits.numpy()
+    subword_ends = np.cumsum(per_word)
+    examples = []
+    windowed = 0
+    for s, sentence_tags in enumerate(data.tags):
+        w0, w1 = word_splits[s], word_splits[s + 1]
+        first, last = (subword_ends[w0 - 1] if w0 else 0), subword_ends[w1 - 1]
+        ids = flat_ids[first:last]
+        counts = per_word[w0:w1]
+        labels = np.full(len(ids), -1, np.int32)
+        labels[np.cumsum(counts) - counts] = [tag_id[t] for t in sentence_tags]
+        sub_shapes = np.repeat(shapes[w0:w1], counts)
+        starts = [0]
+        if len(ids) > encoder.window:
+            windowed += 1
+            starts = [k * encoder.stride for k in range(1 + math.ceil((len(ids) - encoder.window) / encoder.stride))]
+        for start in starts:
+            end = start + encoder.window
+            examples.append((np.concatenate([[encoder.start_id], ids[start:end], [encoder.end_id]]),
+                             np.concatenate([[-1], labels[start:end], [-1]]),
+                             np.concatenate([[0], sub_shapes[start:end], [0]])))
+    lengths = np.array([len(e[0]) for e in examples], np.int32)
+    width = int(lengths.max())
+
+    def stack(k, fill):
+        out = np.full((len(examples), width), fill, np.int32)
+        for i, e in enumerate(examples):
+            out[i, : len(e[k])] = e[k]
+        return out
+
+    return Windows(stack(0, encoder.pad_id), stack(1, -1), stack(2, 0), lengths, windowed)
+
+
+def train_dataset(encoder, windows: Windows, batch_size: int, seed: int, steps: int):
+    """Shuffled batches of windows of similar length, padded to the longest in the batch."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
+
+    boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)][:-1]
+    ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.shapes, windows.lengths))
+    ds = ds.shuffle(len(windows.lengths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda ids, labels, shapes, n: (ids[:n], labels[:n], shapes[:n]))
+    ds = ds.bucket_by_sequence_length(lambda ids, labels, shapes: tf.shape(ids)[0], bucket_boundaries=boundaries,
+                                      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+                                      padding_values=(encoder.pad_id, -1, 0))
+    ds = ds.map(lambda ids, labels, shapes: (encoder.features(ids, shapes), labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+class Tagger:
+    """Word-level tags and their probabilities for sentences, batched by length, through the same
+    graph code as the exported SavedModel (`TokenEncoder.word_logits`)."""
+
+    def __init__(self, model, encoder, tags: Sequence[str], batch_size: int = 64):
+        import tensorflow as tf  # noqa: PLC0415
+
+        self.tags = list(tags)
+        self.batch_size = batch_size
+        self._logits = tf.function(lambda words: encoder.word_logits(model, words), input_signature=[
+            tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1, row_splits_dtype=tf.int64)])
+
+    def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
+        import tensorflow as tf  # noqa: PLC0415
+
+        order = np.argsort([sum(len(w) for w in s) for s in sentences], kind="stable")
+        tags: list = [None] * len(sentences)
+        scores: list = [None] * len(sentences)
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i : i + self.batch_size]
+            batch = [list(sentences[j]) or [""] for j in chunk]
+            logits = self._logits(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))
+            probabilities = tf.nn.softmax(logits.flat_values).numpy()
+            best = probabilities.argmax(-1)
+            offset = 0
+            for j, n in zip(chunk, logits.row_lengths().numpy()):
+                n_words = len(sentences[j])
+                tags[j] = [self.tags[k] for k in best[offset : offset + n_words]]
+                scores[j] = probabilities[np.arange(offset, offset + n_words), best[offset : offset + n_words]].tolist()
+                offset += n
+        return tags, scores
+
+
+def _entity_f1_callback(tagger: Tagger, validation: TaggedSentences):
+    import keras  # noqa: PLC0415
+
+    class EntityF1(keras.callbacks.Callback):
+        """Adds validation entity precision/recall/F1 and token accuracy to the epoch logs."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            predicted, _ = tagger(validation.tokens)
+            report = ner_tags.entity_report(validation.tags, predicted)
+            logs.update({"val_entity_f1": report["f1"], "val_entity_precision": report["precision"],
+                         "val_entity_recall": report["recall"], "val_token_accuracy": report["token_accuracy"]})
+
+    return EntityF1()
+
+
+# --------------------------------------------------------------------------------------------- model
+def resolve_case_feature(setting: str, backbone) -> str:
+    if setting == "auto":
+        return "segment" if "segment_ids" in backbone.input else "head"
+    if setting == "segment" and "segment_ids" not in backbone.input:
+        raise UserError(f"model.case_feature: {type(backbone).__name__} has no segment ids; use 'head' or 'none'")
+    return setting
+
+
+def build_model(cfg: NerModelConfig, backbone, num_tags: int, case_feature: str):
+    from zoo.heads import set_finetune_mode, token_classifier  # noqa: PLC0415
+
+    set_finetune_mode(backbone, cfg.finetune, cfg.lora_rank)
+    return token_classifier(backbone, num_tags, cfg.dropout, case_feature)
+
+
+def compile_tagger(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    import keras  # noqa: PLC0415
+
+    from recipes import engine  # noqa: PLC0415
+
+    # Subwords after a word's first, padding and start/end tokens carry label -1: not scored.
+    model.compile(optimizer=engine.make_optimizer(cfg, steps_per_epoch),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
+                  jit_compile=cfg.jit_compile)
+
+
+# ----------------------------------------------------------------------------------------- lifecycle
+def train(cfg: NerConfig, overwrite: bool = False, resume: bool = False, verbose: int | str = "auto",
+          export: bool = True) -> tuple[RunDir, dict]:
+    """Fine-tune, evaluate on validation (and test), export; returns the run and its metrics."""
+    from recipes import engine  # noqa: PLC0415
+    from zoo.backbones import load_backbone  # noqa: PLC0415
+    from zoo.heads import as_float32  # noqa: PLC0415
+    from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
+    from zoo.token_inputs import TokenEncoder  # noqa: PLC0415
+
+    run, cfg = engine.begin_run(NAME, cfg, load_config, overwrite, resume)
+    data = load_data(cfg.data, cfg.train.seed)
+    backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
+    case_feature = resolve_case_feature(cfg.model.case_feature, backbone)
+    max_length = min(cfg.data.max_length, backbone.max_sequence_length)
+    if max_length < 8:
+        raise UserError(f"data.max_length: {cfg.data.max_length} is too short (at least 8)")
+    engine.create_run(run, cfg, resume)
+    encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)
+    windows = encode_for_training(encoder, data.train, data.tags)
+    run.write_json(run.task, {"tags": data.tags, "scheme": data.scheme, "max_length": max_length,
+                              "case_feature": case_feature,
+                              "sentences": {"train": len(data.train), "validation": len(data.validation),
+                                            "test": len(data.test) if data.test else 0},
+                              "windowed_train_sentences": windows.windowed_sentences})
+    if windows.windowed_sentences:
+        print(f"{windows.windowed_sentences} training sentences are longer than {max_length} tokens: "
+              f"split into overlapping windows")
+    preprocessor.tokenizer.save_to_preset(str(run.path / "tokenizer"))
+
+    steps = engine.steps_for_buckets(windows.lengths, bucket_lengths(max_length), cfg.train.batch_size)
+    train_ds = train_dataset(encoder, windows, cfg.train.batch_size, cfg.train.seed, steps)
+    model = build_model(cfg.model, backbone, len(data.tags), case_feature)
+    compile_tagger(model, cfg.train, steps)
+    tagger = Tagger(model, encoder, data.tags)
+    history = engine.fit(model, train_ds, None, cfg.train, run, len(data.train), verbose=verbose,
+                         extra_callbacks=[_entity_f1_callback(tagger, data.validation)])
+    model = as_float32(model)
+
+    step = len(history["epoch"])
+    tagger = Tagger(model, encoder, data.tags)
+    report = {"validation": evaluate_sentences(tagger, data.validation, run, "validation", step)}
+    if data.test is not None:
+        report["test"] = evaluate_sentences(tagger, data.test, run, "test", step)
+    report["train_sentences_per_second"] = history.get("examples_per_second", [])
+    if export:
+        export_run(run, model, encoder, data.tags)
+    return run, report
+
+
+def evaluate_sentences(tagger: Tagger, data: TaggedSentences, run: RunDir, split: str, step: int = 0) -> dict:
+    """Entity metrics (seqeval / conlleval) to metrics.json and TensorBoard, with the per-type table
+    and the entity-type confusion."""
+    from recipes import engine  # noqa: PLC0415
+
+    predicted, _ = tagger(data.tokens)
+    report = ner_tags.entity_report(data.tags, predicted)
+    engine.write_report(run, split, report, step,
+                        images={f"{split}/entity_type_confusion": ner_tags.type_confusion_png(report)},
+                        text={f"{split}/entities": ner_tags.format_entity_report(report)})
+    return report
+
+
+def load_run(path: str | Path):
+    """`(run, cfg, model, encoder, tags)` of a finished run, for evaluate / predict / export."""
+    import keras  # noqa: PLC0415
+    import keras_hub  # noqa: PLC0415, F401  (registers the backbone classes for deserialisation)
+
+    from zoo.text_inputs import load_tokenizer  # noqa: PLC0415
+    from zoo.token_inputs import TokenEncoder  # noqa: PLC0415
+
+    run = open_run(path)
+    cfg = load_config(run.config)
+    task = run.read_json(run.task)
+    if not run.keras_model.exists():
+        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
+    model = keras.saving.load_model(str(run.keras_model), compile=False)
+    tokenizer = load_tokenizer(str(run.path / "tokenizer"))
+    backbone_inputs = [name for name in model.input if name != "word_shape"]
+    encoder = TokenEncoder(tokenizer, backbone_inputs, task["max_length"], task["case_feature"])
+    return run, cfg, model, encoder, task["tags"]
+
+
+def evaluate(run_path: str | Path, source: str = "", split: str = "validation") -> dict:
+    """Evaluate a finished run on `source` (default: the run's own validation data)."""
+    run, cfg, model, encoder, tags = load_run(run_path)
+    if source:
+        data = read_tagged(source, split, cfg.data.token_column, cfg.data.tag_column)
+        normalise_tags(data, cfg.data.tag_scheme)
+    else:
+        data = getattr(load_data(cfg.data, cfg.train.seed), split)
+        if data is None:
+            raise UserError(f"{run.config}: the run has no {split} data; pass --data")
+    check_known_tags(data, tags)
+    return evaluate_sentences(Tagger(model, encoder, tags), data, run, f"evaluate_{split}")
+
+
+def predict(run_path: str | Path, texts: Sequence[str], pretokenized: bool = False) -> list[dict]:
+    """Entities in raw texts: `[{"text", "entities": [{"text", "type", "start", "end", "score"}]}]`.
+
+    Offsets are character offsets into the text (`text[start:end]` is the entity). With
+    `pretokenized`, each text is whitespace-separated tokens and offsets count tokens instead.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from zoo.token_inputs import pretokenize  # noqa: PLC0415
+
+    _, _, model, encoder, tags = load_run(run_path)
+    texts = list(texts)
+    if pretokenized:
+        words = [t.split() for t in texts]
+        starts, ends = [list(range(len(w))) for w in words], [list(range(1, len(w) + 1)) for w in words]
+    else:
+        w, s, e = pretokenize(tf.constant(texts)) if texts else ([], [], [])
+        words = [[x.decode("utf-8") for x in ws] for ws in w.to_list()] if texts else []
+        starts, ends = (s.to_list(), e.to_list()) if texts else ([], [])
+    predicted, scores = Tagger(model, encoder, tags)(words)
+    rows = []
+    for text, ws, st, en, tg, sc in zip(texts, words, starts, ends, predicted, scores):
+        entities = []
+        for entity_type, first, last in ner_tags.entities(tg):
+            start, end = st[first], en[last - 1]
+            entities.append({"text": " ".join(ws[first:last]) if pretokenized else text[start:end],
+                             "type": entity_type, "start": start, "end": end,
+                             "score": float(np.mean(sc[first:last]))})
+        rows.append({"text": text, "entities": entities, "tokens": ws, "tags": tg})
+    return rows
+
+
+def format_prediction(row: dict) -> str:
+    """One line per input for the CLI: the entities as `text/TYPE` with their offsets."""
+    found = "  ".join(f"[{e['text']}]/{e['type']} {e['start']}:{e['end']} {e['score']:.3f}" for e in row["entities"])
+    return f"{row['text']}\t{found or '-'}"
+
+
+def export_run(run: RunDir, model=None, encoder=None, tags=None) -> Path:
+    """Write `export/model.keras` and `export/saved_model` (raw strings in, word tags and offsets out)."""
+    from zoo.export import export_token_classifier  # noqa: PLC0415
+
+    if model is None:
+        run, _, model, encoder, tags = load_run(run.path)
+    else:
+        model.save(str(run.keras_model))
+    return export_token_classifier(model, encoder, tags, run.export)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from recipes.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(argv, recipe=NAME)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Words in, per-word tag logits out: the token-classification input path, inside the TensorFlow graph.
+
+KerasHub has no token-classification task, so this module holds what one needs around a text
+backbone, as graph code shared by training, evaluation, `predict` and the exported SavedModel:
+
+- `pretokenize`: raw strings -> words (runs of letters/digits/marks, or single other characters)
+  with the character offsets of each word in the original string.
+- `TokenEncoder.subword_ids`: words -> subword ids per word (the first subword of a word carries
+  the word's label; the others are left out of the loss and the metrics).
+- `word_shapes`: the capitalisation of each word (uncased backbones lowercase it away, and it is
+  the strongest cue for names).
+- `TokenEncoder.word_logits`: runs the model over windows of at most `max_length` tokens (longer
+  sentences are split into overlapping windows and merged back, never truncated) and returns one
+  logit vector per word.
+
+Example:
+    >>> words, starts, ends = pretokenize(tf.constant(["Hello,  Zoë!"]))
+    >>> words.to_list(), starts.to_list(), ends.to_list()
+    ([[b'Hello', b',', b'Zo\\xc3\\xab', b'!']], [[0, 5, 8, 11]], [[5, 6, 11, 12]])
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+# A word is a run of letters, digits and combining marks, or any other single visible character
+# (punctuation, symbols, emoji): "U.S.-based" -> U . S . - based, as BERT's basic tokenizer splits.
+WORD_PATTERN = r"[\pL\pN\pM]+|[^\s\p{Z}\p{C}\pL\pN\pM]"
+SPACE_PATTERN = r"[\s\p{Z}\p{C}]+"  # Unicode spaces and invisible characters separate words
+
+# Word shapes: the capitalisation classes an uncased tokenizer loses.
+SHAPES = ("other", "lower", "Capitalised", "UPPER", "miXed", "number")
+CAPITALISED_SHAPES = (2, 3, 4)
+
+
+def pretokenize(texts: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
+    """`(words, starts, ends)` for a batch of strings: ragged `[batch, (words)]`, offsets in characters
+    (Unicode code points, as Python indexes `str`), so `text[start:end]` is the word."""
+    words, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
+        texts, SPACE_PATTERN + "|" + WORD_PATTERN, WORD_PATTERN)
+    _, char_byte_offsets = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
+    # A byte offset's character index is the number of characters that start before it.
+    big = tf.int64.max
+    chars = char_byte_offsets.to_tensor(big)
+
+    def to_chars(offsets: tf.RaggedTensor) -> tf.RaggedTensor:
+        dense = tf.searchsorted(chars, offsets.to_tensor(0), side="left")
+        return tf.RaggedTensor.from_tensor(dense, lengths=offsets.row_lengths())
+
+    return words, to_chars(byte_starts), to_chars(byte_ends)
+
+
+def word_shapes(words: tf.Tensor) -> tf.Tensor:
+    """The `SHAPES` index of each word (any shape of string tensor)."""
+    def has(pattern):
+        return tf.strings.regex_full_match(words, f".*{pattern}.*")
+
+    letters, upper, lower, digits = has(r"\pL"), has(r"\p{Lu}"), has(r"\p{Ll}"), has(r"\pN")
+    capitalised = tf.strings.regex_full_match(words, r"\p{Lu}[^\p{Lu}]*")
+    shape = tf.where(capitalised, 2, tf.where(lower, 4, 3))  # has an upper-case letter
+    shape = tf.where(upper, shape, 1)
+    return tf.where(letters, shape, tf.where(digits, 5, 0))
+
+
+def _unknown_token_id(tokenizer) -> int:
+    """The id of the tokenizer's unknown token (its pad id when it has none)."""
+    if getattr(tokenizer, "unk_token_id", None) is not None:
+        return int(tokenizer.unk_token_id)
+    for token in (getattr(tokenizer, "oov_token", None), "[UNK]", "<unk>"):
+        try:
+            if token is not None:
+                return int(tokenizer.token_to_id(token))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return int(tokenizer.pad_token_id)
+
+
+class TokenEncoder(tf.Module):
+    """Subword ids for words, backbone inputs for windows of them, and windowed per-word logits.
+
+    `case_feature` says how word shapes reach the model: `segment` sets the backbone's segment id
+    to 1 on capitalised words (BERT-style backbones: the transformer sees capitalisation in
+    context), `head` feeds a `word_shape` input to the head, `none` ignores them.
+    """
+
+    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int, case_feature: str = "none"):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.input_names = list(backbone_inputs)
+        self.max_length = int(max_length)
+        self.case_feature = case_feature
+        self.start_id = int(tokenizer.start_token_id)
+        self.end_id = int(tokenizer.end_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.unk_id = _unknown_token_id(tokenizer)
+        # Byte-level BPE (RoBERTa) marks a word that follows a space; words inside a sentence do.
+        self.space_prefix = type(tokenizer).__name__.endswith(("BytePairTokenizer", "RobertaTokenizer",
+                                                               "GPT2Tokenizer"))
+
+    @property
+    def window(self) -> int:
+        """Subwords per window (the sequence length less the start and end tokens)."""
+        return self.max_length - 2
+
+    @property
+    def stride(self) -> int:
+        """Windows of a long sentence start this far apart (half a window: every word is scored by
+        a window that has at least a quarter window of context on each side, except at the ends)."""
+        return max(self.window // 2, 1)
+
+    def subword_ids(self, words: tf.RaggedTensor) -> tf.RaggedTensor:
+        """`[batch, (words), (subwords)]` int32 ids; a word the tokenizer maps to nothing gets `[UNK]`."""
+        ids = self._tokenize(words.flat_values)
+        empty = tf.cast(tf.equal(ids.row_lengths(), 0), tf.int64)
+        unk = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.unk_id), empty)
+        ids = tf.concat([ids, unk], axis=1)
+        return tf.RaggedTensor.from_row_splits(ids, words.row_splits)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def _tokenize(self, flat_words):
+        # In a tf.function the tokenizer returns a RaggedTensor (eagerly it returns Python lists).
+        if self.space_prefix:
+            flat_words = tf.strings.join([" ", flat_words])
+        ids = self.tokenizer(flat_words)
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(ids)
+        return tf.cast(ids, tf.int32)
+
+    def features(self, token_ids: tf.Tensor, shapes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Backbone (and head) inputs for padded windows `[n, length]` that already hold the start and
+        end tokens; `shapes` is the word shape of each position."""
+        available = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, self.pad_id),
+                     "segment_ids": tf.zeros_like(token_ids)}
+        if self.case_feature == "segment":
+            capitalised = tf.reduce_any(tf.equal(shapes[..., None], CAPITALISED_SHAPES), axis=-1)
+            available["segment_ids"] = tf.cast(capitalised, token_ids.dtype)
+        inputs = {name: available[name] for name in self.input_names}
+        if self.case_feature == "head":
+            inputs["word_shape"] = tf.cast(shapes, tf.int32)
+        return inputs
+
+    def word_logits(self, model, words: tf.RaggedTensor) -> tf.RaggedTensor:
+        """Float32 logits `[batch, (words), tags]` for a batch of word sequences (ragged strings)."""
+        sub = self.subword_ids(words)  # [b, (w), (s)]
+        per_word = sub.row_lengths(axis=2)  # [b, (w)]
+        flat = sub.merge_dims(1, 2)  # [b, (subwords)]
+        shapes = tf.repeat(word_shapes(words.flat_values), per_word.flat_values)
+        shapes = tf.RaggedTensor.from_row_splits(shapes, flat.row_splits)
+        lengths = tf.cast(flat.row_lengths(), tf.int32)
+        ids = flat.to_tensor(self.pad_id)
+        sub_shapes = shapes.to_tensor(0)
+
+        # Windows: `n` frames of `width` subwords, `stride` apart (one frame when the batch fits).
+        total = tf.maximum(tf.shape(ids)[1], 1)
+        width = tf.minimum(self.window, total)
+        n = 1 + tf.maximum(0, (total - width + self.stride - 1) // self.stride)
+        padded = (n - 1) * self.stride + width
+
+        def frames(x, value):
+            x = tf.pad(x, [[0, 0], [0, padded - tf.shape(x)[1]]], constant_values=value)
+            return tf.signal.frame(x, width, self.stride, axis=1)  # [b, n, width]
+
+        starts = tf.range(n) * self.stride
+        window_lengths = tf.clip_by_value(lengths[:, None] - starts[None, :], 0, width)  # [b, n]
+        batch = tf.shape(ids)[0]
+        window_ids = tf.reshape(frames(ids, self.pad_id), [batch * n, width])
+        window_shapes = tf.reshape(frames(sub_shapes, 0), [batch * n, width])
+        window_lengths = tf.reshape(window_lengths, [-1])
+        column = tf.range(width + 2)[None, :]
+        token_ids = tf.concat([tf.fill([batch * n, 1], self.start_id), window_ids,
+                               tf.fill([batch * n, 1], self.pad_id)], axis=1)
+        token_ids = tf.where(column == window_lengths[:, None] + 1, self.end_id, token_ids)
+        window_shapes = tf.pad(window_shapes, [[0, 0], [1, 1]])
+        # Only windows with words go through the model (a long sentence makes its batch-mates' later
+        # windows empty).
+        used = tf.where(window_lengths > 0)[:, 0]
+        logits = model(self.features(tf.gather(token_ids, used), tf.gather(window_shapes, used)), training=False)
+        logits = tf.cast(logits, tf.float32)
+        logits = tf.scatter_nd(used[:, None], logits,
+                               tf.stack([tf.cast(batch * n, tf.int64), tf.cast(width + 2, tf.int64),
+                                         tf.cast(tf.shape(logits)[-1], tf.int64)]))
+        logits = tf.reshape(logits, [batch, n, width + 2, -1])
+
+        # Each subword takes its logits from the window where it sits most centrally.
+        position = tf.range(tf.shape(ids)[1])
+        earliest = tf.maximum(0, (position - width + self.stride) // self.stride)  # ceil((p - width + 1) / stride)
+        latest = tf.minimum(position // self.stride, n - 1)
+        k = tf.clip_by_value((position - self.window // 4) // self.stride, earliest, latest)
+        index = tf.stack([k, position - k * self.stride + 1], axis=-1)  # +1: the start token
+        sub_logits = tf.gather_nd(logits, tf.broadcast_to(index[None], [batch, tf.shape(ids)[1], 2]), batch_dims=1)
+
+        # A word's logits are its first subword's.
+        first = tf.cumsum(per_word, axis=1, exclusive=True)
+        word = tf.gather(sub_logits, tf.cast(first.to_tensor(0), tf.int32), batch_dims=1)
+        return tf.RaggedTensor.from_tensor(word, lengths=words.row_lengths())
