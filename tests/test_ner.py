@@ -57,9 +57,9 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     from recipes.ner_data import read_tagged
 
     work, run, _ = trained
-    _, _, model, encoder, tags = ner.load_run(run)
+    _, _, tagger = ner.load_run(run)
     test = read_tagged(str(work / "test.txt"), "test")
-    predicted, _ = ner.Tagger(model, encoder, tags)(test.tokens)
+    predicted, _ = tagger(test.tokens)
     assert [len(p) for p in predicted] == [len(t) for t in test.tokens]  # windowed sentences merged back whole
     report = json.loads((run / "metrics.json").read_text())["test"]
     assert report["f1"] == pytest.approx(seqeval.f1_score(test.tags, predicted), abs=5e-5)
@@ -99,9 +99,9 @@ def test_exported_savedmodel_tags_like_keras_without_keras_zoo(trained):
     from recipes.ner_data import read_tagged
 
     work, run, _ = trained
-    _, _, model, encoder, tags = ner.load_run(run)
+    _, _, tagger = ner.load_run(run)
     test = read_tagged(str(work / "test.txt"), "test")
-    keras_tags, _ = ner.Tagger(model, encoder, tags)(test.tokens)
+    keras_tags, _ = tagger(test.tokens)
     texts = ["Anna  Smith visited Paris on monday.", "Maria García 😀 visited Berlin,Cairo and Oslo!!", ""]
     keras_rows = ner.predict(run, texts)
     (work / "tokens.json").write_text(json.dumps({"tokens": test.tokens, "texts": texts}))

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from zoo.image_inputs import center_crop, decode_rgb, square_resize
 from zoo.text_inputs import TextEncoder
-from zoo.token_inputs import TokenEncoder, pretokenize
+from zoo.token_inputs import TokenEncoder, allowed_transitions, decode_tags, pretokenize
 
 
 class TextClassifierServing(tf.Module):
@@ -51,19 +51,17 @@ class TokenClassifierServing(tf.Module):
     Outputs are padded to the longest sentence of the batch ("" tags, -1 offsets past `num_words`).
     """
 
-    def __init__(self, model, encoder: TokenEncoder, tags: Sequence[str]):
+    def __init__(self, model, encoder: TokenEncoder, tags: Sequence[str], constrained: bool = True):
         super().__init__()
         self.model = model
         self.encoder = encoder
         self.tags = tf.constant([str(tag) for tag in tags])
+        self.allowed = allowed_transitions(tags) if constrained else None
 
     def _tag(self, words: tf.RaggedTensor) -> dict[str, tf.Tensor]:
-        logits = self.encoder.word_logits(self.model, words)
-        probabilities = tf.nn.softmax(logits.flat_values, axis=-1)
-        best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"tags": logits.with_flat_values(tf.gather(self.tags, best)).to_tensor(""),
-                "scores": logits.with_flat_values(tf.reduce_max(probabilities, axis=-1)).to_tensor(0.0),
-                "num_words": words.row_lengths()}
+        ids, scores = decode_tags(self.encoder.word_logits(self.model, words), self.allowed)
+        return {"tags": ids.with_flat_values(tf.gather(self.tags, ids.flat_values)).to_tensor(""),
+                "scores": scores.to_tensor(0.0), "num_words": words.row_lengths()}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
@@ -76,9 +74,10 @@ class TokenClassifierServing(tf.Module):
         return self._tag(tf.RaggedTensor.from_tensor(tokens, padding=""))
 
 
-def export_token_classifier(model, encoder: TokenEncoder, tags: Sequence[str], directory: Path) -> Path:
+def export_token_classifier(model, encoder: TokenEncoder, tags: Sequence[str], directory: Path,
+                            constrained: bool = True) -> Path:
     """Write `directory/saved_model` with the `serving_default` (raw text) and `tag_tokens` signatures."""
-    module = TokenClassifierServing(model, encoder, tags)
+    module = TokenClassifierServing(model, encoder, tags, constrained)
     path = Path(directory) / "saved_model"
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve,
                                                        "tag_tokens": module.serve_tokens})

@@ -34,29 +34,15 @@ def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
     return keras.Model(inputs, logits, name="text_classifier")
 
 
-def token_classifier(backbone, num_tags: int, dropout: float = 0.1, case_feature: str = "none",
-                     shape_dim: int = 32) -> keras.Model:
+def token_classifier(backbone, num_tags: int, dropout: float = 0.1) -> keras.Model:
     """Backbone -> sequence output -> dropout -> dense logits for every token (KerasHub has no
-    token-classification task).
-
-    With `case_feature="head"` a `word_shape` input (see `zoo.token_inputs.SHAPES`) is embedded and
-    concatenated to each token's vector; with `segment` the shapes arrive through the backbone's
-    segment ids instead (nothing changes here).
-    """
-    from zoo.token_inputs import SHAPES  # noqa: PLC0415
-
-    if case_feature == "segment" and "segment_ids" not in backbone.input:
-        raise ValueError(f"{type(backbone).__name__} has no segment ids; use model.case_feature 'head' or 'none'")
-    inputs = dict(backbone.input)
+    token-classification task)."""
+    inputs = backbone.input
     for layer in backbone.layers:  # BERT's [CLS] pooler is unused: keep it out of training
         if layer.name == "pooled_dense":
             layer.trainable = False
     outputs = backbone(inputs)
     sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
-    if case_feature == "head":
-        inputs["word_shape"] = keras.Input((None,), dtype="int32", name="word_shape")
-        shapes = keras.layers.Embedding(len(SHAPES), shape_dim, name="word_shape_embedding")(inputs["word_shape"])
-        sequence = keras.layers.Concatenate(name="with_word_shape")([sequence, keras.ops.cast(shapes, sequence.dtype)])
     x = keras.layers.Dropout(dropout, name="head_dropout")(sequence)
     logits = keras.layers.Dense(num_tags, name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name="token_classifier")

@@ -81,9 +81,9 @@ def _unknown_token_id(tokenizer) -> int:
 class TokenEncoder(tf.Module):
     """Subword ids for words, backbone inputs for windows of them, and windowed per-word logits.
 
-    `case_feature` says how word shapes reach the model: `segment` sets the backbone's segment id
-    to 1 on capitalised words (BERT-style backbones: the transformer sees capitalisation in
-    context), `head` feeds a `word_shape` input to the head, `none` ignores them.
+    `case_feature="segment"` sets the backbone's segment id to 1 on the subwords of capitalised
+    words, so an uncased backbone sees capitalisation in context (BERT-style backbones have a
+    trained two-row segment embedding that single-sentence tagging leaves unused); `none` ignores case.
     """
 
     def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int, case_feature: str = "none"):
@@ -130,17 +130,14 @@ class TokenEncoder(tf.Module):
         return tf.cast(ids, tf.int32)
 
     def features(self, token_ids: tf.Tensor, shapes: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Backbone (and head) inputs for padded windows `[n, length]` that already hold the start and
+        """Backbone inputs for padded windows `[n, length]` that already hold the start and
         end tokens; `shapes` is the word shape of each position."""
         available = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, self.pad_id),
                      "segment_ids": tf.zeros_like(token_ids)}
         if self.case_feature == "segment":
             capitalised = tf.reduce_any(tf.equal(shapes[..., None], CAPITALISED_SHAPES), axis=-1)
             available["segment_ids"] = tf.cast(capitalised, token_ids.dtype)
-        inputs = {name: available[name] for name in self.input_names}
-        if self.case_feature == "head":
-            inputs["word_shape"] = tf.cast(shapes, tf.int32)
-        return inputs
+        return {name: available[name] for name in self.input_names}
 
     def word_logits(self, model, words: tf.RaggedTensor) -> tf.RaggedTensor:
         """Float32 logits `[batch, (words), tags]` for a batch of word sequences (ragged strings)."""
@@ -196,3 +193,33 @@ class TokenEncoder(tf.Module):
         first = tf.cumsum(per_word, axis=1, exclusive=True)
         word = tf.gather(sub_logits, tf.cast(first.to_tensor(0), tf.int32), batch_dims=1)
         return tf.RaggedTensor.from_tensor(word, lengths=words.row_lengths())
+
+
+def allowed_transitions(tags: Sequence[str]) -> "np.ndarray":
+    """`[tags + 1, tags + 1]` booleans for IOB2 decoding, the last row/column being the sentence start
+    and end: `I-X` may only follow `B-X` or `I-X`."""
+    import numpy as np  # noqa: PLC0415
+
+    n = len(tags)
+    allowed = np.ones((n + 1, n + 1), bool)
+    for j, tag in enumerate(tags):
+        if tag.startswith("I-"):
+            allowed[:, j] = [i < n and tags[i] in (f"B-{tag[2:]}", tag) for i in range(n + 1)]
+    return allowed
+
+
+def decode_tags(logits: tf.RaggedTensor, allowed: "np.ndarray | None" = None) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """`(tag ids, probabilities of those tags)` per word. With `allowed` transitions (see
+    `allowed_transitions`) the best tag sequence that obeys them (Viterbi over the per-word
+    log-probabilities), else each word's most probable tag."""
+    log_probabilities = logits.with_flat_values(tf.nn.log_softmax(logits.flat_values, axis=-1))
+    if allowed is None:
+        best = tf.argmax(log_probabilities.flat_values, axis=-1, output_type=tf.int32)
+    else:
+        dense = log_probabilities.to_tensor(0.0)
+        best = tf_text.viterbi_constrained_sequence(
+            dense, tf.cast(logits.row_lengths(), tf.int32), allowed_transitions=allowed, use_log_space=True,
+            use_start_and_end_states=True)
+        best = tf.cast(best.flat_values, tf.int32)
+    chosen = tf.gather(log_probabilities.flat_values, best, batch_dims=1)
+    return logits.with_flat_values(best), logits.with_flat_values(tf.exp(chosen))
