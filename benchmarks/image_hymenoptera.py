@@ -113,7 +113,6 @@ def main() -> None:
 
     # ---- per-step overhead and data wait, on the recipe's fine-tuning phase
     keras.mixed_precision.set_global_policy(result["precision"])
-    backbone, preprocessor = keras_hub.models.Backbone.from_preset(str(WEIGHTS)), None
     converter = keras_hub.models.ImageClassifierPreprocessor.from_preset(str(WEIGHTS)).image_converter
     splits = ic.load_data(cfg.data, cfg.train.seed)
     train_images = decode_images(splits.train, task["side"], task["interpolation"])

@@ -50,10 +50,12 @@ def main() -> None:
         f"data.train={DATA / 'train.txt'}", f"data.validation={DATA / 'valid.txt'}", f"data.test={DATA / 'test.txt'}",
         f"model.backbone={WEIGHTS}", f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
     start = time.perf_counter()
-    if args.reuse_run:
+    if args.reuse_run:  # the training figures are in that invocation's output; evaluate and export again
         run = open_run(Path(args.out) / ner.NAME / "recipe")
-        report = json.loads(run.metrics.read_text())
-        report["train_sentences_per_second"] = None
+        report = {"validation": ner.evaluate(run.path, str(DATA / "valid.txt"), "validation"),
+                  "test": ner.evaluate(run.path, str(DATA / "test.txt"), "test"),
+                  "train_sentences_per_second": None}
+        ner.export_run(run)
     else:
         run, report = ner.train(cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start

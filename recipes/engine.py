@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes.config import TrainConfig, save_config
-from recipes.run_dir import RunDir, plan_run, start_run
+from recipes.run_dir import RunDir, open_run, plan_run, start_run
 from zoo.errors import UserError
 
 
@@ -213,6 +213,19 @@ def create_run(run: RunDir, cfg, resume: bool) -> None:
     """Create the run directory and save the resolved config; call once the inputs are known good."""
     start_run(run, resume=resume)
     save_config(cfg, run.config)
+
+
+def load_finished_run(path, load_config: Callable):
+    """`(run, cfg, task, model)` of a finished run: its directory, config, task.json and trained Keras
+    model (not compiled), for evaluate / predict / export."""
+    import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
+
+    run = open_run(path)
+    cfg = load_config(run.config)
+    task = run.read_json(run.task)
+    if not run.keras_model.exists():
+        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
+    return run, cfg, task, keras.saving.load_model(str(run.keras_model), compile=False)
 
 
 def seed_everything(seed: int) -> None:

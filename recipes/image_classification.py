@@ -30,7 +30,7 @@ from recipes.config import ModelConfig, RunConfig, TrainConfig
 from recipes.image_data import DecodedImages, LabelledImages, decode_images, list_image_files, read_images, split_folder
 from recipes.labels import label_ids, label_order, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report, image_grid_png, top_k_accuracy
-from recipes.run_dir import RunDir, open_run
+from recipes.run_dir import RunDir
 from zoo.errors import UserError
 
 NAME = "image_classification"
@@ -351,15 +351,10 @@ def evaluate_images(model, images: DecodedImages, labels: list[str], run: RunDir
 
 def load_run(path: str | Path):
     """`(run, cfg, model, task)` of a finished run, for evaluate / predict / export."""
-    import keras  # noqa: PLC0415
-    import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
+    from recipes import engine  # noqa: PLC0415
 
-    run = open_run(path)
-    cfg = load_config(run.config)
-    task = run.read_json(run.task)
-    if not run.keras_model.exists():
-        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
-    return run, cfg, keras.saving.load_model(str(run.keras_model), compile=False), task
+    run, cfg, task, model = engine.load_finished_run(path, load_config)
+    return run, cfg, model, task
 
 
 def evaluate(run_path: str | Path, source: str = "", split: str = "validation") -> dict:

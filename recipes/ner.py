@@ -29,7 +29,7 @@ from recipes import config as config_lib
 from recipes import ner_tags
 from recipes.config import ModelConfig, RunConfig, TrainConfig
 from recipes.ner_data import TaggedSentences, check_known_tags, normalise_tags, read_tagged, tag_set
-from recipes.run_dir import RunDir, open_run
+from recipes.run_dir import RunDir
 from zoo.errors import UserError
 
 NAME = "ner"
@@ -222,6 +222,16 @@ class Tagger:
                                    input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1,
                                                                         row_splits_dtype=tf.int64)])
 
+    def count_windowed(self, sentences: Sequence[Sequence[str]]) -> int:
+        """How many sentences are longer than one window (and so are tagged in overlapping windows)."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        sentences = [s for s in sentences if s]
+        if not sentences:
+            return 0
+        sub = self.encoder.subword_ids(tf.ragged.constant(sentences, dtype=tf.string))
+        return int(tf.reduce_sum(tf.cast(sub.merge_dims(1, 2).row_lengths() > self.encoder.window, tf.int32)))
+
     def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
         import tensorflow as tf  # noqa: PLC0415
 
@@ -341,6 +351,7 @@ def evaluate_sentences(tagger: Tagger, data: TaggedSentences, run: RunDir, split
 
     predicted, _ = tagger(data.tokens)
     report = ner_tags.entity_report(data.tags, predicted)
+    report["windowed_sentences"] = tagger.count_windowed(data.tokens)
     engine.write_report(run, split, report, step,
                         images={f"{split}/entity_type_confusion": ner_tags.type_confusion_png(report)},
                         text={f"{split}/entities": ner_tags.format_entity_report(report)})
@@ -350,18 +361,11 @@ def evaluate_sentences(tagger: Tagger, data: TaggedSentences, run: RunDir, split
 def load_run(path: str | Path) -> tuple[RunDir, NerConfig, Tagger]:
     """`(run, cfg, tagger)` of a finished run (the tagger holds the model, encoder and tags), for
     evaluate / predict / export."""
-    import keras  # noqa: PLC0415
-    import keras_hub  # noqa: PLC0415, F401  (registers the backbone classes for deserialisation)
-
+    from recipes import engine  # noqa: PLC0415
     from zoo.text_inputs import load_tokenizer  # noqa: PLC0415
     from zoo.token_inputs import TokenEncoder  # noqa: PLC0415
 
-    run = open_run(path)
-    cfg = load_config(run.config)
-    task = run.read_json(run.task)
-    if not run.keras_model.exists():
-        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
-    model = keras.saving.load_model(str(run.keras_model), compile=False)
+    run, cfg, task, model = engine.load_finished_run(path, load_config)
     tokenizer = load_tokenizer(str(run.path / "tokenizer"))
     encoder = TokenEncoder(tokenizer, list(model.input), task["max_length"], task["case_feature"])
     return run, cfg, Tagger(model, encoder, task["tags"], cfg.model.decoding == "constrained")

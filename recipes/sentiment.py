@@ -16,8 +16,6 @@ From Python:
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -28,7 +26,7 @@ from recipes import config as config_lib
 from recipes.config import ModelConfig, RunConfig, TrainConfig
 from recipes.labels import label_ids, label_order, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
-from recipes.run_dir import RunDir, open_run
+from recipes.run_dir import RunDir
 from recipes.text_data import LabelledTexts, read_texts
 from zoo.errors import UserError
 
@@ -212,17 +210,10 @@ def evaluate_texts(model, encoder, texts: LabelledTexts, labels: list[str], run:
 
 def load_run(path: str | Path):
     """`(run, cfg, model, encoder, labels)` of a finished run, for evaluate / predict / export."""
-    import keras  # noqa: PLC0415
-    import keras_hub  # noqa: PLC0415  (registers the backbone classes for deserialisation)
-
+    from recipes import engine  # noqa: PLC0415
     from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415
 
-    run = open_run(path)
-    cfg = load_config(run.config)
-    task = run.read_json(run.task)
-    if not run.keras_model.exists():
-        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
-    model = keras.saving.load_model(str(run.keras_model), compile=False)
+    run, cfg, task, model = engine.load_finished_run(path, load_config)
     tokenizer = load_tokenizer(str(run.path / "tokenizer"))
     input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
     return run, cfg, model, TextEncoder(tokenizer, input_names, task["max_length"]), task["labels"]

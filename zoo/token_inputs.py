@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -171,9 +172,10 @@ class TokenEncoder(tf.Module):
                                tf.fill([batch * n, 1], self.pad_id)], axis=1)
         token_ids = tf.where(column == window_lengths[:, None] + 1, self.end_id, token_ids)
         window_shapes = tf.pad(window_shapes, [[0, 0], [1, 1]])
-        # Only windows with words go through the model (a long sentence makes its batch-mates' later
-        # windows empty).
-        used = tf.where(window_lengths > 0)[:, 0]
+        # A sentence has its own windows, as in training: one if it fits, else as many as it needs.
+        # Only those go through the model, so a sentence is tagged the same whatever its batch-mates.
+        own = 1 + tf.maximum(0, (lengths - self.window + self.stride - 1) // self.stride)  # [b]
+        used = tf.where(tf.reshape(tf.range(n)[None, :] < own[:, None], [-1]))[:, 0]
         logits = model(self.features(tf.gather(token_ids, used), tf.gather(window_shapes, used)), training=False)
         logits = tf.cast(logits, tf.float32)
         logits = tf.scatter_nd(used[:, None], logits,
@@ -182,12 +184,13 @@ class TokenEncoder(tf.Module):
         logits = tf.reshape(logits, [batch, n, width + 2, -1])
 
         # Each subword takes its logits from the window where it sits most centrally.
-        position = tf.range(tf.shape(ids)[1])
+        position = tf.range(tf.shape(ids)[1])[None, :]  # [1, L]
         earliest = tf.maximum(0, (position - width + self.stride) // self.stride)  # ceil((p - width + 1) / stride)
-        latest = tf.minimum(position // self.stride, n - 1)
-        k = tf.clip_by_value((position - self.window // 4) // self.stride, earliest, latest)
-        index = tf.stack([k, position - k * self.stride + 1], axis=-1)  # +1: the start token
-        sub_logits = tf.gather_nd(logits, tf.broadcast_to(index[None], [batch, tf.shape(ids)[1], 2]), batch_dims=1)
+        latest = tf.minimum(position // self.stride, own[:, None] - 1)  # [b, L]
+        k = tf.minimum(tf.maximum((position - self.window // 4) // self.stride, earliest), latest)
+        # +1: the start token; positions past a sentence's end (padding, never read) are clamped.
+        index = tf.stack([k, tf.minimum(position - k * self.stride + 1, width + 1)], axis=-1)
+        sub_logits = tf.gather_nd(logits, index, batch_dims=1)
 
         # A word's logits are its first subword's.
         first = tf.cumsum(per_word, axis=1, exclusive=True)
@@ -195,11 +198,9 @@ class TokenEncoder(tf.Module):
         return tf.RaggedTensor.from_tensor(word, lengths=words.row_lengths())
 
 
-def allowed_transitions(tags: Sequence[str]) -> "np.ndarray":
+def allowed_transitions(tags: Sequence[str]) -> np.ndarray:
     """`[tags + 1, tags + 1]` booleans for IOB2 decoding, the last row/column being the sentence start
     and end: `I-X` may only follow `B-X` or `I-X`."""
-    import numpy as np  # noqa: PLC0415
-
     n = len(tags)
     allowed = np.ones((n + 1, n + 1), bool)
     for j, tag in enumerate(tags):
@@ -208,7 +209,7 @@ def allowed_transitions(tags: Sequence[str]) -> "np.ndarray":
     return allowed
 
 
-def decode_tags(logits: tf.RaggedTensor, allowed: "np.ndarray | None" = None) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+def decode_tags(logits: tf.RaggedTensor, allowed: np.ndarray | None = None) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
     """`(tag ids, probabilities of those tags)` per word. With `allowed` transitions (see
     `allowed_transitions`) the best tag sequence that obeys them (Viterbi over the per-word
     log-probabilities), else each word's most probable tag."""
