@@ -74,23 +74,27 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
             overrides.append(f"run.runs_dir={args.runs_dir}")
         cfg = recipe.load_config(args.config, overrides)
         run, report = recipe.train(cfg, overwrite=args.overwrite, resume=args.resume, verbose=2)
-        from recipes.metrics import format_report  # noqa: PLC0415
-
+        format_report = _report_formatter(recipe)
         for split in ("validation", "test"):
             if split in report:
                 print(f"\n{split} metrics:\n{format_report(report[split])}")
         print(f"\nrun directory: {run.path}")
         print(f"TensorBoard:   tensorboard --logdir {run.logs}")
     elif args.command == "evaluate":
-        from recipes.metrics import format_report  # noqa: PLC0415
-
-        print(format_report(recipe.evaluate(args.run, args.data, args.split)))
+        print(_report_formatter(recipe)(recipe.evaluate(args.run, args.data, args.split)))
     elif args.command == "predict":
         _predict(recipe, args)
     elif args.command == "export":
         from recipes.run_dir import open_run  # noqa: PLC0415
 
         print(f"exported: {recipe.export_run(open_run(args.run))}")
+
+
+def _report_formatter(recipe):
+    """The recipe's own report table (entity metrics for NER), else the classification table."""
+    from recipes.metrics import format_report  # noqa: PLC0415
+
+    return getattr(recipe, "format_report", format_report)
 
 
 def _predict(recipe, args: argparse.Namespace) -> None:

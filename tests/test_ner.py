@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import make_ner_sentences, run_cli, write_conll
+from tests.conftest import make_ner_sentences, write_conll
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +149,22 @@ print(json.dumps({{"tags": tags, "rows": rows, "loaded": loaded}}))
         assert [text[s:e] for s, e in zip(row["starts"], row["ends"])] == row["words"] == keras_row["tokens"]
 
 
-def test_cli_predicts_entities_per_line_and_jsonl(trained):
-    _, run, _ = trained
-    result = run_cli("predict", "ner", str(run), "Anna Smith visited Paris.", "--jsonl")
-    assert result.returncode == 0, result.stderr[-2000:]
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    assert [(e["text"], e["type"]) for e in row["entities"]] == [("Anna Smith", "PER"), ("Paris", "LOC")]
+def test_cli_predicts_entities_per_line_and_jsonl_and_evaluates(trained, capsys):
+    from recipes.cli import main
+
+    work, run, report = trained
+    assert main(["predict", "ner", str(run), "Anna Smith visited Paris.", "--jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(e["text"], e["type"], e["start"], e["end"]) for e in row["entities"]] == \
+        [("Anna Smith", "PER", 0, 10), ("Paris", "LOC", 19, 24)]
+    assert main(["predict", "ner", str(run), "Anna Smith visited Paris."]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("Anna Smith visited Paris.\t[Anna Smith]/PER 0:10 ")
+    assert main(["evaluate", "ner", str(run), "--data", str(work / "test.txt"), "--split", "test"]) == 0
+    table = capsys.readouterr().out
+    assert "| PER |" in table and f"{report['test']['f1']:.4f}" in table
+    assert main(["predict", "ner", str(run), "--file", str(work / "missing.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"keras-zoo: error: {work / 'missing.txt'}: file not found"
 
 
 def test_pretokenize_offsets_are_character_offsets_on_awkward_text():
