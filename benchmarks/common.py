@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import time
@@ -11,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def benchmark_parser(name: str) -> argparse.ArgumentParser:
+    """The options every recipe benchmark takes: `--out` (default benchmarks/out/NAME), `--set`, `--reuse-run`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / name))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides")
+    parser.add_argument("--reuse-run", action="store_true",
+                        help="skip training: measure the rest on the run a previous invocation left in --out")
+    return parser
 
 
 def peak_rss_gib() -> float:

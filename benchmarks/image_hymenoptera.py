@@ -16,7 +16,6 @@ against the Keras model on the validation images. Needs ../shared. Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -25,20 +24,16 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, peak_rss_gib, timed_fit  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser, peak_rss_gib, timed_fit  # noqa: E402  (benchmarks/common.py)
 
 DATA = SHARED / "data" / "hymenoptera"
 WEIGHTS = SHARED / "pretrained" / "efficientnet-lite0-imagenet"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "hymenoptera"))
+    parser = benchmark_parser("hymenoptera")
     parser.add_argument("--steps", type=int, default=7, help="batches per timing round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides")
-    parser.add_argument("--reuse-run", action="store_true",
-                        help="skip training: measure the rest on the run a previous invocation left in --out")
     args = parser.parse_args()
     if not DATA.exists() or not WEIGHTS.exists():
         raise SystemExit(f"needs {DATA} and {WEIGHTS}")

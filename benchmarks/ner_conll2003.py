@@ -15,7 +15,6 @@ Needs ../shared. Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,18 +22,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, peak_rss_gib  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser, peak_rss_gib  # noqa: E402  (benchmarks/common.py)
 
 DATA = SHARED / "data" / "conll2003"
 WEIGHTS = SHARED / "pretrained" / "minilm-l6-h384-uncased"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "conll2003"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides")
-    parser.add_argument("--reuse-run", action="store_true",
-                        help="skip training: measure the rest on the run a previous invocation left in --out")
+    parser = benchmark_parser("conll2003")
     args = parser.parse_args()
     if not DATA.exists() or not WEIGHTS.exists():
         raise SystemExit(f"needs {DATA} and {WEIGHTS}")
