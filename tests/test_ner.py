@@ -208,6 +208,11 @@ def test_long_sentences_are_windowed_and_merged_from_the_most_central_window(tin
     positions = [m[1] for m in out[0]]  # position inside its window (1 = right after [CLS])
     assert len(sum(sub[0], [])) == 20 and max(positions) <= 8
     assert positions[0] == 1 and all(p >= 3 for p in positions[4:-3])  # middle words keep left context
+    # A sentence that fits one window is tagged in one window even when a batch-mate needs several.
+    fits = ["the", "market", "was", "quiet", "and", "prices", "rose", "a"]  # 8 single-subword words
+    together = encoder.word_logits(model, tf.ragged.constant([sentences[0], fits])).to_list()[1]
+    alone = encoder.word_logits(model, tf.ragged.constant([fits])).to_list()[0]
+    assert [m[1] for m in together] == [m[1] for m in alone] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_constrained_decoding_never_starts_an_entity_with_i():
