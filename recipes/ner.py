@@ -130,11 +130,11 @@ def _split(data: TaggedSentences, fraction: float, seed: int) -> tuple[TaggedSen
 @dataclass
 class Windows:
     """Training examples: subword ids with start/end tokens, per-subword tag ids (-1: not scored)
-    and word shapes, padded in arrays with the true lengths beside."""
+    and capitalisation flags, padded in arrays with the true lengths beside."""
 
     ids: np.ndarray
     labels: np.ndarray
-    shapes: np.ndarray
+    capitals: np.ndarray
     lengths: np.ndarray
     windowed_sentences: int  # sentences longer than one window
 
@@ -144,14 +144,14 @@ def encode_for_training(encoder, data: TaggedSentences, tags: list[str]) -> Wind
     overlapping windows that prediction uses."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from zoo.token_inputs import word_shapes  # noqa: PLC0415
+    from zoo.token_inputs import capitalised  # noqa: PLC0415
 
     tag_id = {t: i for i, t in enumerate(tags)}
     words = tf.ragged.constant(data.tokens, dtype=tf.string)
     sub = encoder.subword_ids(words)
     per_word = sub.row_lengths(axis=2).flat_values.numpy()
     flat_ids = sub.flat_values.numpy()
-    shapes = word_shapes(words.flat_values).numpy()
+    capitals = capitalised(words.flat_values).numpy()
     word_splits = words.row_splits.numpy()
     subword_ends = np.cumsum(per_word)
     examples = []
@@ -163,7 +163,7 @@ def encode_for_training(encoder, data: TaggedSentences, tags: list[str]) -> Wind
         counts = per_word[w0:w1]
         labels = np.full(len(ids), -1, np.int32)
         labels[np.cumsum(counts) - counts] = [tag_id[t] for t in sentence_tags]
-        sub_shapes = np.repeat(shapes[w0:w1], counts)
+        sub_capitals = np.repeat(capitals[w0:w1], counts)
         starts = [0]
         if len(ids) > encoder.window:
             windowed += 1
@@ -172,7 +172,7 @@ def encode_for_training(encoder, data: TaggedSentences, tags: list[str]) -> Wind
             end = start + encoder.window
             examples.append((np.concatenate([[encoder.start_id], ids[start:end], [encoder.end_id]]),
                              np.concatenate([[-1], labels[start:end], [-1]]),
-                             np.concatenate([[0], sub_shapes[start:end], [0]])))
+                             np.concatenate([[0], sub_capitals[start:end], [0]])))
     lengths = np.array([len(e[0]) for e in examples], np.int32)
     width = int(lengths.max())
 
@@ -192,13 +192,13 @@ def train_dataset(encoder, windows: Windows, batch_size: int, seed: int, steps: 
     from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
 
     boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)][:-1]
-    ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.shapes, windows.lengths))
+    ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.capitals, windows.lengths))
     ds = ds.shuffle(len(windows.lengths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda ids, labels, shapes, n: (ids[:n], labels[:n], shapes[:n]))
-    ds = ds.bucket_by_sequence_length(lambda ids, labels, shapes: tf.shape(ids)[0], bucket_boundaries=boundaries,
+    ds = ds.map(lambda ids, labels, capitals, n: (ids[:n], labels[:n], capitals[:n]))
+    ds = ds.bucket_by_sequence_length(lambda ids, labels, capitals: tf.shape(ids)[0], bucket_boundaries=boundaries,
                                       bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
                                       padding_values=(encoder.pad_id, -1, 0))
-    ds = ds.map(lambda ids, labels, shapes: (encoder.features(ids, shapes), labels),
+    ds = ds.map(lambda ids, labels, capitals: (encoder.features(ids, capitals), labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 

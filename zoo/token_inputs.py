@@ -7,7 +7,7 @@ backbone, as graph code shared by training, evaluation, `predict` and the export
   with the character offsets of each word in the original string.
 - `TokenEncoder.subword_ids`: words -> subword ids per word (the first subword of a word carries
   the word's label; the others are left out of the loss and the metrics).
-- `word_shapes`: the capitalisation of each word (uncased backbones lowercase it away, and it is
+- `capitalised`: whether each word has a capital letter (uncased backbones lowercase it away, and it is
   the strongest cue for names).
 - `TokenEncoder.word_logits`: runs the model over windows of at most `max_length` tokens (longer
   sentences are split into overlapping windows and merged back, never truncated) and returns one
@@ -32,9 +32,6 @@ import tensorflow_text as tf_text
 WORD_PATTERN = r"[\pL\pN\pM]+|[^\s\p{Z}\p{C}\pL\pN\pM]"
 SPACE_PATTERN = r"[\s\p{Z}\p{C}]+"  # Unicode spaces and invisible characters separate words
 
-# Word shapes: the capitalisation classes an uncased tokenizer loses.
-SHAPES = ("other", "lower", "Capitalised", "UPPER", "miXed", "number")
-CAPITALISED_SHAPES = (2, 3, 4)
 
 
 def pretokenize(texts: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
@@ -54,16 +51,9 @@ def pretokenize(texts: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.
     return words, to_chars(byte_starts), to_chars(byte_ends)
 
 
-def word_shapes(words: tf.Tensor) -> tf.Tensor:
-    """The `SHAPES` index of each word (any shape of string tensor)."""
-    def has(pattern):
-        return tf.strings.regex_full_match(words, f".*{pattern}.*")
-
-    letters, upper, lower, digits = has(r"\pL"), has(r"\p{Lu}"), has(r"\p{Ll}"), has(r"\pN")
-    capitalised = tf.strings.regex_full_match(words, r"\p{Lu}[^\p{Lu}]*")
-    shape = tf.where(capitalised, 2, tf.where(lower, 4, 3))  # has an upper-case letter
-    shape = tf.where(upper, shape, 1)
-    return tf.where(letters, shape, tf.where(digits, 5, 0))
+def capitalised(words: tf.Tensor) -> tf.Tensor:
+    """1 for each word with an upper-case letter ("Paris", "IBM", "McDonald"), else 0 (int32, any shape)."""
+    return tf.cast(tf.strings.regex_full_match(words, r".*\p{Lu}.*"), tf.int32)
 
 
 def _unknown_token_id(tokenizer) -> int:
@@ -130,14 +120,13 @@ class TokenEncoder(tf.Module):
             ids = tf.RaggedTensor.from_tensor(ids)
         return tf.cast(ids, tf.int32)
 
-    def features(self, token_ids: tf.Tensor, shapes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def features(self, token_ids: tf.Tensor, capitals: tf.Tensor) -> dict[str, tf.Tensor]:
         """Backbone inputs for padded windows `[n, length]` that already hold the start and
-        end tokens; `shapes` is the word shape of each position."""
+        end tokens; `capitals` says which positions belong to capitalised words."""
         available = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, self.pad_id),
                      "segment_ids": tf.zeros_like(token_ids)}
         if self.case_feature == "segment":
-            capitalised = tf.reduce_any(tf.equal(shapes[..., None], CAPITALISED_SHAPES), axis=-1)
-            available["segment_ids"] = tf.cast(capitalised, token_ids.dtype)
+            available["segment_ids"] = tf.cast(capitals, token_ids.dtype)
         return {name: available[name] for name in self.input_names}
 
     def word_logits(self, model, words: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -145,11 +134,11 @@ class TokenEncoder(tf.Module):
         sub = self.subword_ids(words)  # [b, (w), (s)]
         per_word = sub.row_lengths(axis=2)  # [b, (w)]
         flat = sub.merge_dims(1, 2)  # [b, (subwords)]
-        shapes = tf.repeat(word_shapes(words.flat_values), per_word.flat_values)
-        shapes = tf.RaggedTensor.from_row_splits(shapes, flat.row_splits)
+        capitals = tf.repeat(capitalised(words.flat_values), per_word.flat_values)
+        capitals = tf.RaggedTensor.from_row_splits(capitals, flat.row_splits)
         lengths = tf.cast(flat.row_lengths(), tf.int32)
         ids = flat.to_tensor(self.pad_id)
-        sub_shapes = shapes.to_tensor(0)
+        sub_capitals = capitals.to_tensor(0)
 
         # Windows: `n` frames of `width` subwords, `stride` apart (one frame when the batch fits).
         total = tf.maximum(tf.shape(ids)[1], 1)
@@ -165,18 +154,18 @@ class TokenEncoder(tf.Module):
         window_lengths = tf.clip_by_value(lengths[:, None] - starts[None, :], 0, width)  # [b, n]
         batch = tf.shape(ids)[0]
         window_ids = tf.reshape(frames(ids, self.pad_id), [batch * n, width])
-        window_shapes = tf.reshape(frames(sub_shapes, 0), [batch * n, width])
+        window_capitals = tf.reshape(frames(sub_capitals, 0), [batch * n, width])
         window_lengths = tf.reshape(window_lengths, [-1])
         column = tf.range(width + 2)[None, :]
         token_ids = tf.concat([tf.fill([batch * n, 1], self.start_id), window_ids,
                                tf.fill([batch * n, 1], self.pad_id)], axis=1)
         token_ids = tf.where(column == window_lengths[:, None] + 1, self.end_id, token_ids)
-        window_shapes = tf.pad(window_shapes, [[0, 0], [1, 1]])
+        window_capitals = tf.pad(window_capitals, [[0, 0], [1, 1]])
         # A sentence has its own windows, as in training: one if it fits, else as many as it needs.
         # Only those go through the model, so a sentence is tagged the same whatever its batch-mates.
         own = 1 + tf.maximum(0, (lengths - self.window + self.stride - 1) // self.stride)  # [b]
         used = tf.where(tf.reshape(tf.range(n)[None, :] < own[:, None], [-1]))[:, 0]
-        logits = model(self.features(tf.gather(token_ids, used), tf.gather(window_shapes, used)), training=False)
+        logits = model(self.features(tf.gather(token_ids, used), tf.gather(window_capitals, used)), training=False)
         logits = tf.cast(logits, tf.float32)
         logits = tf.scatter_nd(used[:, None], logits,
                                tf.stack([tf.cast(batch * n, tf.int64), tf.cast(width + 2, tf.int64),
