@@ -16,12 +16,18 @@ RECIPES = {"sentiment": "recipes.sentiment", "image_classification": "recipes.im
            "ner": "recipes.ner"}
 
 
-def _recipe(name: str):
-    if name not in RECIPES:
-        from zoo.errors import closest  # noqa: PLC0415
+def load_recipe(name: str):
+    """A recipe module: one of RECIPES by name, or your own by its import path (my_package.my_recipe)."""
+    if name in RECIPES:
+        return importlib.import_module(RECIPES[name])
+    if "." in name:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            raise UserError(f"recipe module '{name}' not found ({e})") from None
+    from zoo.errors import closest  # noqa: PLC0415
 
-        raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
-    return importlib.import_module(RECIPES[name])
+    raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
 
 
 def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
@@ -38,15 +44,29 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
     if recipe is None:
         commands.add_parser("list", help="print the backbone catalog")
+    def add_config_options(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument("--config", help="YAML config file (sections data, model, train, run, tuning)")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set train.learning_rate=3e-5 (repeatable)")
+        sub.add_argument("--name", help=f"{what} name (default: a timestamp); same as --set run.name=...")
+        sub.add_argument("--runs-dir", help="where runs go (default: runs); same as --set run.runs_dir=...")
+        mode = sub.add_mutually_exclusive_group()
+        mode.add_argument("--overwrite", action="store_true", help=f"replace an existing {what} of the same name")
+        mode.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
+
     train = add("train", "train a recipe into runs/<recipe>/<name>/")
-    train.add_argument("--config", help="YAML config file (sections data, model, train, run)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set train.learning_rate=3e-5 (repeatable)")
-    train.add_argument("--name", help="run name (default: a timestamp); same as --set run.name=...")
-    train.add_argument("--runs-dir", help="where runs go (default: runs); same as --set run.runs_dir=...")
-    mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    mode.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    add_config_options(train, "run")
+    tune = add("tune", "search the config's tuning.space with Keras Tuner into runs/<recipe>/<name>/")
+    add_config_options(tune, "search")
+    tune.add_argument("--dir", help="the search directory (default: runs/<recipe>/<name>); shared by all hosts")
+    tune.add_argument("--max-time", help="start no trial after this long, e.g. 90m, 2h; same as --set tuning.max_time=...")
+    tune.add_argument("--role", choices=["single", "chief", "worker"], default="single",
+                      help="distributed search: run the same command with --role chief on one host, --role worker on others")
+    tune.add_argument("--host", help="chief's address (default: $KERASTUNER_ORACLE_IP or 127.0.0.1); "
+                                     "the gRPC channel is unauthenticated: expose it only on a trusted network")
+    tune.add_argument("--port", type=int, help="chief's port (default: $KERASTUNER_ORACLE_PORT or 8000)")
+    tune.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="start a chief here and N workers on this machine (one per GPU where there are GPUs)")
     evaluate = add("evaluate", "evaluate a finished run")
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("--data", default="", help="labelled data (default: the run's validation data)")
@@ -65,14 +85,19 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace, recipe_name: str) -> None:
-    recipe = _recipe(recipe_name)
-    if args.command == "train":
+    recipe = load_recipe(recipe_name)
+    if args.command in ("train", "tune"):
         overrides = list(args.overrides)
         if args.name:
             overrides.append(f"run.name={args.name}")
         if args.runs_dir:
             overrides.append(f"run.runs_dir={args.runs_dir}")
+        if getattr(args, "max_time", None):
+            overrides.append(f"tuning.max_time={args.max_time}")
         cfg = recipe.load_config(args.config, overrides)
+    if args.command == "tune":
+        _tune(recipe_name, cfg, args)
+    elif args.command == "train":
         run, report = recipe.train(cfg, overwrite=args.overwrite, resume=args.resume, verbose=2)
         format_report = _report_formatter(recipe)
         for split in ("validation", "test"):
@@ -88,6 +113,24 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
         from recipes.run_dir import open_run  # noqa: PLC0415
 
         print(f"exported: {recipe.export_run(open_run(args.run))}")
+
+
+def _tune(recipe_name: str, cfg, args: argparse.Namespace) -> None:
+    from tuning import tune  # noqa: PLC0415
+    from tuning.results import format_table  # noqa: PLC0415
+
+    if args.workers and args.role != "single":
+        raise UserError("--workers starts its own chief and workers; leave out --role")
+    result = tune(recipe_name, cfg, args.dir, resume=args.resume, overwrite=args.overwrite, role=args.role,
+                  host=args.host, port=args.port, workers=args.workers)
+    if result is None:  # a worker: the chief reports
+        print("worker: no more trials")
+        return
+    print(f"\n{format_table(result)}\n")
+    print(f"results:     {result.search.results_csv} (and .json)")
+    if result.best is not None:
+        print(f"best config: {result.search.best_config}  (keras-zoo train {recipe_name} --config {result.search.best_config})")
+    print(f"TensorBoard: tensorboard --logdir {result.search.path}")
 
 
 def _report_formatter(recipe):

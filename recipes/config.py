@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -45,6 +45,9 @@ class TrainConfig:
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping
     seed: int = 42
     jit_compile: bool = False  # XLA: slower than plain TF graphs for these models on CPU (measured)
+    # Eager steps: no graph tracing, which costs tens of seconds per run; only pays for tiny models
+    # and few steps (tests, smoke runs), and for debugging.
+    run_eagerly: bool = False
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"  # auto: bf16 where the CPU has it
 
 
@@ -52,6 +55,31 @@ class TrainConfig:
 class RunConfig:
     runs_dir: str = "runs"
     name: str = ""  # empty: a timestamp
+    dir: str = ""  # the run's exact directory, instead of runs_dir/<recipe>/name (tuning uses it for trials)
+    hparams: bool = True  # log the run as a session of TensorBoard's HParams dashboard (a search logs its trials)
+
+
+@dataclass
+class TuningConfig:
+    """A hyperparameter search over this recipe's config (`keras-zoo tune`; ignored by `train`).
+
+    `space` maps config keys to what to try (see tuning/space.py):
+    `[a, b]` choices, `{min, max, sampling: linear|log, step}` ranges, `boolean`, `{fixed: value}`.
+    """
+
+    algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "bayesian"
+    objective: str = ""  # any metric the recipe logs (val_accuracy, val_macro_f1, ...); empty: train.monitor
+    direction: Literal["auto", "max", "min"] = "auto"  # auto: min for losses, else max
+    max_trials: int = 10
+    executions_per_trial: int = 1  # runs per trial with seeds seed, seed+1, ...; metrics are averaged
+    max_time: str = ""  # e.g. 90m, 2h: no trial starts after this; empty: no limit
+    hyperband_factor: int = 3
+    hyperband_max_epochs: int = 0  # 0: train.epochs
+    max_retries_per_trial: int = 0  # a trial that crashes is retried this often, then recorded as failed
+    trial_process: Literal["subprocess", "in_process"] = "subprocess"  # subprocess: memory never accumulates
+    worker_timeout_s: float = 120.0  # distributed: a worker silent this long is taken as dead
+    seed: int = 0  # the search algorithm's seed
+    space: dict[str, Any] = field(default_factory=dict)
 
 
 def save_config(cfg: Any, path: Path) -> None:
@@ -86,7 +114,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return _build(cls, values, prefix="", source=str(path) if path else "--set")
 
 
-def _build(cls: type, values: dict, prefix: str, source: str) -> Any:
+def _build(cls: type, values: dict, prefix: str, source: str, base: Any = None) -> Any:
+    """`base` (default: the class's defaults) with `values` set; a section keeps the defaults its
+    parent gives it (a recipe's own tuning space, say) for the keys `values` leaves out."""
+    base = cls() if base is None else base
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in values:
@@ -95,8 +126,11 @@ def _build(cls: type, values: dict, prefix: str, source: str) -> Any:
                             f"{closest(prefix + key, [prefix + f for f in fields], n=1)}")
     kwargs = {}
     for name, value in values.items():
-        kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            kwargs[name] = _build(hints[name], value, f"{prefix}{name}.", source, base=getattr(base, name))
+        else:
+            kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -122,6 +156,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             raise UserError(f"{source}: '{key}' must be one of {', '.join(map(str, choices))}, not {value!r}"
                             f"{closest(str(value), map(str, choices))}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: '{key}' must be a mapping, not {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"{source}: '{key}' must be a list, not {value!r}")
@@ -140,3 +178,43 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return value
     raise UserError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, not {value!r}")
 
+
+
+def field_type(cls: type, key: str, source: str) -> Any:
+    """The type of the dotted config key `key` of config class `cls` (e.g. `train.learning_rate` -> float)."""
+    hint: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(hint):
+            raise UserError(f"{source}: '{key}': '{'.'.join(parts[:i])}' is not a section")
+        names = [f.name for f in dataclasses.fields(hint)]
+        if part not in names:
+            prefix = ".".join(parts[:i] + [""])
+            raise UserError(f"{source}: unknown config key '{key}'{closest(prefix + part, [prefix + n for n in names], n=1)}")
+        hint = typing.get_type_hints(hint)[part]
+    if dataclasses.is_dataclass(hint):
+        raise UserError(f"{source}: '{key}' is a section; name one of its keys")
+    return hint
+
+
+def with_values(cfg: C, values: dict[str, Any], source: str) -> C:
+    """A copy of `cfg` with dotted keys set to `values`, checked as a config file's values are."""
+    tree = dataclasses.asdict(cfg)
+    for key, value in values.items():
+        field_type(type(cfg), key, source)
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return _build(type(cfg), tree, prefix="", source=source)
+
+
+def flat_values(cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train")) -> dict[str, Any]:
+    """The config's scalar values as `{"train.learning_rate": 1e-4, ...}` (for the HParams dashboard)."""
+    flat = {}
+    for section in (s for s in sections if hasattr(cfg, s)):
+        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
+            if isinstance(value, (bool, int, float, str)):
+                flat[f"{section}.{key}"] = value
+    return flat

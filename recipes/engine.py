@@ -71,6 +71,7 @@ def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: in
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=cfg.jit_compile,
+        run_eagerly=cfg.run_eagerly,
     )
 
 
@@ -198,10 +199,52 @@ def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[
     writer.close()
 
 
+def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
+    """A finished run's results as named numbers: the logged epoch metrics of its best epoch (by
+    `monitor`, e.g. `val_loss`, `val_entity_f1`), overlaid by the final evaluation's scalars as
+    `val_<key>` and `test_<key>` (e.g. `val_macro_f1`), plus `epochs` run and `best_epoch`.
+    Tuning objectives and the HParams dashboard read these."""
+    metrics: dict[str, float] = {}
+    rows = [r for r in _history_rows(run.history, as_rows=True) if r.get(monitor)]
+    if rows:
+        pick = min if monitor_mode(monitor) == "min" else max
+        best = pick(rows, key=lambda r: float(r[monitor]))
+        metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
+        metrics["best_epoch"] = float(int(best["epoch"]) + 1)
+        metrics["epochs"] = float(len(rows))
+    report = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    for split, prefix in (("validation", "val_"), ("test", "test_")):
+        metrics.update({prefix + k: v for k, v in report.get(split, {}).items() if isinstance(v, float)})
+    return metrics
+
+
+def log_hparams_session(logdir: Path, hparams: dict, metrics: dict[str, float], session_id: str) -> None:
+    """One session of TensorBoard's HParams dashboard: the hyperparameters and the final metrics as
+    scalars, in `logdir` itself (a search's experiment config names these metrics)."""
+    from tensorboard.plugins.hparams import api as hparams_api  # noqa: PLC0415
+
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        hparams_api.hparams(hparams, trial_id=session_id)
+        for name, value in metrics.items():
+            tf.summary.scalar(name, value, step=0)
+    writer.close()
+
+
+def finish_run(run: RunDir, cfg) -> dict[str, float]:
+    """Log a finished run's hyperparameters and final metrics for the HParams dashboard; returns the metrics."""
+    from recipes.config import flat_values  # noqa: PLC0415
+
+    metrics = final_metrics(run, cfg.train.monitor)
+    if cfg.run.hparams:
+        log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(run.path.resolve()))
+    return metrics
+
+
 def begin_run(recipe: str, cfg, load_config: Callable, overwrite: bool, resume: bool):
     """`(run, cfg)` for a training run: the run directory checked (not yet created), the run's own
     config when resuming (resuming with other settings would mix two runs), seeds and precision set."""
-    run = plan_run(cfg.run.runs_dir, recipe, cfg.run.name, overwrite=overwrite, resume=resume)
+    run = plan_run(cfg.run.runs_dir, recipe, cfg.run.name, overwrite=overwrite, resume=resume, exact_dir=cfg.run.dir)
     if resume:
         cfg = load_config(run.config)
     seed_everything(cfg.train.seed)

@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from recipes import config as config_lib
-from recipes.config import ModelConfig, RunConfig, TrainConfig
+from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.image_data import DecodedImages, LabelledImages, decode_images, list_image_files, read_images, split_folder
 from recipes.labels import label_ids, label_order, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report, image_grid_png, top_k_accuracy
@@ -93,6 +93,14 @@ class ImageClassificationConfig:
     model: ImageModelConfig = field(default_factory=ImageModelConfig)
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
+        "train.head_learning_rate": {"min": 3e-4, "max": 3e-3, "sampling": "log"},
+        "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
+        "model.dropout": {"min": 0.0, "max": 0.4},
+        "model.unfreeze_blocks": [0, 2, 4],
+        "train.label_smoothing": [0.0, 0.1],
+        "augment.mixup": [0.0, 0.2],
+    }))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ImageClassificationConfig:
@@ -252,7 +260,8 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
             metrics.append(keras.metrics.TopKCategoricalAccuracy(t.top_k, name=f"top{t.top_k}_accuracy"))
         model.compile(optimizer=engine.make_optimizer(t, steps_per_epoch, learning_rate, epochs),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
-                      metrics=metrics, jit_compile=t.jit_compile)
+                      metrics=metrics, jit_compile=t.jit_compile,
+                      run_eagerly=t.run_eagerly)
 
     def head(model):
         backbone.trainable = False  # frozen: BatchNorm runs in inference mode too
@@ -318,6 +327,7 @@ def train(cfg: ImageClassificationConfig, overwrite: bool = False, resume: bool 
     if test_images is not None:
         report["test"] = evaluate_images(model, test_images, splits.labels, run, "test", cfg.train.top_k, step)
     report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
+    engine.finish_run(run, cfg)
     if export:
         export_run(run, model, splits.labels)
     return run, report

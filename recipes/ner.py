@@ -27,7 +27,7 @@ import numpy as np
 
 from recipes import config as config_lib
 from recipes import ner_tags
-from recipes.config import ModelConfig, RunConfig, TrainConfig
+from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.ner_data import TaggedSentences, check_known_tags, normalise_tags, read_tagged, tag_set
 from recipes.run_dir import RunDir
 from zoo.errors import UserError
@@ -73,6 +73,13 @@ class NerConfig:
     model: NerModelConfig = field(default_factory=NerModelConfig)
     train: NerTrainConfig = field(default_factory=NerTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_entity_f1", space={
+        "train.learning_rate": {"min": 2e-5, "max": 3e-4, "sampling": "log"},
+        "train.batch_size": [16, 32],
+        "train.warmup_ratio": {"min": 0.0, "max": 0.2},
+        "model.dropout": {"min": 0.0, "max": 0.3},
+        "train.epochs": {"min": 2, "max": 5},
+    }))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> NerConfig:
@@ -291,7 +298,7 @@ def compile_tagger(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     # Subwords after a word's first, padding and start/end tokens carry label -1: not scored.
     model.compile(optimizer=engine.make_optimizer(cfg, steps_per_epoch),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
-                  jit_compile=cfg.jit_compile)
+                  jit_compile=cfg.jit_compile, run_eagerly=cfg.run_eagerly)
 
 
 # ----------------------------------------------------------------------------------------- lifecycle
@@ -340,6 +347,7 @@ def train(cfg: NerConfig, overwrite: bool = False, resume: bool = False, verbose
     if data.test is not None:
         report["test"] = evaluate_sentences(tagger, data.test, run, "test", step)
     report["train_sentences_per_second"] = history.get("examples_per_second", [])
+    engine.finish_run(run, cfg)
     if export:
         export_run(run, tagger)
     return run, report

@@ -50,10 +50,12 @@ def open_run(path: str | Path) -> RunDir:
     return run
 
 
-def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False) -> RunDir:
-    """The directory a run will use, checked but not yet touched: a new run never clobbers an
-    existing one without `overwrite`, and `resume` needs a run to continue."""
-    run = RunDir(Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S")))
+def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False,
+             exact_dir: str = "") -> RunDir:
+    """The directory a run will use (`exact_dir`, else runs_dir/recipe/name), checked but not yet
+    touched: a new run never clobbers an existing one without `overwrite`, and `resume` needs a run
+    to continue."""
+    run = RunDir(Path(exact_dir) if exact_dir else Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S")))
     if resume and not run.config.exists():
         raise UserError(f"{run.path}: nothing to resume (no config.yaml); start it without --resume")
     if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):

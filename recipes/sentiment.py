@@ -23,7 +23,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from recipes import config as config_lib
-from recipes.config import ModelConfig, RunConfig, TrainConfig
+from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.labels import label_ids, label_order, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
 from recipes.run_dir import RunDir
@@ -59,6 +59,14 @@ class SentimentConfig:
     model: SentimentModelConfig = field(default_factory=SentimentModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
+        "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
+        "train.batch_size": [16, 32],
+        "train.warmup_ratio": {"min": 0.0, "max": 0.2},
+        "train.weight_decay": {"min": 0.0, "max": 0.1},
+        "model.dropout": {"min": 0.0, "max": 0.3},
+        "train.epochs": {"min": 1, "max": 4},
+    }))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> SentimentConfig:
@@ -190,6 +198,7 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
         report["test"] = evaluate_texts(model, encoder, data.test, data.labels, run, "test",
                                         step=len(history["epoch"]))
     report["train_examples_per_second"] = history.get("examples_per_second", [])
+    engine.finish_run(run, cfg)
     if export:
         export_run(run, model, encoder, data.labels)
     return run, report

@@ -1,1 +1,5 @@
-"""keras-zoo hyperparameter search with Keras Tuner (see the tuning issue; not built yet)."""
+"""keras-zoo hyperparameter search: Keras Tuner over a recipe's config (see tuning/search.py)."""
+
+from tuning.search import SearchResult, tune
+
+__all__ = ["SearchResult", "tune"]
