@@ -6,12 +6,18 @@ from nbclient import NotebookClient
 from tests.conftest import ROOT
 
 
+def run_notebook(name: str):
+    """Execute notebooks/NAME top to bottom; returns it (with outputs) and its printed text."""
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    return notebook, text
+
+
 def test_sentiment_quickstart_notebook_runs(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_bert))
     monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
-    notebook = nbformat.read(ROOT / "notebooks" / "sentiment_quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    notebook, outputs = run_notebook("sentiment_quickstart.ipynb")
     assert "validation accuracy" in outputs and "saved_model" in outputs
     images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the curves and the confusion matrix were drawn
@@ -28,9 +34,7 @@ def test_image_classification_notebook_runs(tiny_image_backbone, tmp_path, monke
     monkeypatch.setenv("KERAS_ZOO_IMAGES", str(images))
     monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("KERAS_ZOO_EPOCHS", "1,1")
-    notebook = nbformat.read(ROOT / "notebooks" / "image_classification.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    notebook, outputs = run_notebook("image_classification.ipynb")
     assert "validation accuracy" in outputs and "misclassified validation images" in outputs
     images_drawn = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images_drawn) >= 3  # augmentation preview, curves, confusion matrix
@@ -49,11 +53,22 @@ def test_ner_notebook_runs(tiny_ner_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("KERAS_ZOO_EPOCHS", "4")
     monkeypatch.setenv("KERAS_ZOO_SET", "train.learning_rate=5e-3 train.batch_size=16")
-    notebook = nbformat.read(ROOT / "notebooks" / "ner.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    notebook, outputs = run_notebook("ner.ipynb")
     assert "validation entity F1" in outputs and "| PER |" in outputs
     highlighted = [o["data"]["text/html"] for cell in notebook.cells for o in cell.get("outputs", [])
                    if "text/html" in o.get("data", {})]
     assert any("<mark" in h and "<sub>PER</sub>" in h for h in highlighted)  # entities were found and marked
     assert (tmp_path / "runs" / "ner" / "notebook" / "export" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_tuning_notebook_runs(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_bert))
+    monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("KERAS_ZOO_TRIALS", "2")
+    monkeypatch.setenv("KERAS_ZOO_SET", "train.epochs=1 train.run_eagerly=true")
+    notebook, outputs = run_notebook("tuning.ipynb")
+    assert "best trial:" in outputs and "val_accuracy" in outputs
+    search = tmp_path / "runs" / "sentiment" / "notebook-search"
+    rows = (search / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("rank,trial_id,status,objective:val_accuracy")
+    assert (search / "best.yaml").exists() and len(list((search / "trials").iterdir())) == 2

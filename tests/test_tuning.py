@@ -208,6 +208,18 @@ def test_an_existing_search_needs_a_flag_and_a_bad_objective_stops_the_search(to
         tune(TOY, toy_config("tuning.objective=val_f2", "tuning.max_trials=2"), tmp_path / "s")
 
 
+def test_executions_per_trial_average_runs_with_successive_seeds(tmp_path):
+    from tuning import tune
+
+    result = tune(TOY, toy_config("tuning.algorithm=random", "tuning.max_trials=1", "tuning.executions_per_trial=2",
+                                  "train.seed=7"), tmp_path / "s")
+    trial_dir = result.search.trial(result.trials[0]["trial_id"])
+    runs = [yaml.safe_load((trial_dir / f"run{k}" / "config.yaml").read_text()) for k in (0, 1)]
+    assert [r["train"]["seed"] for r in runs] == [7, 8]
+    accuracies = [json.loads((trial_dir / f"run{k}" / "metrics.json").read_text())["validation"]["accuracy"] for k in (0, 1)]
+    assert result.trials[0]["objective"] == pytest.approx(sum(accuracies) / 2)
+
+
 def test_the_time_budget_stops_between_trials(tmp_path):
     from tuning import tune
 
