@@ -20,8 +20,10 @@ setup: $(BIN)/keras-zoo
 demo: setup
 	$(BIN)/keras-zoo train sentiment --name demo --overwrite
 
+# Two workers, a test file each at a time: much of a test's time is process start-up, graph
+# tracing and waiting on subprocesses, so two files share 2 cores well (15 min -> 9 min measured).
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs
