@@ -204,6 +204,8 @@ def test_an_existing_search_needs_a_flag_and_a_bad_objective_stops_the_search(to
 
     with pytest.raises(UserError, match="search directory exists; pass --overwrite"):
         tune(TOY, toy_config(), toy_search.search.path)
+    with pytest.raises(UserError, match="--role worker: name the shared search directory"):
+        tune(TOY, toy_config(), role="worker")
     with pytest.raises(UserError, match="tuning.objective: 'val_f2' is not a metric of the"):
         tune(TOY, toy_config("tuning.objective=val_f2", "tuning.max_trials=2"), tmp_path / "s")
 

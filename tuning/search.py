@@ -300,6 +300,8 @@ def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = F
     from tuning import distributed, results  # noqa: PLC0415
 
     module = load_recipe(recipe)
+    if role != "single" and not (directory or cfg.run.name):
+        raise UserError(f"--role {role}: name the shared search directory (--dir or --name), the same on every host")
     if workers:
         role = "chief"
         from tuning.distributed import free_port  # noqa: PLC0415
