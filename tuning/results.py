@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 from recipes.config import save_config, with_values
-from tuning.search import SearchDir, SearchResult, objective_of, trial_config
+from tuning.search import SearchDir, SearchResult, objective_of
+from tuning.space import config_values, trial_config
 
 # Metrics every trial has that say little about quality; listed after the others.
 BOOKKEEPING = ("best_epoch", "epochs", "examples_per_second")
@@ -64,7 +65,7 @@ def collect(search: SearchDir, oracle, cfg) -> list[dict]:
         metrics = result.get("metrics", {}) if status == "COMPLETED" else {}
         error = result.get("error") or _last_line(trial.message) if status != "COMPLETED" else ""
         rows.append({"trial_id": trial_id, "status": status, "objective": metrics.get(objective),
-                     "hyperparameters": trial_config_values(trial), "metrics": metrics,
+                     "hyperparameters": config_values(trial.hyperparameters.values), "metrics": metrics,
                      "duration_s": result.get("duration_s"), "error": error or ""})
     sign = -1 if direction == "max" else 1
     done = sorted((r for r in rows if r["objective"] is not None and not math.isnan(r["objective"])),
@@ -72,12 +73,6 @@ def collect(search: SearchDir, oracle, cfg) -> list[dict]:
     for rank, row in enumerate(done, 1):
         row["rank"] = rank
     return done + [r for r in rows if r not in done]
-
-
-def trial_config_values(trial) -> dict:
-    from tuning.space import config_values  # noqa: PLC0415
-
-    return config_values(trial.hyperparameters.values)
 
 
 def _last_line(message: str | None) -> str:
