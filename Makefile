@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup browser clean
 
 $(BIN)/keras-zoo: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ setup: $(BIN)/keras-zoo
 demo: setup
 	$(BIN)/keras-zoo train sentiment --name demo --overwrite
 
+# Headless Chromium from Debian's packages, for the tests that screenshot TensorBoard (root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; }
+
 # Two workers, a test file each at a time: much of a test's time is process start-up, graph
 # tracing and waiting on subprocesses, so two files share 2 cores well (15 min -> 9 min measured).
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:

@@ -44,6 +44,14 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
     if recipe is None:
         commands.add_parser("list", help="print the backbone catalog")
+        board = commands.add_parser("tensorboard", help="serve TensorBoard over runs (127.0.0.1 only by default)",
+                                    description="Serve TensorBoard over a runs directory (every run, trial and search "
+                                                "in it) until Ctrl-C.")
+        board.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="default: runs")
+        board.add_argument("--port", type=int, default=0, help="default: a free port")
+        board.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1); e.g. 0.0.0.0 exposes the runs to your "
+                                "network, without authentication")
     def add_config_options(sub: argparse.ArgumentParser, what: str) -> None:
         sub.add_argument("--config", help="YAML config file (sections data, model, train, run, tuning)")
         sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -56,6 +64,9 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
     train = add("train", "train a recipe into runs/<recipe>/<name>/")
     add_config_options(train, "run")
+    train.add_argument("--profile", action="store_true",
+                       help="profile a few training steps for TensorBoard's Profile tab (pip install 'keras-zoo[profile]' "
+                            "to view); same as --set run.profile=true")
     tune = add("tune", "search the config's tuning.space with Keras Tuner into runs/<recipe>/<name>/")
     add_config_options(tune, "search")
     tune.add_argument("--dir", help="the search directory (default: runs/<recipe>/<name>); shared by all hosts")
@@ -94,6 +105,8 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
             overrides.append(f"run.runs_dir={args.runs_dir}")
         if getattr(args, "max_time", None):
             overrides.append(f"tuning.max_time={args.max_time}")
+        if getattr(args, "profile", False):
+            overrides.append("run.profile=true")
         cfg = recipe.load_config(args.config, overrides)
     if args.command == "tune":
         _tune(recipe_name, cfg, args)
@@ -104,7 +117,7 @@ def run_command(args: argparse.Namespace, recipe_name: str) -> None:
             if split in report:
                 print(f"\n{split} metrics:\n{format_report(report[split])}")
         print(f"\nrun directory: {run.path}")
-        print(f"TensorBoard:   tensorboard --logdir {run.logs}")
+        print(f"TensorBoard:   keras-zoo tensorboard {run.path}")
     elif args.command == "evaluate":
         print(_report_formatter(recipe)(recipe.evaluate(args.run, args.data, args.split)))
     elif args.command == "predict":
@@ -130,7 +143,7 @@ def _tune(recipe_name: str, cfg, args: argparse.Namespace) -> None:
     print(f"results:     {result.search.results_csv} (and .json)")
     if result.best is not None:
         print(f"best config: {result.search.best_config}  (keras-zoo train {recipe_name} --config {result.search.best_config})")
-    print(f"TensorBoard: tensorboard --logdir {result.search.path}")
+    print(f"TensorBoard: keras-zoo tensorboard {result.search.path}")
 
 
 def _report_formatter(recipe):
@@ -193,6 +206,10 @@ def main(argv: Sequence[str] | None = None, recipe: str | None = None) -> int:
             from zoo.catalog import format_catalog  # noqa: PLC0415
 
             print(format_catalog())
+        elif args.command == "tensorboard":
+            from recipes.board import serve  # noqa: PLC0415
+
+            serve(args.runs_dir, host=args.host, port=args.port)
         else:
             run_command(args, recipe or args.recipe)
     except UserError as e:

@@ -57,6 +57,12 @@ class RunConfig:
     name: str = ""  # empty: a timestamp
     dir: str = ""  # the run's exact directory, instead of runs_dir/<recipe>/name (tuning uses it for trials)
     hparams: bool = True  # log the run as a session of TensorBoard's HParams dashboard (a search logs its trials)
+    # TensorBoard (`keras-zoo tensorboard`): False writes no event files at all (history.csv and
+    # metrics.json still hold every figure).
+    tensorboard: bool = True
+    log_every_steps: int = 50  # training loss (and metrics) every N steps; 0: per epoch only
+    embeddings: int = 2000  # evaluation examples (sentences, entities) in the embedding projector; 0: none
+    profile: bool = False  # profile a few training steps (view with the `profile` extra installed)
 
 
 @dataclass

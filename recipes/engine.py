@@ -8,6 +8,7 @@ NaN guard, TensorBoard) lives here once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -21,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes.config import TrainConfig, save_config
+from recipes import summaries
+from recipes.config import RunConfig, TrainConfig, save_config
 from recipes.run_dir import RunDir, open_run, plan_run, start_run
 from zoo.errors import UserError
 
@@ -105,15 +107,17 @@ def _best_so_far(history: Path, monitor: str) -> float | None:
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
         run: RunDir, examples_per_epoch: int, phases: list[Phase] | None = None,
         extra_callbacks: list | None = None, class_weight: dict | None = None,
-        verbose: int | str = "auto") -> dict:
+        verbose: int | str = "auto", logging: RunConfig | None = None) -> dict:
     """Train with the standard callbacks, phase after phase; on return the model holds the best
     epoch's weights (best over all phases).
 
     Without `phases` the model must be compiled already and trains `cfg.epochs` epochs. Epochs are
     numbered across phases, so history.csv and TensorBoard show one continuous run. Each finished
     phase leaves a marker in checkpoints/, so `--resume` skips it and continues the phase it was in.
+    `logging` (the config's `run` section) says what goes to TensorBoard during training.
     Returns the per-epoch history of this run (all epochs, including those before a resume).
     """
+    logging = logging or RunConfig()
     phases = phases or [Phase("train", cfg.epochs, lambda m: None)]
     epoch = 0
     for i, phase in enumerate(phases):
@@ -127,7 +131,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
             continue
         _fit_phase(model, train, validation, cfg, run, examples_per_epoch, initial_epoch=epoch,
                    epochs=epoch + phase.epochs, backup=run.backup / phase.name,
-                   extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose)
+                   extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose,
+                   logging=logging)
         epoch = _history_rows(run.history)
         load_best_weights(model, run)
         run.write_json(marker, {"end_epoch": epoch})
@@ -155,22 +160,9 @@ def _history_rows(history: Path, as_rows: bool = False):
 
 
 def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples_per_epoch: int,
-               initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose) -> None:
-    mode = monitor_mode(cfg.monitor)
-    callbacks = [
-        EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
-        *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
-        keras.callbacks.TensorBoard(str(run.logs), update_freq="epoch"),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
-    ]
-    if cfg.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
-                                                       patience=cfg.early_stopping_patience))
+               initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose,
+               logging: RunConfig) -> None:
+    callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
     try:
         model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
                   callbacks=callbacks, class_weight=class_weight, verbose=verbose)
@@ -181,13 +173,42 @@ def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples
         raise
 
 
+def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, backup: Path,
+                       extra_callbacks: list | None = None, logging: RunConfig | None = None) -> list:
+    """The callbacks of every training phase: figures per epoch, the recipe's own, resume state,
+    best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is off), NaN guard, early stopping."""
+    mode = monitor_mode(cfg.monitor)
+    logging = logging or RunConfig()
+    callbacks = [
+        EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
+        *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+    ]
+    if run.tensorboard:
+        callbacks.insert(-1, TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
+    if cfg.early_stopping_patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
+                                                       patience=cfg.early_stopping_patience))
+    return callbacks
+
+
 def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[str, bytes] | None = None,
-                 text: dict[str, str] | None = None) -> None:
-    """Add an evaluation report to metrics.json and to TensorBoard (scalars, text, PNG images)."""
+                 text: dict[str, str] | None = None,
+                 scores: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Add an evaluation report to metrics.json and to TensorBoard in `logs/eval_<split>/`: its
+    numbers as `eval/<key>` scalars, `text` (Markdown), `images` (PNG) and, from `scores` (true
+    class ids, class probabilities; classes named by `report["labels"]`), a PR curve per class."""
     metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
     metrics[split] = report
     run.write_json(run.metrics, metrics)
-    writer = tf.summary.create_file_writer(str(run.logs / f"eval_{split}"))
+    if not run.tensorboard:
+        return
+    writer = tf.summary.create_file_writer(str(eval_logdir(run, split)))
     with writer.as_default():
         for key, value in report.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -196,7 +217,14 @@ def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[
             tf.summary.text(name, body, step=step)
         for name, png in (images or {}).items():
             tf.summary.image(name, tf.io.decode_png(png, channels=4)[tf.newaxis], step=step)
+        if scores is not None:
+            summaries.write_pr_curves(f"{split}/pr_curve", *scores, report["labels"], step)
     writer.close()
+
+
+def eval_logdir(run: RunDir, split: str) -> Path:
+    """Where an evaluation's summaries (and its embedding projector) go."""
+    return run.logs / f"eval_{split}"
 
 
 def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
@@ -236,7 +264,7 @@ def finish_run(run: RunDir, cfg) -> dict[str, float]:
     from recipes.config import flat_values  # noqa: PLC0415
 
     metrics = final_metrics(run, cfg.train.monitor)
-    if cfg.run.hparams:
+    if cfg.run.hparams and run.tensorboard:
         log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(run.path.resolve()))
     return metrics
 
@@ -247,6 +275,10 @@ def begin_run(recipe: str, cfg, load_config: Callable, overwrite: bool, resume: 
     run = plan_run(cfg.run.runs_dir, recipe, cfg.run.name, overwrite=overwrite, resume=resume, exact_dir=cfg.run.dir)
     if resume:
         cfg = load_config(run.config)
+    for key in ("log_every_steps", "embeddings"):
+        if getattr(cfg.run, key) < 0:
+            raise UserError(f"run.{key}: must be 0 (off) or more, not {getattr(cfg.run, key)}")
+    run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
     seed_everything(cfg.train.seed)
     set_precision(cfg.train.precision)
     return run, cfg
@@ -256,6 +288,8 @@ def create_run(run: RunDir, cfg, resume: bool) -> None:
     """Create the run directory and save the resolved config; call once the inputs are known good."""
     start_run(run, resume=resume)
     save_config(cfg, run.config)
+    if run.tensorboard:
+        summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
 
 
 def load_finished_run(path, load_config: Callable):
@@ -265,6 +299,7 @@ def load_finished_run(path, load_config: Callable):
 
     run = open_run(path)
     cfg = load_config(run.config)
+    run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
     task = run.read_json(run.task)
     if not run.keras_model.exists():
         raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
@@ -322,3 +357,36 @@ class EpochStats(keras.callbacks.Callback):
         if self.last > self.start:
             logs["examples_per_second"] = self.examples / (self.last - self.start)
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class TrainingLogs(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback (per-epoch curves in `train/` and `validation/`, the loss every
+    `every_steps` steps, a profile of a few steps), with step numbers that go on across training
+    phases and resumes: Keras counts steps from 0 at every `fit`.
+
+    The learning rate and examples per second come from `EpochStats` in the epoch logs.
+    """
+
+    def __init__(self, logdir: Path, every_steps: int = 0, profile: bool = False):
+        super().__init__(str(logdir), update_freq=every_steps if every_steps > 0 else "epoch", write_graph=False,
+                         profile_batch=(10, 14) if profile else 0)
+
+    # Keras writes the epoch's (and evaluation's) summaries inside the per-step `record_if`, so with
+    # `update_freq=N` an epoch whose last step is not a multiple of N loses its epoch curves.
+    def on_epoch_end(self, epoch, logs=None):
+        with tf.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
+
+    def on_test_end(self, logs=None):
+        with tf.summary.record_if(True):
+            super().on_test_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        steps = self.params.get("steps") or 0
+        if self._global_train_batch == 0 and steps:  # the first epoch of this fit: continue the count
+            self._global_train_batch = epoch * steps
+            if self._should_trace:  # profile steps after the first few (tracing, warm-up) of this fit
+                start = max(1, min(10, steps // 3))
+                self._start_batch = self._global_train_batch + start
+                self._stop_batch = self._global_train_batch + min(start + 4, steps)

@@ -319,7 +319,8 @@ def train(cfg: ImageClassificationConfig, overwrite: bool = False, resume: bool 
     steps = math.ceil(len(y_train) / cfg.train.batch_size)
     history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(y_train),
                          phases=training_phases(cfg, backbone, steps, k),
-                         class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights), verbose=verbose)
+                         class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights), verbose=verbose,
+                         logging=cfg.run)
     model = as_float32(model)
 
     step = len(history["epoch"])
@@ -335,7 +336,7 @@ def train(cfg: ImageClassificationConfig, overwrite: bool = False, resume: bool 
 
 def evaluate_images(model, images: DecodedImages, labels: list[str], run: RunDir, split: str,
                     top_k: int = 5, step: int = 0) -> dict:
-    """Metrics report, confusion matrix and a grid of misclassified images, to metrics.json and TensorBoard."""
+    """Metrics report, confusion matrix, PR curves and a grid of misclassified images, to metrics.json and TensorBoard."""
     from recipes import engine  # noqa: PLC0415
     from zoo.image_inputs import center_crop  # noqa: PLC0415
 
@@ -355,7 +356,8 @@ def evaluate_images(model, images: DecodedImages, labels: list[str], run: RunDir
         captions = [f"true {labels[y[i]]}\npred {labels[predicted[i]]} {probabilities[i, predicted[i]]:.2f}"
                     for i in shown]
         pictures[f"{split}/misclassified"] = image_grid_png(crops, captions)
-    engine.write_report(run, split, report, step, images=pictures, text={f"{split}/report": format_report(report)})
+    engine.write_report(run, split, report, step, images=pictures, text={f"{split}/report": format_report(report)},
+                        scores=(y, probabilities))
     return report
 
 

@@ -256,6 +256,26 @@ class Tagger:
                 scores[j] = row_p[:n]
         return tags, scores
 
+    def entity_vectors(self, data: TaggedSentences, limit: int) -> tuple[np.ndarray, list[tuple[int, str, int, int]]]:
+        """The vectors the head sees, averaged over each true entity's words, for the first `limit`
+        entities: `(vectors [n, hidden], [(sentence, type, start, end)])`. For the embedding projector."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        from zoo.heads import head_features  # noqa: PLC0415
+
+        features = head_features(self.model)
+        spans = [(s, *e) for s, tags in enumerate(data.tags) for e in ner_tags.entities(tags)][:limit]
+        needed = sorted({s for s, *_ in spans})
+        by_sentence: dict[int, np.ndarray] = {}
+        for i in range(0, len(needed), self.batch_size):
+            chunk = needed[i : i + self.batch_size]
+            words = tf.ragged.constant([data.tokens[s] for s in chunk], dtype=tf.string, row_splits_dtype=tf.int64)
+            # word_logits reads each word's first-subword output of any per-token model, here the features.
+            for s, vectors in zip(chunk, self.encoder.word_logits(features, words)):
+                by_sentence[s] = vectors.numpy()
+        vectors = np.stack([by_sentence[s][start:end].mean(axis=0) for s, _, start, end in spans]) if spans else np.zeros((0, 0))
+        return vectors, spans
+
 
 def _entity_f1_callback(tagger: Tagger, validation: TaggedSentences):
     import keras  # noqa: PLC0415
@@ -338,14 +358,14 @@ def train(cfg: NerConfig, overwrite: bool = False, resume: bool = False, verbose
     constrained = cfg.model.decoding == "constrained"
     tagger = Tagger(model, encoder, data.tags, constrained)
     history = engine.fit(model, train_ds, None, cfg.train, run, len(data.train), verbose=verbose,
-                         extra_callbacks=[_entity_f1_callback(tagger, data.validation)])
+                         extra_callbacks=[_entity_f1_callback(tagger, data.validation)], logging=cfg.run)
     model = as_float32(model)
 
     step = len(history["epoch"])
     tagger = Tagger(model, encoder, data.tags, constrained)
-    report = {"validation": evaluate_sentences(tagger, data.validation, run, "validation", step)}
+    report = {"validation": evaluate_sentences(tagger, data.validation, run, "validation", step, cfg.run.embeddings)}
     if data.test is not None:
-        report["test"] = evaluate_sentences(tagger, data.test, run, "test", step)
+        report["test"] = evaluate_sentences(tagger, data.test, run, "test", step, cfg.run.embeddings)
     report["train_sentences_per_second"] = history.get("examples_per_second", [])
     engine.finish_run(run, cfg)
     if export:
@@ -353,18 +373,44 @@ def train(cfg: NerConfig, overwrite: bool = False, resume: bool = False, verbose
     return run, report
 
 
-def evaluate_sentences(tagger: Tagger, data: TaggedSentences, run: RunDir, split: str, step: int = 0) -> dict:
-    """Entity metrics (seqeval / conlleval) to metrics.json and TensorBoard, with the per-type table
-    and the entity-type confusion."""
-    from recipes import engine  # noqa: PLC0415
+def evaluate_sentences(tagger: Tagger, data: TaggedSentences, run: RunDir, split: str, step: int = 0,
+                       embeddings: int = 0) -> dict:
+    """Entity metrics (seqeval / conlleval) to metrics.json, and to TensorBoard with the per-type
+    table, the entity-type confusion, the mistagged sentences and (up to `embeddings` of) the true
+    entities' vectors in the projector."""
+    from recipes import engine, summaries  # noqa: PLC0415
 
     predicted, _ = tagger(data.tokens)
     report = ner_tags.entity_report(data.tags, predicted)
     report["windowed_sentences"] = tagger.count_windowed(data.tokens)
     engine.write_report(run, split, report, step,
                         images={f"{split}/entity_type_confusion": ner_tags.type_confusion_png(report)},
-                        text={f"{split}/entities": ner_tags.format_entity_report(report)})
+                        text={f"{split}/entities": ner_tags.format_entity_report(report),
+                              f"{split}/mistagged": mistagged_sentences(data, predicted)})
+    if run.tensorboard and embeddings > 0:
+        vectors, spans = tagger.entity_vectors(data, embeddings)
+        if len(spans):
+            found = [{(start, end): kind for kind, start, end in ner_tags.entities(predicted[s])} for s in range(len(data))]
+            summaries.write_projector(engine.eval_logdir(run, split), f"{split} entities", vectors, {
+                "type": [kind for _, kind, _, _ in spans],
+                "predicted": [found[s].get((start, end), "O") for s, _, start, end in spans],
+                "text": [" ".join(data.tokens[s][start:end]) for s, _, start, end in spans]})
     return report
+
+
+def mistagged_sentences(data: TaggedSentences, predicted: Sequence[Sequence[str]], limit: int = 25) -> str:
+    """Sentences whose predicted entities differ from the true ones, as a Markdown table of the
+    sentence, its true and its predicted entities (`text (TYPE)`)."""
+    from recipes.summaries import markdown_table  # noqa: PLC0415
+
+    def spans(tokens, tags):
+        return ", ".join(f"{' '.join(tokens[a:b])} ({kind})" for kind, a, b in ner_tags.entities(tags)) or "-"
+
+    wrong = [i for i, (t, p) in enumerate(zip(data.tags, predicted)) if ner_tags.entities(t) != ner_tags.entities(p)]
+    rows = [[" ".join(data.tokens[i]), spans(data.tokens[i], data.tags[i]), spans(data.tokens[i], predicted[i])]
+            for i in wrong[:limit]]
+    heading = f"{len(wrong)} of {len(data)} sentences with wrong entities" + (f"; the first {limit}:" if len(wrong) > limit else ":")
+    return heading + "\n\n" + markdown_table(["sentence", "true entities", "predicted entities"], rows)
 
 
 def load_run(path: str | Path) -> tuple[RunDir, NerConfig, Tagger]:
@@ -391,7 +437,7 @@ def evaluate(run_path: str | Path, source: str = "", split: str = "validation") 
         if data is None:
             raise UserError(f"{run.config}: the run has no {split} data; pass --data")
     check_known_tags(data, tagger.tags)
-    return evaluate_sentences(tagger, data, run, f"evaluate_{split}")
+    return evaluate_sentences(tagger, data, run, f"evaluate_{split}", embeddings=cfg.run.embeddings)
 
 
 def predict(run_path: str | Path, texts: Sequence[str], pretokenized: bool = False) -> list[dict]:

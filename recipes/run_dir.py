@@ -20,6 +20,7 @@ from zoo.errors import UserError
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    tensorboard: bool = True  # write TensorBoard event files (the config's run.tensorboard)
 
     config = property(lambda self: self.path / "config.yaml")
     task = property(lambda self: self.path / "task.json")

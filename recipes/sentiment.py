@@ -138,15 +138,23 @@ def eval_dataset(encoder, texts: Sequence[str], y: np.ndarray | None, batch_size
     return ds.prefetch(tf.data.AUTOTUNE), order
 
 
-def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for texts, in their original order."""
+def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int = 64, features: bool = False):
+    """Class probabilities for texts, in their original order; with `features`, also the pooled
+    sentence vectors the head sees (`(probabilities, vectors)`), from the same pass."""
     import keras  # noqa: PLC0415
 
+    from zoo.heads import head_features  # noqa: PLC0415
+
     ds, order = eval_dataset(encoder, texts, None, batch_size)
-    logits = model.predict(ds, verbose=0)
+    outputs = (head_features(model, with_logits=True) if features else model).predict(ds, verbose=0)
+    logits, vectors = outputs if features else (outputs, None)
     probabilities = np.empty_like(logits)
     probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
-    return probabilities
+    if not features:
+        return probabilities
+    unsorted = np.empty_like(vectors)
+    unsorted[order] = vectors
+    return probabilities, unsorted
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -189,14 +197,15 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
 
     model = build_model(cfg.model, backbone, len(data.labels))
     engine.compile_classifier(model, cfg.train, steps)
-    history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(data.train), verbose=verbose)
+    history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(data.train), verbose=verbose,
+                         logging=cfg.run)
     model = as_float32(model)
 
+    step = len(history["epoch"])
     report = {"validation": evaluate_texts(model, encoder, data.validation, data.labels, run, "validation",
-                                           step=len(history["epoch"]))}
+                                           step, cfg.run.embeddings)}
     if data.test is not None:
-        report["test"] = evaluate_texts(model, encoder, data.test, data.labels, run, "test",
-                                        step=len(history["epoch"]))
+        report["test"] = evaluate_texts(model, encoder, data.test, data.labels, run, "test", step, cfg.run.embeddings)
     report["train_examples_per_second"] = history.get("examples_per_second", [])
     engine.finish_run(run, cfg)
     if export:
@@ -205,15 +214,26 @@ def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, v
 
 
 def evaluate_texts(model, encoder, texts: LabelledTexts, labels: list[str], run: RunDir, split: str,
-                   step: int = 0) -> dict:
-    from recipes import engine  # noqa: PLC0415
+                   step: int = 0, embeddings: int = 0) -> dict:
+    """Metrics report to metrics.json, and to TensorBoard with the confusion matrix, PR curves, the
+    misclassified texts and (up to `embeddings` of) the sentence vectors in the projector."""
+    from recipes import engine, summaries  # noqa: PLC0415
 
     y = label_ids(texts, labels)
-    predicted = predict_probabilities(model, encoder, texts.texts).argmax(axis=-1)
+    probabilities, vectors = predict_probabilities(model, encoder, texts.texts, features=True)
+    predicted = probabilities.argmax(axis=-1)
     report = classification_report(y, predicted, labels)
     engine.write_report(run, split, report, step,
                         images={f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)},
-                        text={f"{split}/report": format_report(report)})
+                        text={f"{split}/report": format_report(report),
+                              f"{split}/misclassified": summaries.misclassified_texts(texts.texts, y, probabilities, labels)},
+                        scores=(y, probabilities))
+    if run.tensorboard and embeddings > 0:
+        shown = slice(0, embeddings)
+        summaries.write_projector(engine.eval_logdir(run, split), f"{split} sentences", vectors[shown],
+                                  {"label": [labels[i] for i in y[shown]],
+                                   "predicted": [labels[i] for i in predicted[shown]],
+                                   "text": texts.texts[shown]})
     return report
 
 
@@ -237,7 +257,7 @@ def evaluate(run_path: str | Path, source: str = "", split: str = "validation") 
         texts = getattr(load_data(cfg.data, cfg.train.seed), split)
         if texts is None:
             raise UserError(f"{run.config}: the run has no {split} data; pass --data")
-    return evaluate_texts(model, encoder, texts, labels, run, f"evaluate_{split}")
+    return evaluate_texts(model, encoder, texts, labels, run, f"evaluate_{split}", embeddings=cfg.run.embeddings)
 
 
 def predict(run_path: str | Path, texts: Sequence[str]) -> list[dict]:

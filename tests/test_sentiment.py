@@ -36,7 +36,7 @@ def test_training_learns_and_writes_the_run_directory(trained):
     cm = np.array(metrics["confusion_matrix"])
     assert cm.sum() == 60 and np.trace(cm) / 60 == pytest.approx(metrics["accuracy"])
     assert metrics["labels"] == ["negative", "positive"]
-    assert "validation metrics" in stdout and f"tensorboard --logdir {run}/logs" in stdout
+    assert "validation metrics" in stdout and f"keras-zoo tensorboard {run}" in stdout
     task = json.loads((run / "task.json").read_text())
     assert 8 <= task["max_length"] <= 16  # picked from the data: generated reviews are short
 
@@ -151,6 +151,7 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
     (["--set", f"data.train={ROOT / 'recipes/demo_data/sentiment_train.jsonl'}", "--set", "data.text_column=review"],
      "sentiment_train.jsonl:1: no column 'review'"),
     (["--set", "model.backbone=minilm-l5"], "unknown backbone 'minilm-l5' (did you mean 'minilm-l6'"),
+    (["--set", "run.log_every_steps=-5"], "run.log_every_steps: must be 0 (off) or more, not -5"),
 ])
 def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
     result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), *args)

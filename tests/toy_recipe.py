@@ -90,7 +90,8 @@ def train(cfg: ToyConfig, overwrite: bool = False, resume: bool = False, verbose
                               keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(2)])
     engine.compile_classifier(model, cfg.train, steps_per_epoch=-(-len(x) // cfg.train.batch_size))
     slow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(cfg.train.seconds_per_epoch))
-    history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(x), extra_callbacks=[slow], verbose=verbose)
+    history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(x), extra_callbacks=[slow], verbose=verbose,
+                         logging=cfg.run)
     predicted = model.predict(x_val, verbose=0).argmax(axis=-1)
     report = {"validation": classification_report(y_val, predicted, ["a", "b"])}
     engine.write_report(run, "validation", report["validation"], step=len(history["epoch"]))

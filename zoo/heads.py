@@ -72,6 +72,15 @@ def image_classifier(backbone, num_classes: int, converter, dropout: float = 0.2
     return keras.Model(inputs, logits, name="image_classifier")
 
 
+def head_features(model: keras.Model, with_logits: bool = False) -> keras.Model:
+    """The same model (same weights) giving what its head sees: the pooled sentence or image vector,
+    or each token's vector (the input of the `head_dropout` layer every head here has); with
+    `with_logits`, `[logits, features]` from one pass. For the embedding projector."""
+    features = model.get_layer("head_dropout").input
+    return keras.Model(model.input, [model.output, features] if with_logits else features,
+                       name=f"{model.name}_features")
+
+
 def backbone_blocks(backbone) -> list[list]:
     """The backbone's layers that hold weights, grouped into blocks in input-to-output order.
 
