@@ -299,8 +299,10 @@ def test_screenshots_of_the_scalars_images_and_hparams_dashboards_show_the_runs(
 
 def test_the_tensorboard_command_serves_runs_on_loopback_and_stops_on_ctrl_c(board):
     server, _, work = board
+    # xdist workers ignore SIGINT, and children inherit that: give this one the terminal's default.
     process = subprocess.Popen([sys.executable, "-m", "recipes", "tensorboard", str(work / "runs")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = process.stdout.readline()  # blocks until TensorBoard is up (or the command failed)
         assert line.startswith("TensorBoard ") and " at http://127.0.0.1:" in line, line + process.stderr.read()[-2000:]
