@@ -117,7 +117,6 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
     `logging` (the config's `run` section) says what goes to TensorBoard during training.
     Returns the per-epoch history of this run (all epochs, including those before a resume).
     """
-    logging = logging or RunConfig()
     phases = phases or [Phase("train", cfg.epochs, lambda m: None)]
     epoch = 0
     for i, phase in enumerate(phases):

@@ -13,7 +13,6 @@ Every recipe writes the same layout under `runs/<recipe>/<name>/logs/` (see the 
 Functions that write summaries expect a default writer (`with writer.as_default():`); the projector
 is files beside the event files.
 
-    >>> import numpy as np
     >>> print(markdown_table(["text", "label"], [["a | b", "pos"]]))
     | text | label |
     |---|---|
