@@ -29,6 +29,7 @@ browser:
 # Two workers, a test file each at a time: much of a test's time is process start-up, graph
 # tracing and waiting on subprocesses, so two files share 2 cores well (15 min -> 9 min measured).
 test: setup browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:

@@ -1,8 +1,10 @@
-"""What the benchmark scripts share: paths, peak memory, and per-step timing of `fit`."""
+"""What the benchmark scripts share: paths, peak memory, per-step timing of `fit`, scratch run
+directories for the callbacks of timed fits, and the sentiment recipe's model on a given backbone."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
 import time
@@ -46,3 +48,24 @@ def timed_fit(model, dataset, callbacks=()) -> list[float]:
     timer = StepTimer()
     model.fit(dataset, epochs=1, verbose=0, callbacks=[timer, *callbacks])
     return timer.times
+
+
+def scratch_run(stack: contextlib.ExitStack, runs_dir, recipe: str, name: str, tensorboard: bool = True):
+    """A fresh run directory, `runs_dir/recipe/name`, for the callbacks of timed fits (history.csv,
+    TensorBoard logs): it replaces the one an earlier invocation left, and stays open for writing
+    (locked, status `running`) until `stack` closes. Returns its `recipes.run_dir.RunDir`."""
+    from recipes.run_dir import open_run_for_writing, plan_run  # noqa: PLC0415
+
+    plan = plan_run(str(runs_dir), recipe, name, overwrite=True)
+    return stack.enter_context(open_run_for_writing(plan, recipe, tensorboard=tensorboard)).run
+
+
+def sentiment_model(model_cfg, backbone, num_classes: int):
+    """The sentiment recipe's classifier on `backbone`, as `recipes.sentiment.Sentiment.build` makes it
+    from the config's `model` section (fine-tuning mode, frozen embeddings, head), not yet compiled."""
+    from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
+
+    set_finetune_mode(backbone, model_cfg.finetune, model_cfg.lora_rank)
+    if model_cfg.freeze_embeddings:
+        freeze_token_embeddings(backbone)
+    return text_classifier(backbone, num_classes, model_cfg.dropout, model_cfg.pooling)

@@ -29,11 +29,11 @@ def main() -> None:
     args = parser.parse_args()
     import numpy as np
 
-    from recipes import sentiment
+    from recipes import engine, sentiment
     from recipes.text_data import read_texts
 
     texts = read_texts(args.data, "validation", args.text_column, None).texts
-    rows = sentiment.predict(args.run, texts)
+    rows = engine.predict(sentiment.RECIPE, args.run, texts)
     labels = list(rows[0]["probabilities"])
     keras_p = np.array([[r["probabilities"][k] for k in labels] for r in rows])
     out = subprocess.run([sys.executable, "-c", SERVE, str((Path(args.run) / "export" / "saved_model").resolve())],

@@ -16,6 +16,8 @@ against the Keras model on the validation images. Needs ../shared. Not a test.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -24,7 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import SHARED, benchmark_parser, peak_rss_gib, timed_fit  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser, peak_rss_gib, scratch_run, timed_fit  # noqa: E402  (benchmarks/common.py)
 
 DATA = SHARED / "data" / "hymenoptera"
 WEIGHTS = SHARED / "pretrained" / "efficientnet-lite0-imagenet"
@@ -37,29 +39,33 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.exists() or not WEIGHTS.exists():
         raise SystemExit(f"needs {DATA} and {WEIGHTS}")
+    with contextlib.ExitStack() as scratch:  # the overhead run's directory, open until the end
+        measure(args, scratch)
 
+
+def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import keras
     import keras_hub
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine
+    from recipes import engine, training
     from recipes import image_classification as ic
     from recipes.labels import label_ids
     from zoo.export import TFLITE_VARIANTS, tflite_probabilities
-    from zoo.image_inputs import center_crop
+    from zoo.image_inputs import augmented_batches, center_crop, predict_probabilities
 
-    cfg = ic.load_config(overrides=[f"data.train={DATA}", f"model.backbone={WEIGHTS}", f"run.runs_dir={args.out}",
-                                    "run.name=recipe", *args.overrides])
+    cfg = ic.RECIPE.load_config(overrides=[f"data.train={DATA}", f"model.backbone={WEIGHTS}",
+                                           f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
     start = time.perf_counter()
     if args.reuse_run:  # the training figures are in that invocation's output
-        from recipes.run_dir import open_run
+        from recipes.run_dir import open_finished_run
 
-        run = open_run(Path(args.out) / ic.NAME / "recipe")
+        run = open_finished_run(Path(args.out) / ic.RECIPE.name / "recipe")
         report = json.loads(run.metrics.read_text())
         report["train_examples_per_second"] = None
     else:
-        run, report = ic.train(cfg, overwrite=True, verbose=2)
+        run, report = engine.train(ic.RECIPE, cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start
     val = report["validation"]
     result = {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
@@ -72,13 +78,14 @@ def main() -> None:
     print(json.dumps(result, indent=2), flush=True)
 
     # Inference throughput of the exported Keras model (float32) on the decoded validation images.
-    _, _, model, task = ic.load_run(run.path)
+    _, _, predictor = engine.open_finished(ic.RECIPE, run.path)
+    model, task = predictor.model, run.read_json(run.task)
     from recipes.image_data import decode_images, read_images
 
     val_images = decode_images(read_images(str(DATA), "validation"), task["side"], task["interpolation"])
-    ic.predict_probabilities(model, val_images)  # warm-up: trace
+    predict_probabilities(model, val_images)  # warm-up: trace
     t = time.perf_counter()
-    keras_p = ic.predict_probabilities(model, val_images)
+    keras_p = predict_probabilities(model, val_images)
     result["inference_images_per_second"] = len(keras_p) / (time.perf_counter() - t)
 
     # Exported models against the Keras model.
@@ -109,10 +116,10 @@ def main() -> None:
     # ---- per-step overhead and data wait, on the recipe's fine-tuning phase
     keras.mixed_precision.set_global_policy(result["precision"])
     converter = keras_hub.models.ImageClassifierPreprocessor.from_preset(str(WEIGHTS)).image_converter
-    splits = ic.load_data(cfg.data, cfg.train.seed)
+    splits = ic.RECIPE.read_data(cfg)
     train_images = decode_images(splits.train, task["side"], task["interpolation"])
     y = label_ids(train_images, splits.labels)
-    live = ic.train_dataset(train_images, y, 2, cfg, task["image_size"])
+    live = augmented_batches(train_images, y, 2, cfg.train.batch_size, cfg.train.seed, cfg.augment, task["image_size"])
     batches = [b for b in live.take(args.steps) if int(b[0].shape[0]) == cfg.train.batch_size]
     scale, offset = np.asarray(converter.scale, np.float32), np.asarray(converter.offset, np.float32)
 
@@ -127,14 +134,14 @@ def main() -> None:
     steps = len(batches)
 
     def recipe_model():
+        from zoo.heads import image_classifier
+
         bb = keras_hub.models.Backbone.from_preset(str(WEIGHTS))
-        model = ic.build_model(cfg.model, bb, converter, 2)
+        model = image_classifier(bb, 2, converter, cfg.model.dropout)  # as the recipe's build makes it
         phases = ic.training_phases(cfg, bb, steps, 2)
         phases[-1].prepare(model)  # the fine-tuning phase: the expensive one
-        from recipes.run_dir import plan_run, start_run
-
-        bench_run = start_run(plan_run(args.out, "overhead", "run", overwrite=True))
-        callbacks = [engine.EpochStats(steps * cfg.train.batch_size),
+        bench_run = scratch_run(scratch, args.out, "overhead", "run")
+        callbacks = [training.EpochStats(steps * cfg.train.batch_size),
                      keras.callbacks.CSVLogger(str(bench_run.history)),
                      keras.callbacks.TensorBoard(str(bench_run.logs)), keras.callbacks.TerminateOnNaN()]
         return model, callbacks, dataset(False, False)
@@ -146,8 +153,10 @@ def main() -> None:
             from zoo.heads import unfreeze_top
 
             unfreeze_top(bb, cfg.model.unfreeze_blocks, cfg.model.train_batchnorm)
-            model.compile(optimizer=engine.make_optimizer(cfg.train, steps), loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=cfg.train.label_smoothing), metrics=["accuracy"])
+            model.compile(optimizer=training.make_optimizer(cfg.train, steps),
+                          loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                    label_smoothing=cfg.train.label_smoothing),
+                          metrics=["accuracy"])
             return model, [], dataset(True, False)
         model.compile()  # KerasHub's defaults
         return model, [], dataset(True, True)

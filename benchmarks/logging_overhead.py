@@ -4,7 +4,8 @@
 
 The default sentiment config with MiniLM-L6 (as benchmarks/sentiment_sst2.py trains it), on the
 recipe's own length-bucketed SST-2 training batches held in memory. One model, two callback sets
-from `engine.training_callbacks`, alternated round by round so that drifting machine load hits both:
+from `recipes.training.training_callbacks`, alternated round by round so that drifting machine load
+hits both:
 - off: `run.tensorboard=false` (history.csv, checkpoints, resume state: everything but TensorBoard);
 - on: the defaults (per-epoch curves, learning rate, examples/s, the loss every 50 steps).
 Two figures per step:
@@ -26,13 +27,14 @@ Needs ../shared (SST-2 and the MiniLM weights).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED  # noqa: E402  (benchmarks/common.py)
+from common import ROOT, SHARED, scratch_run, sentiment_model  # noqa: E402  (benchmarks/common.py)
 
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
@@ -46,43 +48,47 @@ def main() -> None:
     args = parser.parse_args()
     if not SST2.exists() or not MINILM.exists():
         raise SystemExit(f"needs {SST2} and {MINILM}")
+    with contextlib.ExitStack() as scratch:  # the two runs' directories, open until the end
+        measure(args, scratch)
 
+
+def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import keras
     import keras_hub
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine, sentiment
-    from recipes.run_dir import plan_run, start_run
-    from zoo.text_inputs import TextEncoder, bucket_lengths
+    from recipes import engine, sentiment, training
+    from recipes.labels import label_ids
+    from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches
 
     out = Path(args.out)
-    cfg = sentiment.load_config(overrides=[f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}",
-                                           "data.text_column=sentence", f"model.backbone={MINILM}"])
-    policy = engine.set_precision(cfg.train.precision)
-    data = sentiment.load_data(cfg.data, cfg.train.seed)
+    cfg = sentiment.RECIPE.load_config(overrides=[
+        f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
+        f"model.backbone={MINILM}"])
+    policy = training.set_precision(cfg.train.precision)
+    data = sentiment.RECIPE.read_data(cfg)
     backbone = keras_hub.models.Backbone.from_preset(str(MINILM))
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(str(MINILM))
     probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
     lengths = probe.lengths(data.train.texts)
     encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input),
                           sentiment.pick_max_length(lengths, cfg.data, backbone.max_sequence_length))
-    y = sentiment.label_ids(data.train, data.labels)
-    steps = engine.steps_for_buckets(np.minimum(lengths, encoder.max_length), bucket_lengths(encoder.max_length),
-                                     cfg.train.batch_size)
-    batches = list(sentiment.train_dataset(encoder, data.train.texts, y, cfg.train.batch_size, cfg.train.seed, steps)
+    y = label_ids(data.train, data.labels)
+    steps = training.steps_for_buckets(np.minimum(lengths, encoder.max_length), bucket_lengths(encoder.max_length),
+                                       cfg.train.batch_size)
+    batches = list(bucketed_batches(encoder, data.train.texts, y, cfg.train.batch_size, cfg.train.seed, steps)
                    .take(args.steps))
     same = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
         {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()}, tf.TensorSpec([None], tf.int32)))
     same = same.apply(tf.data.experimental.assert_cardinality(len(batches)))
-    model = sentiment.build_model(cfg.model, backbone, len(data.labels))
-    engine.compile_classifier(model, cfg.train, steps)
+    model = sentiment_model(cfg.model, backbone, len(data.labels))
+    training.compile_classifier(model, cfg.train, steps)
 
     def callbacks(tensorboard: bool):
-        run = dataclasses.replace(start_run(plan_run(str(out), "logging", "on" if tensorboard else "off", overwrite=True)),
-                                  tensorboard=tensorboard)
-        return run, engine.training_callbacks(cfg.train, run, len(batches) * cfg.train.batch_size,
-                                              run.backup / "train", logging=cfg.run)
+        run = scratch_run(scratch, out, "logging", "on" if tensorboard else "off", tensorboard=tensorboard)
+        return run, training.training_callbacks(cfg.train, run, len(batches) * cfg.train.batch_size,
+                                                run.backup / "train", logging=cfg.run)
 
     class StepClock(keras.callbacks.Callback):
         """The start time of every step; first in the list, so an interval holds all callbacks' step work."""
@@ -105,7 +111,7 @@ def main() -> None:
         return wrapper
 
     for callback in variants["on"][1]:
-        if isinstance(callback, (engine.TrainingLogs, engine.EpochStats)):
+        if isinstance(callback, (training.TrainingLogs, training.EpochStats)):
             for hook in ("on_train_batch_begin", "on_train_batch_end"):
                 setattr(callback, hook, timed(getattr(callback, hook)))
     model.fit(same, epochs=1, verbose=0)  # trace every bucket shape once, untimed
@@ -133,7 +139,7 @@ def main() -> None:
                                             "median_paired_round_overhead")}), flush=True)
 
     # Epoch-end summaries, once per epoch: the on-variant's TensorBoard callback with an epoch's logs.
-    logger = next(c for c in variants["on"][1] if isinstance(c, engine.TrainingLogs))
+    logger = next(c for c in variants["on"][1] if isinstance(c, training.TrainingLogs))
     epoch_logs = {"loss": 0.3, "accuracy": 0.9, "val_loss": 0.3, "val_accuracy": 0.9, "examples_per_second": 100.0,
                   "learning_rate": 1e-4}
     logger.set_model(model)
@@ -147,15 +153,19 @@ def main() -> None:
     # The final evaluation's TensorBoard output, once per run: SST-2 dev with and without it.
     from zoo.heads import as_float32
 
-    inference = as_float32(sentiment.build_model(cfg.model, keras_hub.models.Backbone.from_preset(str(MINILM)),
-                                                 len(data.labels)))
+    inference = as_float32(sentiment_model(cfg.model, keras_hub.models.Backbone.from_preset(str(MINILM)),
+                                           len(data.labels)))
+    predictor = sentiment.TextClassifier(inference, encoder, data.labels)
+
+    def evaluate(run, split: str, eval_cfg) -> None:  # what the engine does per split after training
+        engine.write_report(run, split, sentiment.RECIPE.evaluate(predictor, data.validation, split, eval_cfg), 0)
+
     evaluation = {"off": [], "on": []}
-    sentiment.evaluate_texts(inference, encoder, data.validation, data.labels, variants["off"][0], "warm_up")
+    evaluate(variants["off"][0], "warm_up", dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, embeddings=0)))
     for _ in range(3):
         for name, (run, _) in variants.items():
             start = time.perf_counter()
-            sentiment.evaluate_texts(inference, encoder, data.validation, data.labels, run, "validation", 0,
-                                     cfg.run.embeddings)
+            evaluate(run, "validation", cfg)
             evaluation[name].append(time.perf_counter() - start)
     result["evaluation_seconds_off"] = statistics.median(evaluation["off"])
     result["evaluation_seconds_on"] = statistics.median(evaluation["on"])

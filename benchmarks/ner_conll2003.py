@@ -37,22 +37,23 @@ def main() -> None:
     import keras
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-    from recipes import ner
+    from recipes import engine, ner, ner_tags
     from recipes.ner_data import normalise_tags, read_tagged
-    from recipes.run_dir import open_run
+    from recipes.run_dir import open_finished_run
+    from zoo.token_inputs import Tagger
 
-    cfg = ner.load_config(overrides=[
+    cfg = ner.RECIPE.load_config(overrides=[
         f"data.train={DATA / 'train.txt'}", f"data.validation={DATA / 'valid.txt'}", f"data.test={DATA / 'test.txt'}",
         f"model.backbone={WEIGHTS}", f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
     start = time.perf_counter()
     if args.reuse_run:  # the training figures are in that invocation's output; evaluate and export again
-        run = open_run(Path(args.out) / ner.NAME / "recipe")
-        report = {"validation": ner.evaluate(run.path, str(DATA / "valid.txt"), "validation"),
-                  "test": ner.evaluate(run.path, str(DATA / "test.txt"), "test"),
-                  "train_sentences_per_second": None}
-        ner.export_run(run)
+        run = open_finished_run(Path(args.out) / ner.RECIPE.name / "recipe")
+        report = {"validation": engine.evaluate(ner.RECIPE, run.path, str(DATA / "valid.txt"), "validation"),
+                  "test": engine.evaluate(ner.RECIPE, run.path, str(DATA / "test.txt"), "test"),
+                  "train_examples_per_second": None}
+        engine.export(ner.RECIPE, run.path)
     else:
-        run, report = ner.train(cfg, overwrite=True, verbose=2)
+        run, report = engine.train(ner.RECIPE, cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start
 
     def summary(r):
@@ -61,7 +62,7 @@ def main() -> None:
                 "per_type_f1": {t: round(v["f1"], 4) for t, v in r["per_type"].items()}}
 
     result = {"validation": summary(report["validation"]), "test": summary(report["test"]),
-              "train_sentences_per_second_per_epoch": report["train_sentences_per_second"],
+              "train_sentences_per_second_per_epoch": report["train_examples_per_second"],
               "recipe_wall_seconds": None if args.reuse_run else wall,
               "recipe_peak_rss_gib": None if args.reuse_run else peak_rss_gib(),
               "precision": keras.mixed_precision.global_policy().name,
@@ -69,7 +70,7 @@ def main() -> None:
     print(json.dumps(result, indent=2), flush=True)
 
     # Inference: the run's float32 model through the same windowed graph the SavedModel uses.
-    _, _, tagger = ner.load_run(run.path)
+    _, _, tagger = engine.open_finished(ner.RECIPE, run.path)
     test = read_tagged(str(DATA / "test.txt"), "test")
     normalise_tags(test, "IOB2")
     tagger(test.tokens[:64])  # trace once
@@ -78,11 +79,11 @@ def main() -> None:
     infer = time.perf_counter() - t0
     result["inference_sentences_per_second"] = len(test) / infer
     # What constrained decoding brings, on the same model: each word's most probable tag instead.
-    greedy, _ = ner.Tagger(tagger.model, tagger.encoder, tagger.tags, constrained=False)(test.tokens)
-    result["test_f1_argmax_decoding"] = ner.ner_tags.entity_report(test.tags, greedy)["f1"]
+    greedy, _ = Tagger(tagger.model, tagger.encoder, tagger.tags, constrained=False)(test.tokens)
+    result["test_f1_argmax_decoding"] = ner_tags.entity_report(test.tags, greedy)["f1"]
 
     # Entity metrics against seqeval on these predictions.
-    ours = ner.ner_tags.entity_report(test.tags, predicted)
+    ours = ner_tags.entity_report(test.tags, predicted)
     theirs = {"f1": f1_score(test.tags, predicted), "precision": precision_score(test.tags, predicted),
               "recall": recall_score(test.tags, predicted)}
     per_type = classification_report(test.tags, predicted, output_dict=True)
@@ -94,7 +95,7 @@ def main() -> None:
 
     # The SavedModel in a fresh process: every test sentence, pre-tokenised and as raw text.
     texts = [" ".join(tokens) for tokens in test.tokens]
-    raw_rows = ner.predict(run.path, texts)
+    raw_rows = engine.predict(ner.RECIPE, run.path, texts)
     work = Path(args.out) / "export_check"
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.json").write_text(json.dumps({"tokens": test.tokens, "texts": texts}))

@@ -13,12 +13,14 @@ Needs ../shared (SST-2 and the MiniLM weights). Not a test: it takes about an ho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, peak_rss_gib, timed_fit  # noqa: E402  (benchmarks/common.py)
+from common import (ROOT, SHARED, peak_rss_gib, scratch_run,  # noqa: E402  (benchmarks/common.py)
+                    sentiment_model, timed_fit)
 
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
@@ -34,13 +36,18 @@ def main() -> None:
     args = parser.parse_args()
     if not SST2.exists() or not MINILM.exists():
         raise SystemExit(f"needs {SST2} and {MINILM}")
+    with contextlib.ExitStack() as scratch:  # the overhead run's directory, open until the end
+        measure(args, scratch)
 
+
+def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import keras
     import keras_hub
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine, sentiment
+    from recipes import engine, sentiment, training
+    from recipes.labels import label_ids
 
     train_file = SST2 / "train.tsv"
     if args.train_subset:  # a scratch copy of the first rows, outside the repository
@@ -52,9 +59,9 @@ def main() -> None:
                  "run.name=recipe"]
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
-    cfg = sentiment.load_config(overrides=overrides)
+    cfg = sentiment.RECIPE.load_config(overrides=overrides)
     start = time.perf_counter()
-    run, report = sentiment.train(cfg, overwrite=True, verbose=2)
+    run, report = engine.train(sentiment.RECIPE, cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start
     policy = keras.mixed_precision.global_policy().name
     dev = report["validation"]
@@ -65,16 +72,16 @@ def main() -> None:
     print(json.dumps(result, indent=2), flush=True)
 
     # Identical batches for both: the recipe's own bucketed training batches, held in memory.
-    data = sentiment.load_data(cfg.data, cfg.train.seed)
+    data = sentiment.RECIPE.read_data(cfg)
     task = json.loads(run.task.read_text())
-    from zoo.text_inputs import TextEncoder, bucket_lengths, load_tokenizer
+    from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches, load_tokenizer
 
     tokenizer = load_tokenizer(str(run.path / "tokenizer"))
     encoder = TextEncoder(tokenizer, ["token_ids", "segment_ids", "padding_mask"], task["max_length"])
-    y = sentiment.label_ids(data.train, data.labels)
+    y = label_ids(data.train, data.labels)
     lengths = np.minimum(encoder.lengths(data.train.texts), encoder.max_length)
-    steps = engine.steps_for_buckets(lengths, bucket_lengths(encoder.max_length), cfg.train.batch_size)
-    batches = list(sentiment.train_dataset(encoder, data.train.texts, y, cfg.train.batch_size, 0, steps)
+    steps = training.steps_for_buckets(lengths, bucket_lengths(encoder.max_length), cfg.train.batch_size)
+    batches = list(bucketed_batches(encoder, data.train.texts, y, cfg.train.batch_size, 0, steps)
                    .take(args.overhead_steps))
     same = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
         {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()},
@@ -89,12 +96,10 @@ def main() -> None:
 
     def recipe_model(out: Path):
         backbone = keras_hub.models.Backbone.from_preset(str(MINILM))
-        model = sentiment.build_model(cfg.model, backbone, 2)
-        engine.compile_classifier(model, cfg.train, steps)
-        from recipes.run_dir import plan_run, start_run
-
-        bench_run = start_run(plan_run(str(out), "overhead", "run", overwrite=True))
-        callbacks = [engine.EpochStats(len(batches) * cfg.train.batch_size),
+        model = sentiment_model(cfg.model, backbone, 2)
+        training.compile_classifier(model, cfg.train, steps)
+        bench_run = scratch_run(scratch, out, "overhead", "run")
+        callbacks = [training.EpochStats(len(batches) * cfg.train.batch_size),
                      keras.callbacks.CSVLogger(str(bench_run.history)),
                      keras.callbacks.TensorBoard(str(bench_run.logs)), keras.callbacks.TerminateOnNaN()]
         return model, callbacks
@@ -104,7 +109,7 @@ def main() -> None:
     # the recipe's AdamW + warm-up/decay + clipping, so the two ratios separate optimiser cost from
     # the recipe's own machinery (model head, callbacks).
     variants = {"bare": (bare_model(), []),
-                "bare_same_optimizer": (bare_model(engine.make_optimizer(cfg.train, steps)), []),
+                "bare_same_optimizer": (bare_model(training.make_optimizer(cfg.train, steps)), []),
                 "recipe": recipe_model(Path(args.out))}
     warm = same.take(len(bucket_lengths(encoder.max_length)) * 3)  # trace every bucket shape
     times = {name: [] for name in variants}

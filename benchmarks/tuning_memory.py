@@ -35,7 +35,7 @@ def main() -> None:
     backbone = save_tiny_bert(vocab, out / "tiny_bert")
     train = write_jsonl(out / "train.jsonl", make_reviews(200, seed=1))
     dev = write_jsonl(out / "dev.jsonl", make_reviews(60, seed=2))
-    cfg = sentiment.load_config(overrides=[
+    cfg = sentiment.RECIPE.load_config(overrides=[
         f"model.backbone={backbone}", f"data.train={train}", f"data.validation={dev}", "train.epochs=1",
         "tuning.algorithm=random", f"tuning.max_trials={args.trials}", f"tuning.trial_process={args.trial_process}",
         *args.overrides])

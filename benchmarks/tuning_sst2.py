@@ -37,7 +37,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from recipes import sentiment
+    from recipes import engine, sentiment
     from tuning import tune
     from tuning.results import format_table
 
@@ -50,13 +50,14 @@ def main() -> None:
 
     baseline_run = out / "sentiment" / "default"
     if not (baseline_run / "metrics.json").exists():
-        sentiment.train(sentiment.load_config(overrides=[*data, "run.name=default"]), overwrite=True, verbose=2,
-                        export=False)
+        engine.train(sentiment.RECIPE, sentiment.RECIPE.load_config(overrides=[*data, "run.name=default"]),
+                     overwrite=True, verbose=2, export=False)
     baseline = json.loads((baseline_run / "metrics.json").read_text())["validation"]["accuracy"]
 
-    space = dict(sentiment.load_config().tuning.space, **{"train.epochs": [1, 2]})
-    cfg = sentiment.load_config(overrides=[*data, "tuning.algorithm=bayesian", f"tuning.max_trials={args.trials}",
-                                           "tuning.objective=val_accuracy", *args.overrides])
+    space = dict(sentiment.RECIPE.load_config().tuning.space, **{"train.epochs": [1, 2]})
+    cfg = sentiment.RECIPE.load_config(overrides=[*data, "tuning.algorithm=bayesian",
+                                                  f"tuning.max_trials={args.trials}", "tuning.objective=val_accuracy",
+                                                  *args.overrides])
     cfg.tuning.space = space
     start = time.time()
     result = tune("sentiment", cfg, out / "search", resume=args.resume, overwrite=not args.resume)
@@ -72,8 +73,8 @@ def main() -> None:
                        "trial_peak_rss_gib": done.get("trial_peak_rss_gib")})
 
     again_run = out / "sentiment" / "best-again"
-    best_cfg = sentiment.load_config(result.search.best_config, [f"run.runs_dir={out}", "run.name=best-again"])
-    sentiment.train(best_cfg, overwrite=True, verbose=2, export=False)
+    best_cfg = sentiment.RECIPE.load_config(result.search.best_config, [f"run.runs_dir={out}", "run.name=best-again"])
+    engine.train(sentiment.RECIPE, best_cfg, overwrite=True, verbose=2, export=False)
     again = json.loads((again_run / "metrics.json").read_text())["validation"]["accuracy"]
 
     summary = {

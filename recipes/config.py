@@ -9,11 +9,12 @@ shared by all recipes live here; a recipe adds its own `data` section.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -24,6 +25,8 @@ C = TypeVar("C")
 
 @dataclass
 class ModelConfig:
+    LIMITS: ClassVar[dict[str, str]] = {"lora_rank": ">= 1", "dropout": "[0, 1)"}
+
     backbone: str = "minilm-l6"  # catalog name, KerasHub preset, hf:// / kaggle:// handle, or local directory
     finetune: Literal["full", "frozen", "lora"] = "full"  # frozen: train the head only
     lora_rank: int = 8
@@ -32,6 +35,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 1", "batch_size": ">= 1", "learning_rate": "> 0",
+                                        "weight_decay": ">= 0", "warmup_ratio": "[0, 1)", "clipnorm": ">= 0",
+                                        "early_stopping_patience": ">= 0", "seed": ">= 0"}
+
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-4  # peak, after warm-up
@@ -53,6 +60,8 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    LIMITS: ClassVar[dict[str, str]] = {"log_every_steps": ">= 0", "embeddings": ">= 0"}
+
     runs_dir: str = "runs"
     name: str = ""  # empty: a timestamp
     dir: str = ""  # the run's exact directory, instead of runs_dir/<recipe>/name (tuning uses it for trials)
@@ -72,6 +81,10 @@ class TuningConfig:
     `space` maps config keys to what to try (see tuning/space.py):
     `[a, b]` choices, `{min, max, sampling: linear|log, step}` ranges, `boolean`, `{fixed: value}`.
     """
+
+    LIMITS: ClassVar[dict[str, str]] = {"max_trials": ">= 1", "executions_per_trial": ">= 1",
+                                        "hyperband_factor": ">= 2", "hyperband_max_epochs": ">= 0",
+                                        "max_retries_per_trial": ">= 0", "worker_timeout_s": "> 0", "seed": ">= 0"}
 
     algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "bayesian"
     objective: str = ""  # any metric the recipe logs (val_accuracy, val_macro_f1, ...); empty: train.monitor
@@ -93,7 +106,15 @@ def save_config(cfg: Any, path: Path) -> None:
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> C:
-    """Build a `cls` config from its defaults, a YAML file and `key.sub=value` overrides, in that order."""
+    """Build a `cls` config from its defaults, a YAML file and `key.sub=value` overrides, in that
+    order, and check every value against its section's `LIMITS`."""
+    return load_config_and_keys(cls, path, overrides)[0]
+
+
+def load_config_and_keys(cls: type[C], path: str | Path | None = None,
+                         overrides: list[str] | tuple[str, ...] = ()) -> tuple[C, list[str]]:
+    """`(config, keys)`: the config as `load_config` builds it, and the dotted keys that the file
+    and the overrides set explicitly (what `--resume` must compare with the run's own config)."""
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -106,18 +127,97 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: a config must be a mapping of sections")
         values = loaded
+    source = str(path) if path else "--set"
+    keys = _mentioned_keys(cls, values, "")
     for item in overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=3e-5")
+        hint = field_type(cls, key, "--set")
         node = values
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set {item!r}: '{part}' is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
-    return _build(cls, values, prefix="", source=str(path) if path else "--set")
+        node[leaf] = parse_value(raw, hint)
+        keys.append(key)
+        source = "--set" if path is None else f"{path} / --set"
+    cfg = _build(cls, values, prefix="", source=source)
+    check_config(cfg)
+    return cfg, list(dict.fromkeys(keys))
+
+
+def parse_value(raw: str, hint: Any) -> Any:
+    """A `--set` value: the text itself for string keys (so `--name 2024-01-01` or `*.csv` stay
+    text), else a YAML scalar (numbers, booleans, lists), falling back to the text when it is not
+    valid YAML; the key's type check then names the key."""
+    raw = raw.strip()
+    if hint is str or (typing.get_origin(hint) is Literal and all(isinstance(c, str) for c in typing.get_args(hint))):
+        return raw
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _mentioned_keys(cls: type, values: dict, prefix: str) -> list[str]:
+    """The dotted keys a config file sets (a section's keys, not the section)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is not None and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            keys += _mentioned_keys(hint, value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def value_at(cfg: Any, key: str) -> Any:
+    """The value of dotted `key` in `cfg` (e.g. `train.learning_rate`)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_config(cfg: Any, prefix: str = "") -> None:
+    """Every value inside its section's `LIMITS` (e.g. `"epochs": ">= 1"`, `"dropout": "[0, 1)"`),
+    checked before anything runs; a value outside is a one-line error naming the key."""
+    limits: dict[str, str] = {}
+    for klass in reversed(type(cfg).__mro__):  # a subclass's limits override its parent's
+        limits.update(vars(klass).get("LIMITS", {}))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_config(value, f"{prefix}{f.name}.")
+        elif f.name in limits and isinstance(value, (int, float)) and not _within(value, limits[f.name]):
+            raise UserError(f"{prefix}{f.name}: must be {_describe(limits[f.name])}, not {value}")
+
+
+def _within(value: float, rule: str) -> bool:
+    rule = rule.strip()
+    if rule[0] in "[(":
+        low, high = (float(x) for x in rule[1:-1].split(","))
+        above = value >= low if rule[0] == "[" else value > low
+        below = value <= high if rule[-1] == "]" else value < high
+        return above and below
+    op, bound = rule.split()
+    return {">=": value >= float(bound), ">": value > float(bound), "<=": value <= float(bound),
+            "<": value < float(bound)}[op]
+
+
+def _describe(rule: str) -> str:
+    rule = rule.strip()
+    if rule[0] in "[(":
+        low, high = (x.strip() for x in rule[1:-1].split(","))
+        return (f"{'at least' if rule[0] == '[' else 'more than'} {low} and "
+                f"{'at most' if rule[-1] == ']' else 'less than'} {high}")
+    op, bound = rule.split()
+    return {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}[op] + f" {bound}"
 
 
 def _build(cls: type, values: dict, prefix: str, source: str, base: Any = None) -> Any:
@@ -180,6 +280,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             pass
     if hint in (int, bool, str) and type(value) is hint:
         return value
+    if hint is str and isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+        return str(value)  # YAML reads `name: 2024-01-01` as a date and `name: 7` as a number: names are text
     if hint is Any:
         return value
     raise UserError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, not {value!r}")
@@ -191,12 +293,14 @@ def field_type(cls: type, key: str, source: str) -> Any:
     hint: Any = cls
     parts = key.split(".")
     for i, part in enumerate(parts):
+        if hint is dict or typing.get_origin(hint) is dict:  # a mapping key (tuning.space.<key>): any value
+            return Any
         if not dataclasses.is_dataclass(hint):
             raise UserError(f"{source}: '{key}': '{'.'.join(parts[:i])}' is not a section")
         names = [f.name for f in dataclasses.fields(hint)]
         if part not in names:
             prefix = ".".join(parts[:i] + [""])
-            raise UserError(f"{source}: unknown config key '{key}'{closest(prefix + part, [prefix + n for n in names], n=1)}")
+            raise UserError(f"{source}: unknown config key '{prefix}{part}'{closest(prefix + part, [prefix + n for n in names], n=1)}")
         hint = typing.get_type_hints(hint)[part]
     if dataclasses.is_dataclass(hint):
         raise UserError(f"{source}: '{key}' is a section; name one of its keys")
@@ -213,7 +317,9 @@ def with_values(cfg: C, values: dict[str, Any], source: str) -> C:
         for part in parents:
             node = node[part]
         node[leaf] = value
-    return _build(type(cfg), tree, prefix="", source=source)
+    new = _build(type(cfg), tree, prefix="", source=source)
+    check_config(new)
+    return new
 
 
 def flat_values(cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train")) -> dict[str, Any]:

@@ -1,207 +1,175 @@
-"""The training lifecycle shared by every recipe: optimiser, callbacks, fit, resume, reports.
+"""The run lifecycle, written once for every recipe: train, evaluate, predict, export.
 
-A recipe hands `fit` a built model and its tf.data pipelines; everything else about training
-(AdamW with warm-up and linear decay, clipping, best checkpoint, early stopping, resume,
-NaN guard, TensorBoard) lives here once.
+    >>> from recipes import engine
+    >>> from recipes.registry import load_recipe
+    >>> recipe = load_recipe("sentiment")
+    >>> cfg = recipe.load_config(overrides=["train.epochs=1"])  # doctest: +SKIP
+    >>> run, report = engine.train(recipe, cfg)  # doctest: +SKIP
+    >>> engine.predict(recipe, run.path, ["a lovely film"])  # doctest: +SKIP
+
+A training run, as `train` runs it: check the config and the run's place (recipes/run_dir.py),
+read and check the data, build the model, and only then open the run directory; fit phase after
+phase (recipes/training.py), evaluate every split, log the HParams session, export, mark the run
+finished (and swap it in when it replaces another). Nothing a recipe writes itself.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
-import shutil
-import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from recipes import summaries
-from recipes.config import RunConfig, TrainConfig, save_config
-from recipes.run_dir import RunDir, open_run, plan_run, start_run
+from recipes import summaries, training
+from recipes.config import check_config, flat_values, save_config, value_at, with_values
+from recipes.contract import Evaluation, Recipe
+from recipes.registry import load_recipe
+from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_run
 from zoo.errors import UserError
 
+# Keys that may change when a run is resumed: where and how it is logged, not what it trains.
+# (run.runs_dir / run.name / run.dir say which run to resume.)
+SAFE_ON_RESUME = ("run.", "tuning.")
 
-@keras.saving.register_keras_serializable(package="keras_zoo")
-class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`.
 
-    Keras has cosine decay with warm-up but no linear decay with warm-up, the usual schedule for
-    fine-tuning transformers; hence this small class.
+def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bool = False,
+          changed_keys: Sequence[str] = (), verbose: int | str = "auto", export: bool = True) -> tuple[RunDir, dict]:
+    """Train `cfg` into `runs/<recipe>/<run.name>/` (or `run.dir`); returns the run and its report
+    (`validation`, `test` when there is test data, `train_examples_per_second`).
+
+    `overwrite` replaces an existing run once the new one has finished; `resume` continues an
+    interrupted (or failed) run with its own config, changing only `changed_keys` (the keys the
+    user set on the command line), which may only be logging keys (`run.*`).
     """
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    check_config(cfg)
+    plan = plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=overwrite, resume=resume,
+                    exact_dir=cfg.run.dir)
+    if resume:
+        cfg = _resumed_config(recipe, plan, cfg, changed_keys)
+    training.seed_everything(cfg.train.seed)
+    training.set_precision(cfg.train.precision)
+    data = recipe.read_data(cfg)
+    built = recipe.build(cfg, data)
+    if sum(max(phase.epochs, 0) for phase in built.phases) == 0:
+        raise UserError("train.epochs: every training phase has 0 epochs; nothing would train")
+    if plan.replaces:
+        print(f"{plan.final}: the {plan.replaces} run there is replaced when this one finishes")
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
-        self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+    with open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard) as writer:
+        run = writer.run
+        save_config(cfg, run.config)
+        run.write_json(run.task, built.task)
+        built.save_assets(run.path)
+        if run.tensorboard:
+            summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
+        for note in built.notes:
+            print(note)
+        history = training.fit(built.model, built.train, built.validation, cfg.train, run, built.examples_per_epoch,
+                               phases=built.phases, extra_callbacks=built.callbacks, class_weight=built.class_weight,
+                               verbose=verbose, logging=cfg.run)
+        from zoo.heads import as_float32  # noqa: PLC0415
 
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        warmup = step / max(self.warmup_steps, 1)
-        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return self.peak * keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
-
-    def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
-
-
-def monitor_mode(monitor: str) -> str:
-    return "min" if "loss" in monitor else "max"
-
-
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
-                   epochs: int | None = None) -> keras.optimizers.Optimizer:
-    """AdamW with linear warm-up and decay over `epochs` (default: the config's) at peak `learning_rate`."""
-    total = max((cfg.epochs if epochs is None else epochs) * steps_per_epoch, 1)
-    peak = cfg.learning_rate if learning_rate is None else learning_rate
-    schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
-                                       clipnorm=cfg.clipnorm or None)
-    # No weight decay on biases and normalisation scales, as in BERT's original recipe.
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
-
-
-def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
-    """Compile for integer class labels (the text recipes)."""
-    model.compile(
-        optimizer=make_optimizer(cfg, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=cfg.jit_compile,
-        run_eagerly=cfg.run_eagerly,
-    )
-
-
-@dataclass
-class Phase:
-    """A stretch of training with its own trainable weights and learning-rate schedule.
-
-    Most recipes train in one phase; transfer learning on images trains the head on a frozen
-    backbone first, then fine-tunes. `prepare` sets `layer.trainable` flags and compiles the model
-    for the phase (it is called again when a resumed run skips a finished phase, so the model's
-    trainable state is right for the phases that follow).
-    """
-
-    name: str
-    epochs: int
-    prepare: Callable[[keras.Model], None]
+        predictor = recipe.load(run.path, cfg, built.task, as_float32(built.model))
+        step = len(history["epoch"])
+        splits = built.data if built.data is not None else data
+        report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
+                  for split in ("validation", "test") if (examples := getattr(splits, split, None)) is not None}
+        report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
+        metrics = final_metrics(run, cfg.train.monitor)
+        if cfg.run.hparams and run.tensorboard:
+            log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
+        if export:
+            predictor.model.save(str(run.keras_model))
+            recipe.export(predictor, run.export)
+    return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 
-def _best_so_far(history: Path, monitor: str) -> float | None:
-    """The best monitored value of the epochs already done (after --resume), so the best
-    checkpoint is not replaced by a worse epoch."""
-    if not history.exists():
-        return None
-    with history.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
-    if not values:
-        return None
-    return min(values) if monitor_mode(monitor) == "min" else max(values)
+def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Sequence[str]) -> Any:
+    """The run's own config, with the logging keys the user changed; other changes are refused."""
+    saved = recipe.load_config(plan.work / "config.yaml")
+    changes = {key: value_at(cfg, key) for key in changed_keys
+               if key not in ("run.runs_dir", "run.name", "run.dir") and value_at(cfg, key) != value_at(saved, key)}
+    refused = [key for key in changes if not key.startswith(SAFE_ON_RESUME)]
+    if refused:
+        was = ", ".join(f"{key}={value_at(saved, key)!r}" for key in refused)
+        raise UserError(f"--resume: {', '.join(refused)} would change how the run trains (it has {was}); "
+                        "resume without them, or start a new run (another --name, or --overwrite)")
+    for key, value in changes.items():
+        print(f"resuming with {key}={value!r} (was {value_at(saved, key)!r})")
+    return with_values(saved, changes, "--resume") if changes else saved
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
-        run: RunDir, examples_per_epoch: int, phases: list[Phase] | None = None,
-        extra_callbacks: list | None = None, class_weight: dict | None = None,
-        verbose: int | str = "auto", logging: RunConfig | None = None) -> dict:
-    """Train with the standard callbacks, phase after phase; on return the model holds the best
-    epoch's weights (best over all phases).
+# ------------------------------------------------------------------------------------ finished runs
+def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
+    """`(run, cfg, predictor)` of a finished run, for evaluate / predict / export."""
+    import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
 
-    Without `phases` the model must be compiled already and trains `cfg.epochs` epochs. Epochs are
-    numbered across phases, so history.csv and TensorBoard show one continuous run. Each finished
-    phase leaves a marker in checkpoints/, so `--resume` skips it and continues the phase it was in.
-    `logging` (the config's `run` section) says what goes to TensorBoard during training.
-    Returns the per-epoch history of this run (all epochs, including those before a resume).
-    """
-    phases = phases or [Phase("train", cfg.epochs, lambda m: None)]
-    epoch = 0
-    for i, phase in enumerate(phases):
-        phase.prepare(model)
-        marker = run.path / "checkpoints" / f"phase{i}-{phase.name}.done.json"
-        if marker.exists():  # finished before an interruption: keep its result, go on
-            epoch = json.loads(marker.read_text())["end_epoch"]
-            load_best_weights(model, run)
-            continue
-        if phase.epochs <= 0:
-            continue
-        _fit_phase(model, train, validation, cfg, run, examples_per_epoch, initial_epoch=epoch,
-                   epochs=epoch + phase.epochs, backup=run.backup / phase.name,
-                   extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose,
-                   logging=logging)
-        epoch = _history_rows(run.history)
-        load_best_weights(model, run)
-        run.write_json(marker, {"end_epoch": epoch})
-    shutil.rmtree(run.backup, ignore_errors=True)  # each phase's BackupAndRestore removed its own state
-    rows = _history_rows(run.history, as_rows=True)
-    if not rows or cfg.monitor not in rows[0]:
-        known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
-        raise UserError(f"train.monitor: '{cfg.monitor}' is not a logged metric (logged: {known})")
-    return {key: [float(r[key]) if r[key] else float("nan") for r in rows] for key in rows[0]}
-
-
-def load_best_weights(model: keras.Model, run: RunDir) -> None:
-    if run.best_weights.exists():
-        with warnings.catch_warnings():  # the file's optimizer state belongs to the phase that wrote it
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(run.best_weights))
-
-
-def _history_rows(history: Path, as_rows: bool = False):
-    if not history.exists():
-        return [] if as_rows else 0
-    with history.open() as f:
-        rows = list(csv.DictReader(f))
-    return rows if as_rows else len(rows)
-
-
-def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples_per_epoch: int,
-               initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose,
-               logging: RunConfig) -> None:
-    callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
+    run = open_finished_run(path)
+    cfg = recipe.load_config(run.config)
+    run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
+    task = run.read_json(run.task)
+    if not run.keras_model.exists():
+        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
     try:
-        model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
-                  callbacks=callbacks, class_weight=class_weight, verbose=verbose)
-    except RuntimeError as e:
-        if "NaN" in str(e) or "Inf" in str(e):
-            raise UserError(f"training diverged: the loss became NaN/Inf ({e}); lower train.learning_rate "
-                            "or check the data for broken labels") from None
-        raise
+        model = keras.saving.load_model(str(run.keras_model), compile=False)
+    except ValueError as e:  # e.g. Keras's safe mode refusing a lambda layer
+        raise UserError(f"{run.keras_model}: Keras cannot load it ({str(e).strip().splitlines()[0][:200]})") from None
+    return run, cfg, recipe.load(run.path, cfg, task, model)
 
 
-def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, backup: Path,
-                       extra_callbacks: list | None = None, logging: RunConfig | None = None) -> list:
-    """The callbacks of every training phase: figures per epoch, the recipe's own, resume state,
-    best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is off), NaN guard, early stopping."""
-    mode = monitor_mode(cfg.monitor)
-    logging = logging or RunConfig()
-    callbacks = [
-        EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
-        *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
-    ]
-    if run.tensorboard:
-        callbacks.insert(-1, TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
-    if cfg.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
-                                                       patience=cfg.early_stopping_patience))
-    return callbacks
+def evaluate(recipe: Recipe | str, run_path: str | Path, source: str = "", split: str = "validation") -> dict:
+    """Evaluate a finished run on `source` (default: the run's own `split`, read as in training);
+    the report goes to metrics.json and TensorBoard as `evaluate_<split>`."""
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    run, cfg, predictor = open_finished(recipe, run_path)
+    if source:
+        examples = recipe.read_split(cfg, source, split)
+    else:
+        examples = getattr(recipe.read_data(cfg), split, None)
+        if examples is None:
+            raise UserError(f"{run.config}: the run has no {split} data; pass --data")
+    return _evaluate(recipe, predictor, examples, run, f"evaluate_{split}", cfg, step=0)
 
 
-def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[str, bytes] | None = None,
-                 text: dict[str, str] | None = None,
-                 scores: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Add an evaluation report to metrics.json and to TensorBoard in `logs/eval_<split>/`: its
-    numbers as `eval/<key>` scalars, `text` (Markdown), `images` (PNG) and, from `scores` (true
-    class ids, class probabilities; classes named by `report["labels"]`), a PR curve per class."""
+def predict(recipe: Recipe | str, run_path: str | Path, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
+    """One row per input (texts, or image files and folders), from a finished run."""
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    inputs = list(inputs)
+    if not inputs:
+        raise UserError("predict: no inputs; give texts or files as arguments, or --file FILE")
+    empty = [i + 1 for i, text in enumerate(inputs) if not str(text).strip()]
+    if empty:
+        raise UserError(f"predict: input {empty[0]} is empty; give a text or a path")
+    if pretokenized and not recipe.pretokenized_input:
+        raise UserError(f"--tokens: only for token classification (ner), not {recipe.name}")
+    _, _, predictor = open_finished(recipe, run_path)
+    return recipe.predict(predictor, inputs, pretokenized=pretokenized)
+
+
+def export(recipe: Recipe | str, run_path: str | Path) -> Path:
+    """Write a finished run's deployable models again (into its export/ folder)."""
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    run, _, predictor = open_finished(recipe, run_path)
+    return recipe.export(predictor, run.export)
+
+
+# ------------------------------------------------------------------------------------------ reports
+def _evaluate(recipe: Recipe, predictor: Any, examples: Any, run: RunDir, split: str, cfg: Any, step: int) -> dict:
+    evaluation = recipe.evaluate(predictor, examples, split, cfg)
+    write_report(run, split, evaluation, step)
+    return evaluation.report
+
+
+def write_report(run: RunDir, split: str, evaluation: Evaluation, step: int) -> None:
+    """Add an evaluation to metrics.json and to TensorBoard in `logs/eval_<split>/`: its numbers
+    as `eval/<key>` scalars, its text (Markdown) and images (PNG), a PR curve per class from its
+    scores (true class ids, class probabilities; classes named by `report["labels"]`) and its
+    embedding projector."""
+    report = evaluation.report
     metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
     metrics[split] = report
     run.write_json(run.metrics, metrics)
@@ -212,13 +180,16 @@ def write_report(run: RunDir, split: str, report: dict, step: int, images: dict[
         for key, value in report.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 tf.summary.scalar(f"eval/{key}", value, step=step)
-        for name, body in (text or {}).items():
+        for name, body in evaluation.text.items():
             tf.summary.text(name, body, step=step)
-        for name, png in (images or {}).items():
+        for name, png in evaluation.images.items():
             tf.summary.image(name, tf.io.decode_png(png, channels=4)[tf.newaxis], step=step)
-        if scores is not None:
-            summaries.write_pr_curves(f"{split}/pr_curve", *scores, report["labels"], step)
+        if evaluation.scores is not None:
+            summaries.write_pr_curves(f"{split}/pr_curve", *evaluation.scores, report["labels"], step)
     writer.close()
+    projector = evaluation.projector
+    if projector is not None and len(projector.vectors):
+        summaries.write_projector(eval_logdir(run, split), projector.name, projector.vectors, projector.metadata)
 
 
 def eval_logdir(run: RunDir, split: str) -> Path:
@@ -232,9 +203,9 @@ def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
     `val_<key>` and `test_<key>` (e.g. `val_macro_f1`), plus `epochs` run and `best_epoch`.
     Tuning objectives and the HParams dashboard read these."""
     metrics: dict[str, float] = {}
-    rows = [r for r in _history_rows(run.history, as_rows=True) if r.get(monitor)]
+    rows = [r for r in training.history_rows(run.history) if r.get(monitor)]
     if rows:
-        pick = min if monitor_mode(monitor) == "min" else max
+        pick = min if training.monitor_mode(monitor) == "min" else max
         best = pick(rows, key=lambda r: float(r[monitor]))
         metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
         metrics["best_epoch"] = float(int(best["epoch"]) + 1)
@@ -256,136 +227,3 @@ def log_hparams_session(logdir: Path, hparams: dict, metrics: dict[str, float], 
         for name, value in metrics.items():
             tf.summary.scalar(name, value, step=0)
     writer.close()
-
-
-def finish_run(run: RunDir, cfg) -> dict[str, float]:
-    """Log a finished run's hyperparameters and final metrics for the HParams dashboard; returns the metrics."""
-    from recipes.config import flat_values  # noqa: PLC0415
-
-    metrics = final_metrics(run, cfg.train.monitor)
-    if cfg.run.hparams and run.tensorboard:
-        log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(run.path.resolve()))
-    return metrics
-
-
-def begin_run(recipe: str, cfg, load_config: Callable, overwrite: bool, resume: bool):
-    """`(run, cfg)` for a training run: the run directory checked (not yet created), the run's own
-    config when resuming (resuming with other settings would mix two runs), seeds and precision set."""
-    run = plan_run(cfg.run.runs_dir, recipe, cfg.run.name, overwrite=overwrite, resume=resume, exact_dir=cfg.run.dir)
-    if resume:
-        cfg = load_config(run.config)
-    for key in ("log_every_steps", "embeddings"):
-        if getattr(cfg.run, key) < 0:
-            raise UserError(f"run.{key}: must be 0 (off) or more, not {getattr(cfg.run, key)}")
-    run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
-    seed_everything(cfg.train.seed)
-    set_precision(cfg.train.precision)
-    return run, cfg
-
-
-def create_run(run: RunDir, cfg, resume: bool) -> None:
-    """Create the run directory and save the resolved config; call once the inputs are known good."""
-    start_run(run, resume=resume)
-    save_config(cfg, run.config)
-    if run.tensorboard:
-        summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
-
-
-def load_finished_run(path, load_config: Callable):
-    """`(run, cfg, task, model)` of a finished run: its directory, config, task.json and trained Keras
-    model (not compiled), for evaluate / predict / export."""
-    import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
-
-    run = open_run(path)
-    cfg = load_config(run.config)
-    run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
-    task = run.read_json(run.task)
-    if not run.keras_model.exists():
-        raise UserError(f"{run.keras_model}: not found; the run did not finish (continue it with --resume)")
-    return run, cfg, task, keras.saving.load_model(str(run.keras_model), compile=False)
-
-
-def seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto` is mixed bfloat16 on CPUs with native bf16 (AVX512-BF16 or AMX: about 1.5x faster
-    fine-tuning, measured) and float32 elsewhere."""
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
-
-def set_precision(precision: str) -> str:
-    """Set Keras's global dtype policy for the models built next; returns the policy used."""
-    policy = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
-
-
-def steps_for_buckets(lengths: np.ndarray, boundaries: list[int], batch_size: int) -> int:
-    """How many batches length-bucketed batching makes from examples of these lengths."""
-    bucket = np.searchsorted(np.asarray(boundaries), lengths)
-    return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
-
-
-class EpochStats(keras.callbacks.Callback):
-    """Adds `examples_per_second` (training batches only, validation excluded) and the epoch's final
-    `learning_rate` (Keras logs no rate when it comes from a schedule) to the epoch logs."""
-
-    def __init__(self, examples_per_epoch: int):
-        super().__init__()
-        self.examples = examples_per_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = self.last = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.last = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        if self.last > self.start:
-            logs["examples_per_second"] = self.examples / (self.last - self.start)
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-
-class TrainingLogs(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback (per-epoch curves in `train/` and `validation/`, the loss every
-    `every_steps` steps, a profile of a few steps), with step numbers that go on across training
-    phases and resumes: Keras counts steps from 0 at every `fit`.
-
-    The learning rate and examples per second come from `EpochStats` in the epoch logs.
-    """
-
-    def __init__(self, logdir: Path, every_steps: int = 0, profile: bool = False):
-        super().__init__(str(logdir), update_freq=every_steps if every_steps > 0 else "epoch", write_graph=False,
-                         profile_batch=(10, 14) if profile else 0)
-
-    # Keras writes the epoch's (and evaluation's) summaries inside the per-step `record_if`, so with
-    # `update_freq=N` an epoch whose last step is not a multiple of N loses its epoch curves.
-    def on_epoch_end(self, epoch, logs=None):
-        with tf.summary.record_if(True):
-            super().on_epoch_end(epoch, logs)
-
-    def on_test_end(self, logs=None):
-        with tf.summary.record_if(True):
-            super().on_test_end(logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(epoch, logs)
-        steps = self.params.get("steps") or 0
-        if self._global_train_batch == 0 and steps:  # the first epoch of this fit: continue the count
-            self._global_train_batch = epoch * steps
-            if self._should_trace:  # profile steps after the first few (tracing, warm-up) of this fit
-                start = max(1, min(10, steps // 3))
-                self._start_batch = self._global_train_batch + start
-                self._stop_batch = self._global_train_batch + min(start + 4, steps)

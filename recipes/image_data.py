@@ -4,11 +4,16 @@ Every reader returns `LabelledImages`: where each image's bytes are (a file, or 
 themselves for TFDS), its label, and its origin for error messages. `decode_images` then decodes
 everything once, in parallel in tf.data, to fixed-size uint8 squares kept in memory; files that
 do not decode are dropped there and reported, so training never meets a bad file mid-epoch.
+
+Symlinks: a link at the top of the data folder to a folder outside it is a class named after the
+link; one to the data folder itself, a folder above it (a loop) or a folder inside it (a class read
+twice) is an error. Inside class folders, linked files are read but linked folders are not entered,
+so a link loop there cannot make the file walk endless.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,12 +64,13 @@ def read_images(source: str, split: str, path_column: str = "path", label_column
 
 
 def read_class_folders(root: Path) -> LabelledImages:
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Every image under `root/<class>/` (sub-folders included), labelled with the class folder's name."""
+    classes = sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_class_folder(root, p))
     if not classes:
         raise UserError(f"{root}: no class folders (expected {root}/<label>/<image files>)")
     data = LabelledImages()
     for folder in classes:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = _image_files(folder)
         if not files:
             raise UserError(f"{folder}: empty class folder (no {', '.join(IMAGE_EXTENSIONS)} files)")
         for file in files:
@@ -74,13 +80,38 @@ def read_class_folders(root: Path) -> LabelledImages:
     return data
 
 
+def _is_class_folder(root: Path, entry: Path) -> bool:
+    """Whether `entry`, at the top of `root`, is a class folder; a symlink counts only when it points
+    at a folder outside `root`: at `root` or above it is a loop, inside it a class read twice."""
+    if not entry.is_symlink():
+        return entry.is_dir()
+    target, top = entry.resolve(), root.resolve()
+    if not target.is_dir():
+        return False  # a link to a file, or a broken link: not a class, as a plain file is not
+    if target == top or target in top.parents:
+        raise UserError(f"{entry}: symlink to {target}, the data folder or a folder above it (a loop); remove the link")
+    if top in target.parents:
+        raise UserError(f"{entry}: symlink to {target}, a folder inside the data folder (its images would be "
+                        "read twice); remove the link")
+    return True
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files under `folder`, sorted. Linked folders inside it are not entered (os.walk's default,
+    as Path.rglob's before Python 3.13): a link loop would otherwise never end."""
+    return sorted(Path(parent) / name for parent, _, names in os.walk(folder) for name in names
+                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(parent) / name).is_file())
+
+
 def list_image_files(paths: list[str]) -> list[str]:
     """Image files named directly, or found under folders (for predict)."""
     files = []
     for name in paths:
+        if not name.strip():  # Path("") is the current folder: never what a user meant to predict on
+            raise UserError("predict: empty path")
         path = Path(name)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            files += sorted(str(p) for p in _image_files(path))
         elif path.is_file():
             files.append(str(path))
         else:
@@ -91,19 +122,19 @@ def list_image_files(paths: list[str]) -> list[str]:
 
 
 def _read_csv(path: Path, path_column: str, label_column: str) -> LabelledImages:
-    from recipes.text_data import read_lines  # noqa: PLC0415
+    from recipes.text_data import csv_records  # noqa: PLC0415
 
-    reader = csv.reader(read_lines(path))
-    header = [h.strip() for h in next(reader, [])]
+    records = csv_records(path, ",")
+    header = [h.strip() for h in next(records, (1, []))[1]]
     for column in (path_column, label_column):
         if column not in header:
             raise UserError(f"{path}:1: no column '{column}' (columns: {', '.join(header) or 'none'}); "
                             "set data.path_column / data.label_column")
     data = LabelledImages()
-    for row in reader:
+    for line, row in records:
         if not row or not any(cell.strip() for cell in row):
             continue
-        origin = f"{path}:{reader.line_num}"
+        origin = f"{path}:{line}"
         if len(row) != len(header):
             raise UserError(f"{origin}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
         values = dict(zip(header, (cell.strip() for cell in row)))

@@ -1,4 +1,5 @@
-"""Class labels shared by the classification recipes: their order, their ids, stratified splits.
+"""Class labels shared by the classification recipes: their order, their ids, stratified splits,
+class weights.
 
 Works on any labelled collection with `labels`, `origins` and `subset(indices)` (texts, images).
 """
@@ -41,15 +42,53 @@ def label_ids(data: Labelled, labels: list[str]) -> np.ndarray:
 
 
 def stratified_split(data: L, fraction: float, seed: int) -> tuple[L, L]:
-    """`(rest, held_out)`: `fraction` of every class held out, chosen with `seed`."""
+    """`(rest, held_out)`: `fraction` of every class held out, chosen with `seed` (scikit-learn's
+    stratified split); both keep the examples' original order."""
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+
     if not 0 < fraction < 1:
         raise UserError(f"data.validation_split must be between 0 and 1, not {fraction}")
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(data.labels)
-    held_out = []
-    for name in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == name))
-        held_out.extend(members[: int(round(fraction * len(members)))])
-    held = set(int(i) for i in held_out)
-    keep = [i for i in range(len(data)) if i not in held]
-    return data.subset(keep), data.subset(sorted(held))
+    names, counts = np.unique(np.asarray(data.labels), return_counts=True)
+    # scikit-learn's own errors here name neither the class nor the setting: say both.
+    for name, count in zip(names, counts):
+        if count < 2:
+            raise UserError(f"data.validation_split: class '{name}' has {count} example, too few to hold some out "
+                            f"(at least 2 per class); add examples or give data.validation")
+    try:
+        _, held = train_test_split(np.arange(len(data)), test_size=fraction, stratify=data.labels,
+                                   random_state=seed)
+    except ValueError:  # too few examples held out, or left, to have one of every class
+        smallest = names[np.argmin(counts)]
+        raise UserError(f"data.validation_split={fraction}: {len(data)} examples cannot be split with every one of "
+                        f"the {len(names)} classes on both sides (class '{smallest}' has {counts.min()}); "
+                        "change the fraction or give data.validation") from None
+    held = np.sort(held)
+    rest = np.setdiff1d(np.arange(len(data)), held)  # sorted: the original order
+    return data.subset(rest.tolist()), data.subset(held.tolist())
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    """`{class id: n / (k * count)}` (scikit-learn's "balanced" weights) for mode `balanced`, or for
+    `auto` when the largest class has more than 1.5x the examples of the smallest; None otherwise."""
+    from sklearn.utils.class_weight import compute_class_weight  # noqa: PLC0415
+
+    counts = np.bincount(y, minlength=num_classes)
+    if mode == "none" or (mode == "auto" and counts.max() <= 1.5 * counts.min()):
+        return None
+    if counts.min() == 0:  # no weight balances a class with no examples
+        missing = ", ".join(str(i) for i in np.flatnonzero(counts == 0))
+        raise UserError(f"train.class_weights={mode}: class id {missing} has no training examples")
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=y)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[str]:
+    """The classes of `train` (see `label_order`): at least two, and every label of the `others`
+    splits among them (a label training never saw is an error naming its file and line)."""
+    labels = label_order(train.labels)
+    if len(labels) < 2:
+        raise UserError(f"{source}: needs at least two classes, found {labels}")
+    for split in others:
+        if split is not None:
+            label_ids(split, labels)
+    return labels

@@ -1,6 +1,6 @@
 """Classification metrics from predictions, and their TensorBoard pictures.
 
-Computed in NumPy once per evaluation (not per step), so they cost nothing during training.
+Computed once per evaluation (not per step) by scikit-learn, so they cost nothing during training.
 """
 
 from __future__ import annotations
@@ -13,17 +13,23 @@ import numpy as np
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
-    (rows: true label, columns: predicted), as plain JSON-ready values."""
-    k = len(labels)
-    cm = np.bincount(np.asarray(y_true) * k + np.asarray(y_pred), minlength=k * k).reshape(k, k)
-    tp = np.diag(cm).astype(float)
-    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    (rows: true label, columns: predicted), as plain JSON-ready values. A class never predicted or
+    never true scores 0, and counts in the macro-F1 like every other class."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support  # noqa: PLC0415
+
+    y_true, y_pred, ids = np.asarray(y_true), np.asarray(y_pred), np.arange(len(labels))
+    if len(y_true):
+        cm = confusion_matrix(y_true, y_pred, labels=ids)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=ids, average=None, zero_division=0)
+        accuracy = float(accuracy_score(y_true, y_pred))
+    else:  # scikit-learn refuses empty input; nothing to evaluate scores 0
+        cm = np.zeros((len(labels), len(labels)), np.int64)
+        precision = recall = f1 = np.zeros(len(labels))
+        support, accuracy = np.zeros(len(labels), np.int64), 0.0
     return {
-        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-        "macro_f1": float(f1.mean()),
+        "accuracy": accuracy,
+        "macro_f1": float(f1.mean()) if len(labels) else 0.0,
         "num_examples": int(cm.sum()),
         "per_class": {str(name): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for name, p, r, f, s in zip(labels, precision, recall, f1, support)},
@@ -65,9 +71,16 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> 
 
 
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
-    """Share of examples whose true class is among the `k` most probable."""
-    top = np.argsort(-probabilities, axis=-1)[:, :k]
-    return float((top == np.asarray(y_true)[:, None]).any(axis=-1).mean())
+    """Share of examples whose true class is among the `k` most probable (`probabilities`: [N, classes])."""
+    from sklearn.metrics import top_k_accuracy_score  # noqa: PLC0415
+
+    probabilities = np.asarray(probabilities)
+    num_classes = probabilities.shape[-1]
+    if k >= num_classes:  # every class is in the top k (scikit-learn warns that this is meaningless)
+        return 1.0
+    # With two classes scikit-learn takes the scores of the second class only.
+    scores = probabilities[:, 1] if num_classes == 2 else probabilities
+    return float(top_k_accuracy_score(y_true, scores, k=k, labels=np.arange(num_classes)))
 
 
 def image_grid_png(images: np.ndarray, captions: Sequence[str], columns: int = 4) -> bytes:

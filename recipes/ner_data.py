@@ -18,6 +18,8 @@ Every sentence remembers where it came from (`file:line`) for errors.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -57,14 +59,28 @@ def read_tagged(source: str, split: str, token_column: int = 0, tag_column: int 
 
 def normalise_tags(data: TaggedSentences, scheme: str) -> str:
     """Check every tag against `scheme` ("auto": detected from the data) and convert them to IOB2 in
-    place; returns the scheme the data was in."""
+    place; returns the scheme the data was in. Given "IOB2", I-X tags after O or another type (not
+    valid IOB2) are read as an entity's start, as conlleval does, with one warning line on stderr."""
     if scheme == "auto":
         scheme = ner_tags.detect_scheme(data.tags)
+    invalid = 0
     for i, tags in enumerate(data.tags):
         origins = data.token_origins[i] if data.token_origins else [data.origins[i]] * len(tags)
         ner_tags.check_tags(tags, scheme, origins)
+        if scheme == "IOB2":
+            invalid += ner_tags.invalid_iob2_starts(tags)
         data.tags[i] = ner_tags.to_iob2(tags, scheme)
+    if invalid:
+        # Given as IOB2 (auto-detection would have said IOB1): read as conlleval does, which is how
+        # the scores are computed too, but say so, as the file may really be IOB1.
+        print(f"{_source(data)}: {invalid} tags are I-X after O or another type (not valid IOB2); "
+              "read as the start of an entity, as conlleval does", file=sys.stderr)
     return scheme
+
+
+def _source(data: TaggedSentences) -> str:
+    """The file (or TFDS split) the sentences came from: their first origin without its line or index."""
+    return re.sub(r"(:\d+|\[\d+\])$", "", data.origins[0]) if data.origins else "data"
 
 
 def tag_set(data: TaggedSentences) -> list[str]:

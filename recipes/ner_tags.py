@@ -105,6 +105,17 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
     return "IOB1" if iob1 else "IOB2"
 
 
+def invalid_iob2_starts(tags: Sequence[str]) -> int:
+    """How many I-X tags of one sentence of well-formed tags follow O, another type or nothing: not
+    valid IOB2, where only B-X starts an entity (conlleval and seqeval read them as a start)."""
+    count, prev = 0, ("O", "")
+    for prefix, type_ in (parse_tag(tag) for tag in tags):
+        if prefix == "I" and not (prev[0] in ("B", "I") and prev[1] == type_):
+            count += 1
+        prev = (prefix, type_)
+    return count
+
+
 def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
     """conlleval's endOfChunk (as seqeval's): did an entity end just before this token?"""
     return (prev_tag in ("E", "S")
@@ -183,6 +194,7 @@ def _prf(correct: int, predicted: int, true: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
+# Hand-written, not seqeval (only a dev dependency): runs every epoch on word tags; tests/test_ner_tags.py checks it equals seqeval.
 def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
     """Entity-level metrics as seqeval's default mode and conlleval compute them: an entity is correct
     when its type, start and end all match. Micro precision/recall/F1, per type (sorted; support =

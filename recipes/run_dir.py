@@ -1,20 +1,42 @@
-"""One directory per run: `runs/<recipe>/<name>/` holds everything a run produced.
+"""One directory per run, `runs/<recipe>/<name>/`, and the rules that keep runs whole.
 
-    config.yaml        the resolved config          task.json       label set and input length, in model order
-    checkpoints/       best.weights.h5              backup/         BackupAndRestore state (resume)
+    run.json           status: running | finished | failed (with its reason) | interrupted; marks a keras-zoo run
+    config.yaml        the resolved config          task.json       what loading the model needs (labels, lengths)
+    checkpoints/       best.weights.h5, phase markers               backup/    BackupAndRestore state (resume)
     logs/              TensorBoard event files      history.csv     per-epoch metrics
     metrics.json       the final evaluation report  export/         model.keras, saved_model/
+
+The rules (`plan_run` checks them, `open_run_for_writing` keeps them):
+- everything is checked before a run directory is touched; a new run is written in place, so
+  TensorBoard can follow it live;
+- `--overwrite` builds the new run in a hidden sibling, `.<name>.partial/`, and swaps it in only
+  when it has finished: the old run stays whole until then. The swap renames the old run to
+  `.<name>.old`, the new one into place, then deletes the old; a kill between the renames is
+  repaired by the next command on that name;
+- only a keras-zoo run is ever deleted or replaced: a directory with `run.json`, or (runs made
+  before it existed) with `config.yaml` and `history.csv`;
+- a failed run never blocks the next one: training that name again replaces it when the new run
+  finishes; an interrupted one is continued with `--resume` or replaced with `--overwrite`;
+- one command writes a run at a time: `.<name>.lock` beside it is locked while it runs (the lock
+  goes with the process, so a killed command leaves the run `interrupted`, not locked).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from zoo.errors import UserError
+
+STATUS_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -23,6 +45,7 @@ class RunDir:
     tensorboard: bool = True  # write TensorBoard event files (the config's run.tensorboard)
 
     config = property(lambda self: self.path / "config.yaml")
+    status = property(lambda self: self.path / STATUS_FILE)
     task = property(lambda self: self.path / "task.json")
     best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
     backup = property(lambda self: self.path / "backup")
@@ -33,9 +56,7 @@ class RunDir:
     keras_model = property(lambda self: self.path / "export" / "model.keras")
 
     def write_json(self, path: Path, data) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-        tmp.replace(path)
+        write_json(path, data)
 
     def read_json(self, path: Path):
         if not path.exists():
@@ -43,32 +64,238 @@ class RunDir:
         return json.loads(path.read_text())
 
 
-def open_run(path: str | Path) -> RunDir:
+def write_json(path: Path, data) -> None:
+    """Write whole or not at all (a kill mid-write leaves the previous file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def is_run(path: Path) -> bool:
+    """Whether `path` is a keras-zoo run (so it may be replaced or deleted)."""
+    return (path / STATUS_FILE).is_file() or ((path / "config.yaml").is_file() and (path / "history.csv").is_file())
+
+
+def run_status(path: Path) -> dict:
+    """The run's status record; `running` becomes `interrupted` when no live command holds the run's lock."""
+    file = path / STATUS_FILE
+    try:
+        status = json.loads(file.read_text())
+    except FileNotFoundError:  # made before run.json existed
+        status = {"status": "finished" if (path / "export" / "model.keras").exists() else "interrupted"}
+    except (OSError, json.JSONDecodeError):
+        status = {"status": "interrupted"}
+    if status.get("status") == "running" and not _locked(lock_path(_final_path(path))):
+        status["status"] = "interrupted"
+    return status
+
+
+def _final_path(path: Path) -> Path:
+    """The run's own name for a path that may be its hidden partial sibling."""
+    name = path.name
+    if name.startswith(".") and name.endswith(".partial"):
+        return path.with_name(name[1:-len(".partial")])
+    return path
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
+def old_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def lock_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.lock")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where a training command will write: `work` is `final` itself (a new run, or a resumed one)
+    or its partial sibling (a replacement, swapped in at the end)."""
+
+    final: Path
+    work: Path
+    resume: bool
+    replaces: str = ""  # the status of the run that `work` replaces when it finishes ("" for none)
+
+    @property
+    def in_place(self) -> bool:
+        return self.work == self.final
+
+
+def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False,
+             exact_dir: str = "") -> RunPlan:
+    """Check where a run will go and whether it may, before anything is read or written (a swap
+    that a kill cut short is completed first)."""
+    if overwrite and resume:
+        raise UserError("--overwrite and --resume: choose one")
+    if exact_dir:
+        final = Path(exact_dir)
+    else:
+        if name and (Path(name).is_absolute() or "/" in name or name in (".", "..") or name.startswith(".")):
+            raise UserError(f"run.name: '{name}' must be a plain name (no '/', not starting with '.'); "
+                            "use run.runs_dir or run.dir for another place")
+        final = Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S"))
+    recover_swap(final)
+    _check_writable(final)
+    partial = partial_path(final)
+    if resume:
+        for candidate in (partial, final):  # a replacement in progress is what was interrupted
+            if candidate.is_dir() and is_run(candidate) and (candidate / "config.yaml").is_file():
+                if run_status(candidate)["status"] == "running":
+                    raise UserError(f"{candidate}: another command is training this run right now")
+                return RunPlan(final, candidate, resume=True,
+                               replaces=run_status(final)["status"] if candidate == partial and final.exists() else "")
+        raise UserError(f"{final}: nothing to resume (no run there); start it without --resume")
+    if not final.exists() or (final.is_dir() and not any(final.iterdir())):
+        if partial.exists() and not overwrite:
+            raise UserError(f"{partial}: an interrupted run of this name is there; --resume continues it, "
+                            "--overwrite starts again")
+        return RunPlan(final, final if not partial.exists() else partial, resume=False)
+    if not final.is_dir() or not is_run(final):
+        raise UserError(f"{final}: exists and is not a keras-zoo run; refusing to replace it (choose another "
+                        "name or directory)")
+    status = run_status(final)
+    state = status["status"]
+    if state == "running":
+        raise UserError(f"{final}: another command (pid {status.get('pid', '?')}) is training this run right now")
+    if state == "failed" or overwrite:
+        if partial.exists() and run_status(partial)["status"] == "running":
+            raise UserError(f"{partial}: another command is training a replacement of this run right now")
+        return RunPlan(final, partial, resume=False, replaces=state)
+    hint = "--overwrite to replace it (the old run stays until the new one finishes) or --resume to continue it"
+    if state == "interrupted":
+        raise UserError(f"{final}: an interrupted run of this name is there; {hint}")
+    raise UserError(f"{final}: run directory exists; pass {hint}")
+
+
+def _check_writable(final: Path) -> None:
+    """Fail now, not after reading the data, when the runs directory cannot be written."""
+    existing = final.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{existing}: is a file, not a directory; the run cannot go under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: cannot write there (permission denied); choose another --runs-dir")
+
+
+def recover_swap(final: Path) -> None:
+    """Finish or undo a swap that a kill cut short (see the module docstring)."""
+    old, partial = old_path(final), partial_path(final)
+    if not old.exists():
+        return
+    if final.exists():  # the new run is in place: only the old one's deletion was left
+        shutil.rmtree(old)
+    elif partial.exists() and run_status(partial)["status"] == "finished":
+        partial.rename(final)
+        shutil.rmtree(old)
+    else:  # the new run never finished: the old one goes back
+        old.rename(final)
+
+
+class RunWriter:
+    """The run a training command writes (see `open_run_for_writing`)."""
+
+    def __init__(self, plan: RunPlan, run: RunDir):
+        self.plan, self.run = plan, run
+
+    def set_status(self, status: str, **fields) -> None:
+        record = {"status": status, "pid": os.getpid(), "command": sys.argv, "updated_at": time.time(), **fields}
+        if self.run.status.exists():
+            previous = json.loads(self.run.status.read_text())
+            record = {**{k: v for k, v in previous.items() if k in ("created_at", "recipe")}, **record}
+        write_json(self.run.status, record)
+
+
+@contextlib.contextmanager
+def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -> Iterator[RunWriter]:
+    """Lock the run's name, create (or reopen) the directory the plan writes, and keep its status:
+    `running` inside, `finished` on success (a partial run is then swapped in), `failed` with the
+    one-line reason on an error, `interrupted` on Ctrl-C."""
+    lock = lock_path(plan.final)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a")
+    except OSError as e:
+        raise UserError(f"{lock.parent}: cannot write the run there ({e.strerror})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{plan.final}: another command is writing this run right now") from None
+        _check_unchanged(plan)
+        if not plan.resume and plan.work.exists():
+            if not is_run(plan.work) and any(plan.work.iterdir()):
+                raise UserError(f"{plan.work}: exists and is not a keras-zoo run; refusing to replace it")
+            shutil.rmtree(plan.work)
+        writer = RunWriter(plan, RunDir(plan.work, tensorboard=tensorboard))
+        try:
+            (plan.work / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (plan.work / "export").mkdir(exist_ok=True)
+            writer.set_status("running", recipe=recipe, created_at=time.time())
+        except OSError as e:
+            raise UserError(f"{plan.work}: cannot write the run there ({e.strerror})") from None
+        try:
+            yield writer
+        except KeyboardInterrupt:
+            writer.set_status("interrupted")
+            raise
+        except BaseException as e:
+            writer.set_status("failed", reason=_one_line(e))
+            raise
+        writer.set_status("finished", finished_at=time.time())
+        if not plan.in_place:
+            swap_in(plan.work, plan.final)
+
+
+def _check_unchanged(plan: RunPlan) -> None:
+    """Under the lock: the run is still as `plan_run` found it (another command may have finished
+    it in between)."""
+    if plan.resume or not plan.in_place:
+        return
+    if plan.final.exists() and any(plan.final.iterdir()):
+        raise UserError(f"{plan.final}: run directory exists (another command made it just now); pass --overwrite "
+                        "to replace it or --resume to continue it")
+
+
+def swap_in(partial: Path, final: Path) -> None:
+    """Replace `final` by the finished `partial`: old aside, new in, old deleted (see `recover_swap`)."""
+    old = old_path(final)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def open_finished_run(path: str | Path) -> RunDir:
     """An existing run, for evaluate / predict / export."""
+    if not str(path).strip():
+        raise UserError("run directory: empty path")
     run = RunDir(Path(path))
+    recover_swap(run.path)
+    if not run.path.is_dir():
+        raise UserError(f"{path}: no such run directory")
     if not run.config.exists():
         raise UserError(f"{path}: not a run directory (no config.yaml)")
     return run
 
 
-def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False,
-             exact_dir: str = "") -> RunDir:
-    """The directory a run will use (`exact_dir`, else runs_dir/recipe/name), checked but not yet
-    touched: a new run never clobbers an existing one without `overwrite`, and `resume` needs a run
-    to continue."""
-    run = RunDir(Path(exact_dir) if exact_dir else Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S")))
-    if resume and not run.config.exists():
-        raise UserError(f"{run.path}: nothing to resume (no config.yaml); start it without --resume")
-    if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
-        raise UserError(f"{run.path}: run directory exists; pass --overwrite to replace it or --resume to continue it")
-    return run
+def _locked(lock: Path) -> bool:
+    """Whether a live process holds `lock`."""
+    try:
+        with lock.open("r") as handle:  # a shared lock conflicts with the writer's exclusive one
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: no writer
+        return False
 
 
-def start_run(run: RunDir, *, resume: bool = False) -> RunDir:
-    """Create (or, unless resuming, empty) the run directory. Call once the inputs are known good,
-    so that a bad data file leaves no half-made run behind."""
-    if not resume and run.path.exists():
-        shutil.rmtree(run.path)
-    (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-    run.export.mkdir(exist_ok=True)
-    return run
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}" if not isinstance(error, UserError) else lines[0]

@@ -1,7 +1,7 @@
 """Sentiment analysis (text classification, any number of classes) by fine-tuning a text backbone.
 
 The story of a run: read the data, load the backbone, pick the sequence length from the data,
-build length-bucketed tf.data pipelines, fine-tune, evaluate, export.
+build length-bucketed tf.data pipelines, fine-tune, evaluate, export (the engine runs it).
 
     keras-zoo train sentiment                      # the bundled demo set, MiniLM-L6
     keras-zoo train sentiment --set data.train=train.tsv --set data.text_column=sentence
@@ -9,34 +9,34 @@ build length-bucketed tf.data pipelines, fine-tune, evaluate, export.
 
 From Python:
 
-    >>> from recipes import sentiment
-    >>> cfg = sentiment.load_config(overrides=["train.epochs=1"])  # doctest: +SKIP
-    >>> run, report = sentiment.train(cfg)  # doctest: +SKIP
+    >>> from recipes import engine, sentiment
+    >>> cfg = sentiment.RECIPE.load_config(overrides=["train.epochs=1"])  # doctest: +SKIP
+    >>> run, report = engine.train(sentiment.RECIPE, cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-from recipes import config as config_lib
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
-from recipes.labels import label_ids, label_order, stratified_split
+from recipes.contract import Evaluation, Phase, Projector, Recipe, Training
+from recipes.labels import class_names, label_ids, stratified_split
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
-from recipes.run_dir import RunDir
 from recipes.text_data import LabelledTexts, read_texts
-from zoo.errors import UserError
-
-NAME = "sentiment"
 
 
 @dataclass
 class SentimentDataConfig:
+    LIMITS: ClassVar[dict[str, str]] = {"validation_split": "(0, 1)", "max_length": ">= 0",
+                                        "length_percentile": "(0, 100]"}
+
     train: str = "demo"  # a .csv/.tsv/.jsonl file, a folder of class folders, tfds:NAME, or "demo"
-    validation: str = "demo"  # empty: carve `validation_split` of train
+    # empty: the demo set's own when train is "demo", else a stratified `validation_split` of train
+    validation: str = ""
     test: str = ""
     text_column: str = "text"
     label_column: str = "label"
@@ -69,10 +69,6 @@ class SentimentConfig:
     }))
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> SentimentConfig:
-    return config_lib.load_config(SentimentConfig, path, overrides)
-
-
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class SentimentData:
@@ -82,208 +78,114 @@ class SentimentData:
     labels: list[str]  # class names; a label's index is its class id
 
 
-def load_data(cfg: SentimentDataConfig, seed: int) -> SentimentData:
-    train = read_texts(cfg.train, "train", cfg.text_column, cfg.label_column)
-    if cfg.validation:
-        validation = read_texts(cfg.validation, "validation", cfg.text_column, cfg.label_column)
-    else:
-        train, validation = stratified_split(train, cfg.validation_split, seed)
-    test = read_texts(cfg.test, "test", cfg.text_column, cfg.label_column) if cfg.test else None
-    labels = label_order(train.labels)
-    if len(labels) < 2:
-        raise UserError(f"{cfg.train}: needs at least two classes, found {labels}")
-    return SentimentData(train, validation, test, labels)
-
-
 def pick_max_length(lengths: np.ndarray, cfg: SentimentDataConfig, backbone_limit: int) -> int:
     """The configured length, or a high percentile of the training lengths, capped by the backbone."""
     wanted = cfg.max_length or int(np.ceil(np.percentile(lengths, cfg.length_percentile)))
     return int(min(max(wanted, 8), backbone_limit))
 
 
-def train_dataset(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int, steps: int):
-    """Shuffled, tokenized, length-bucketed batches: each batch is padded only to its bucket length."""
-    import tensorflow as tf  # noqa: PLC0415
+# ------------------------------------------------------------------------------------------- recipe
+@dataclass
+class TextClassifier:
+    """A trained model with its encoder and class names: what evaluate, predict and export use."""
 
-    from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
-
-    boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)]
-    ds = tf.data.Dataset.from_tensor_slices((list(texts), y))
-    ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
-    # Tokenize 512 texts per call, then go back to single examples (dense ids cut to their length).
-    def tokenize(t, label):
-        ids = encoder.token_ids(t)
-        return ids.to_tensor(encoder.pad_id), tf.cast(ids.row_lengths(), tf.int32), label
-
-    ds = ds.batch(512).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ds = ds.map(lambda ids, length, label: (ids[:length], label))
-    ds = ds.bucket_by_sequence_length(
-        lambda ids, label: tf.shape(ids)[0], bucket_boundaries=boundaries[:-1],
-        bucket_batch_sizes=[batch_size] * len(boundaries), padding_values=(encoder.pad_id, None))
-    ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
-    # The batch count is known from the lengths; telling tf.data lets Keras show progress and plan epochs.
-    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    model: object
+    encoder: object  # zoo.text_inputs.TextEncoder
+    labels: list[str]
 
 
-def eval_dataset(encoder, texts: Sequence[str], y: np.ndarray | None, batch_size: int):
-    """Batches of texts sorted by length (little padding); returns the dataset and the sort order."""
-    import tensorflow as tf  # noqa: PLC0415
+class Sentiment(Recipe):
+    name = "sentiment"
+    config_class = SentimentConfig
 
-    order = np.argsort(encoder.lengths(texts), kind="stable")
-    sorted_texts = tf.constant([texts[i] for i in order])
-    ds = tf.data.Dataset.from_tensor_slices(sorted_texts if y is None else (sorted_texts, y[order]))
-    ds = ds.batch(batch_size).map(
-        (lambda t: encoder.encode(t)) if y is None else (lambda t, label: (encoder.encode(t), label)),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), order
+    def read_data(self, cfg: SentimentConfig) -> SentimentData:
+        d = cfg.data
+        train = self.read_split(cfg, d.train, "train")
+        if d.validation or d.train == "demo":
+            validation = self.read_split(cfg, d.validation or "demo", "validation")
+        else:  # never the demo set for the user's data
+            train, validation = stratified_split(train, d.validation_split, cfg.train.seed)
+        test = self.read_split(cfg, d.test, "test") if d.test else None
+        labels = class_names(d.train, train, validation, test)
+        return SentimentData(train, validation, test, labels)
 
+    def read_split(self, cfg: SentimentConfig, source: str, split: str) -> LabelledTexts:
+        return read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
 
-def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int = 64, features: bool = False):
-    """Class probabilities for texts, in their original order; with `features`, also the pooled
-    sentence vectors the head sees (`(probabilities, vectors)`), from the same pass."""
-    import keras  # noqa: PLC0415
+    def build(self, cfg: SentimentConfig, data: SentimentData) -> Training:
+        from recipes import training  # noqa: PLC0415
+        from zoo.backbones import load_backbone  # noqa: PLC0415
+        from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
+        from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches, length_sorted_batches  # noqa: PLC0415
 
-    from zoo.heads import head_features  # noqa: PLC0415
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
+        probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
+        lengths = probe.lengths(data.train.texts)
+        max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
+        encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length)
+        steps = training.steps_for_buckets(np.minimum(lengths, max_length), bucket_lengths(max_length),
+                                           cfg.train.batch_size)
+        train_ds = bucketed_batches(encoder, data.train.texts, label_ids(data.train, data.labels), cfg.train.batch_size,
+                                 cfg.train.seed, steps)
+        val_ds, _ = length_sorted_batches(encoder, data.validation.texts, label_ids(data.validation, data.labels),
+                                 cfg.train.batch_size)
+        set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
+        if cfg.model.freeze_embeddings:
+            freeze_token_embeddings(backbone)
+        model = text_classifier(backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling)
+        phase = Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))
+        task = {"labels": data.labels, "max_length": max_length,
+                "truncated_train_examples": int((lengths > max_length).sum())}
+        return Training(model, [phase], train_ds, val_ds, len(data.train), task,
+                        save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")))
 
-    ds, order = eval_dataset(encoder, texts, None, batch_size)
-    outputs = (head_features(model, with_logits=True) if features else model).predict(ds, verbose=0)
-    logits, vectors = outputs if features else (outputs, None)
-    probabilities = np.empty_like(logits)
-    probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
-    if not features:
-        return probabilities
-    unsorted = np.empty_like(vectors)
-    unsorted[order] = vectors
-    return probabilities, unsorted
+    def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
+        from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415
 
+        tokenizer = load_tokenizer(str(run_path / "tokenizer"))
+        input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
+        return TextClassifier(model, TextEncoder(tokenizer, input_names, task["max_length"]), task["labels"])
 
-# --------------------------------------------------------------------------------------------- model
-def build_model(cfg: SentimentModelConfig, backbone, num_classes: int):
-    from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
+    def evaluate(self, predictor: TextClassifier, texts: LabelledTexts, split: str, cfg: SentimentConfig) -> Evaluation:
+        """The classification report, confusion matrix, PR curves, misclassified texts and (up to
+        `run.embeddings` of) the sentence vectors the head sees, for the projector."""
+        from recipes import summaries  # noqa: PLC0415
+        from zoo.text_inputs import predict_probabilities  # noqa: PLC0415
 
-    set_finetune_mode(backbone, cfg.finetune, cfg.lora_rank)
-    if cfg.freeze_embeddings:
-        freeze_token_embeddings(backbone)
-    return text_classifier(backbone, num_classes, cfg.dropout, cfg.pooling)
+        labels = predictor.labels
+        y = label_ids(texts, labels)
+        probabilities, vectors = predict_probabilities(predictor.model, predictor.encoder, texts.texts, features=True)
+        predicted = probabilities.argmax(axis=-1)
+        report = classification_report(y, predicted, labels)
+        shown = slice(0, cfg.run.embeddings)
+        return Evaluation(
+            report, scores=(y, probabilities),
+            images={f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)},
+            text={f"{split}/report": format_report(report),
+                  f"{split}/misclassified": summaries.misclassified_texts(texts.texts, y, probabilities, labels)},
+            projector=Projector(f"{split} sentences", vectors[shown], {
+                "label": [labels[i] for i in y[shown]], "predicted": [labels[i] for i in predicted[shown]],
+                "text": texts.texts[shown]}) if cfg.run.embeddings > 0 else None)
 
+    def predict(self, predictor: TextClassifier, texts: Sequence[str], pretokenized: bool = False) -> list[dict]:
+        """`[{"text", "label", "probabilities": {label: p}}]` for raw texts."""
+        from zoo.text_inputs import predict_probabilities  # noqa: PLC0415
 
-# ----------------------------------------------------------------------------------------- lifecycle
-def train(cfg: SentimentConfig, overwrite: bool = False, resume: bool = False, verbose: int | str = "auto",
-          export: bool = True) -> tuple[RunDir, dict]:
-    """Fine-tune, evaluate on validation (and test), export; returns the run and its metrics."""
-    from recipes import engine  # noqa: PLC0415
-    from zoo.backbones import load_backbone  # noqa: PLC0415
-    from zoo.heads import as_float32  # noqa: PLC0415
-    from zoo.text_inputs import TextEncoder, bucket_lengths  # noqa: PLC0415
+        probabilities = predict_probabilities(predictor.model, predictor.encoder, list(texts))
+        labels = predictor.labels
+        return [{"text": t, "label": labels[int(p.argmax())], "probabilities": dict(zip(labels, map(float, p)))}
+                for t, p in zip(texts, probabilities)]
 
-    run, cfg = engine.begin_run(NAME, cfg, load_config, overwrite, resume)
-    data = load_data(cfg.data, cfg.train.seed)
-    backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
-    engine.create_run(run, cfg, resume)
-    probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
-    lengths = probe.lengths(data.train.texts)
-    max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
-    encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length)
-    run.write_json(run.task, {"labels": data.labels, "max_length": max_length,
-                              "truncated_train_examples": int((lengths > max_length).sum())})
-    preprocessor.tokenizer.save_to_preset(str(run.path / "tokenizer"))
+    def export(self, predictor: TextClassifier, directory: Path) -> Path:
+        """`saved_model/`: raw strings in, labels and probabilities out (tokenizer inside)."""
+        from zoo.export import export_text_classifier  # noqa: PLC0415
 
-    y_train = label_ids(data.train, data.labels)
-    y_val = label_ids(data.validation, data.labels)
-    steps = engine.steps_for_buckets(np.minimum(lengths, max_length), bucket_lengths(max_length),
-                                     cfg.train.batch_size)
-    train_ds = train_dataset(encoder, data.train.texts, y_train, cfg.train.batch_size, cfg.train.seed, steps)
-    val_ds, _ = eval_dataset(encoder, data.validation.texts, y_val, cfg.train.batch_size)
-
-    model = build_model(cfg.model, backbone, len(data.labels))
-    engine.compile_classifier(model, cfg.train, steps)
-    history = engine.fit(model, train_ds, val_ds, cfg.train, run, len(data.train), verbose=verbose,
-                         logging=cfg.run)
-    model = as_float32(model)
-
-    step = len(history["epoch"])
-    report = {"validation": evaluate_texts(model, encoder, data.validation, data.labels, run, "validation",
-                                           step, cfg.run.embeddings)}
-    if data.test is not None:
-        report["test"] = evaluate_texts(model, encoder, data.test, data.labels, run, "test", step, cfg.run.embeddings)
-    report["train_examples_per_second"] = history.get("examples_per_second", [])
-    engine.finish_run(run, cfg)
-    if export:
-        export_run(run, model, encoder, data.labels)
-    return run, report
-
-
-def evaluate_texts(model, encoder, texts: LabelledTexts, labels: list[str], run: RunDir, split: str,
-                   step: int = 0, embeddings: int = 0) -> dict:
-    """Metrics report to metrics.json, and to TensorBoard with the confusion matrix, PR curves, the
-    misclassified texts and (up to `embeddings` of) the sentence vectors in the projector."""
-    from recipes import engine, summaries  # noqa: PLC0415
-
-    y = label_ids(texts, labels)
-    probabilities, vectors = predict_probabilities(model, encoder, texts.texts, features=True)
-    predicted = probabilities.argmax(axis=-1)
-    report = classification_report(y, predicted, labels)
-    engine.write_report(run, split, report, step,
-                        images={f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)},
-                        text={f"{split}/report": format_report(report),
-                              f"{split}/misclassified": summaries.misclassified_texts(texts.texts, y, probabilities, labels)},
-                        scores=(y, probabilities))
-    if run.tensorboard and embeddings > 0:
-        shown = slice(0, embeddings)
-        summaries.write_projector(engine.eval_logdir(run, split), f"{split} sentences", vectors[shown],
-                                  {"label": [labels[i] for i in y[shown]],
-                                   "predicted": [labels[i] for i in predicted[shown]],
-                                   "text": texts.texts[shown]})
-    return report
+        return export_text_classifier(predictor.model, predictor.encoder, predictor.labels, directory)
 
 
-def load_run(path: str | Path):
-    """`(run, cfg, model, encoder, labels)` of a finished run, for evaluate / predict / export."""
-    from recipes import engine  # noqa: PLC0415
-    from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415
-
-    run, cfg, task, model = engine.load_finished_run(path, load_config)
-    tokenizer = load_tokenizer(str(run.path / "tokenizer"))
-    input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
-    return run, cfg, model, TextEncoder(tokenizer, input_names, task["max_length"]), task["labels"]
-
-
-def evaluate(run_path: str | Path, source: str = "", split: str = "validation") -> dict:
-    """Evaluate a finished run on `source` (default: the run's own validation data)."""
-    run, cfg, model, encoder, labels = load_run(run_path)
-    if source:
-        texts = read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
-    else:  # the run's own split, re-carved with its seed when it was carved from train
-        texts = getattr(load_data(cfg.data, cfg.train.seed), split)
-        if texts is None:
-            raise UserError(f"{run.config}: the run has no {split} data; pass --data")
-    return evaluate_texts(model, encoder, texts, labels, run, f"evaluate_{split}", embeddings=cfg.run.embeddings)
-
-
-def predict(run_path: str | Path, texts: Sequence[str]) -> list[dict]:
-    """`[{"text", "label", "probabilities": {label: p}}]` for raw texts."""
-    _, _, model, encoder, labels = load_run(run_path)
-    probabilities = predict_probabilities(model, encoder, list(texts))
-    return [{"text": t, "label": labels[int(p.argmax())], "probabilities": dict(zip(labels, map(float, p)))}
-            for t, p in zip(texts, probabilities)]
-
-
-def export_run(run: RunDir, model=None, encoder=None, labels=None) -> Path:
-    """Write `export/model.keras` and `export/saved_model` (raw strings in, labels and probabilities out)."""
-    from zoo.export import export_text_classifier  # noqa: PLC0415
-
-    if model is None:
-        run, _, model, encoder, labels = load_run(run.path)
-    else:
-        model.save(str(run.keras_model))
-    return export_text_classifier(model, encoder, labels, run.export)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from recipes.cli import main as cli_main  # noqa: PLC0415
-
-    return cli_main(argv, recipe=NAME)
-
+RECIPE = Sentiment()
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from recipes.cli import script_main
+
+    raise SystemExit(script_main(RECIPE))

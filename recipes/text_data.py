@@ -1,7 +1,13 @@
 """Read labelled texts from CSV / TSV / JSONL files, class folders, the bundled demo set or TFDS.
 
 Every reader returns a `LabelledTexts`: texts, labels and, for each row, where it came from
-(`file:line`), so that a bad row can be named in a one-line error.
+(`file:line`, the line where the row starts), so that a bad row can be named in a one-line error.
+
+CSV follows RFC 4180 quoting: a quoted field may hold commas, doubled quotes and newlines (kept in
+the text), and may be as long as a whole file; a quote left open is an error naming the line where
+it opens. TSV is read unquoted, quotes literal, as GLUE's files need. A text that is empty after
+stripping whitespace (a CSV/TSV/JSONL row, or a class folder's .txt file) is an error naming the
+file and line: an empty example is almost always a broken file, never something to train on.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from zoo.errors import UserError
 
@@ -61,7 +68,10 @@ def read_texts(source: str, split: str, text_column: str, label_column: str | No
         text = row[text_column]
         if not isinstance(text, str):
             raise UserError(f"{origin}: '{text_column}' is not a string: {text!r}")
-        texts.append(text.strip())
+        text = text.strip()
+        if not text:
+            raise UserError(f"{origin}: empty text in column '{text_column}'")
+        texts.append(text)
         labels.append(_label_value(row[label_column], origin) if label_column else None)
         origins.append(origin)
     if not texts:
@@ -85,11 +95,15 @@ def read_lines(path: Path) -> list[str]:
     try:
         return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8") from None
+        raise _utf8_error(path, data, e) from None
 
 
-def jsonl_rows(path: Path):
+def _utf8_error(path: Path, data: bytes, e: UnicodeDecodeError) -> UserError:
+    line = data[: e.start].count(b"\n") + 1
+    return UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8")
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
@@ -102,22 +116,84 @@ def jsonl_rows(path: Path):
         yield number, row
 
 
-def _delimited_rows(path: Path, delimiter: str):
-    lines = read_lines(path)
+def csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """`(line, fields)` of every record of a CSV (`delimiter` ","; RFC 4180 quoting) or TSV (tab;
+    unquoted) file, `line` being where the record starts; blank lines give empty records. Read from
+    the file itself, so a quoted field keeps its newlines. Undecodable bytes and a quote left open
+    are UserErrors naming the line."""
+    # A quoted field may be a whole review: the csv module's default limit (128 KiB) is far too low.
+    # 2**31 - 1 fits a C long everywhere (sys.maxsize does not on Windows).
+    csv.field_size_limit(2**31 - 1)
     # TSV files such as GLUE's carry bare quotes inside texts: read them literally.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
+    kind = "TSV" if quoting == csv.QUOTE_NONE else "CSV"
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        raw: list[str] = []  # the lines of the record being read
+
+        def lines() -> Iterator[str]:
+            for line in file:
+                raw.append(line)
+                yield line
+
+        reader = csv.reader(lines(), delimiter=delimiter, quoting=quoting)
+        # One record is held back: the csv module silently ends a quote left open at the end of the
+        # file, so only once the file is read do we know whether the last record closed its quotes.
+        pending = None
+        try:
+            for fields in reader:
+                if pending is not None:
+                    yield pending[:2]
+                pending = (reader.line_num - len(raw) + 1, fields, raw[:])
+                raw.clear()
+        except UnicodeDecodeError:
+            data = path.read_bytes()
+            try:
+                data.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise _utf8_error(path, data, e) from None
+            raise
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
+    if pending is not None:
+        start, fields, last = pending
+        if quoting != csv.QUOTE_NONE and any('"' in line for line in last):
+            opened = _unclosed_quote(last, start, delimiter)
+            if opened is not None:
+                raise UserError(f"{path}:{opened}: unclosed quote (the field that opens here runs to the end of the file)")
+        yield start, fields
+
+
+def _unclosed_quote(lines: list[str], start: int, delimiter: str) -> int | None:
+    """The line where a quoted field opens and never closes in one CSV record's raw `lines` (the
+    first is line `start`), or None: the csv module's own reading, whose state it does not expose."""
+    state, opened = "start", None  # start of a field, in an unquoted field, in quotes, just after a quote in quotes
+    for number, line in enumerate(lines, start):
+        for ch in line:
+            if state == "quoted":
+                state = "quote" if ch == '"' else "quoted"  # a closing quote, or the first of ""
+            elif ch == '"' and state == "start":
+                state, opened = "quoted", number
+            elif ch == '"' and state == "quote":
+                state = "quoted"  # "" inside quotes: an escaped quote
+            elif ch == delimiter or ch in "\r\n":
+                state = "start"
+            else:
+                state = "field"  # quotes inside an unquoted field are literal
+    return opened if state == "quoted" else None
+
+
+def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
+    records = csv_records(path, delimiter)
+    header = next(records, None)
     if header is None:
         return
-    header = [h.strip() for h in header]
-    for row in reader:
+    header = [h.strip() for h in header[1]]
+    for line, row in records:
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise UserError(f"{path}:{reader.line_num}: {len(row)} fields, expected {len(header)} "
-                            f"({', '.join(header)})")
-        yield reader.line_num, dict(zip(header, row))
+            raise UserError(f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+        yield line, dict(zip(header, row))
 
 
 def _read_class_folders(root: Path) -> LabelledTexts:
@@ -130,7 +206,10 @@ def _read_class_folders(root: Path) -> LabelledTexts:
         if not files:
             raise UserError(f"{folder}: empty class folder (no .txt files)")
         for file in files:
-            texts.append("\n".join(read_lines(file)).strip())
+            text = "\n".join(read_lines(file)).strip()
+            if not text:
+                raise UserError(f"{file}:1: empty text (the file is empty or only whitespace)")
+            texts.append(text)
             labels.append(folder.name)
             origins.append(str(file))
     return LabelledTexts(texts, labels, origins)

@@ -97,7 +97,7 @@ def make_image_folder(root: Path, per_class: int, seed: int = 0) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `keras-zoo ARGS` in a fresh process; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "recipes", *args], cwd=cwd or ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "keras_zoo_cli", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -10,16 +10,19 @@ from tests.conftest import make_reviews, write_jsonl
 def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, tmp_path, mode):
     import keras
 
-    from recipes import sentiment
+    from recipes import engine, sentiment
     from zoo.backbones import load_backbone
+    from zoo.heads import set_finetune_mode, text_classifier
 
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(96, seed=5))
-    cfg = sentiment.load_config(overrides=[
+    cfg = sentiment.RECIPE.load_config(overrides=[
         f"model.backbone={tiny_bert}", f"data.train={train}", "data.validation=", "train.epochs=1",
         "train.learning_rate=1e-2", f"model.finetune={mode}", "model.lora_rank=2", f"run.runs_dir={tmp_path}"])
-    run, report = sentiment.train(cfg, verbose=0, export=False)
+    run, report = engine.train(sentiment.RECIPE, cfg, verbose=0, export=False)
     pretrained, _ = load_backbone(str(tiny_bert))
-    model = sentiment.build_model(cfg.model, load_backbone(str(tiny_bert))[0], 2)
+    backbone = load_backbone(str(tiny_bert))[0]
+    set_finetune_mode(backbone, mode, cfg.model.lora_rank)
+    model = text_classifier(backbone, 2, cfg.model.dropout, cfg.model.pooling)
     model.load_weights(str(run.best_weights))
     embedding = "token_embedding"
     before = pretrained.get_layer(embedding).get_weights()[0]

@@ -114,11 +114,12 @@ def test_predict_prints_labels_writes_csv_and_flags_undecodable_files(image_run,
 
 
 def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
+    from recipes import engine
     from recipes import image_classification as ic
 
     run = image_run["run"]
     files = sorted(str(p) for p in (image_run["photos"] / "val").rglob("*.*"))
-    keras_rows = ic.predict(run, files)
+    keras_rows = engine.predict(ic.RECIPE, run, files)
     expected = np.array([[r["probabilities"][name] for name in ("blue", "red")] for r in keras_rows])
     script = textwrap.dedent(f"""
         import json, sys
@@ -139,16 +140,16 @@ def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
 
 
 def test_tflite_models_agree_with_keras_on_validation_images(image_run):
+    from recipes import engine
     from recipes import image_classification as ic
-    from recipes.image_data import decode_images, read_images
+    from recipes.image_data import read_images
     from zoo.export import TFLITE_VARIANTS, tflite_probabilities
-    from zoo.image_inputs import center_crop
+    from zoo.image_inputs import center_crop, predict_probabilities
 
-    run, _, model, task = ic.load_run(image_run["run"])
-    images = decode_images(read_images(str(image_run["photos"] / "val"), "validation"), task["side"],
-                           task["interpolation"])
-    keras_top1 = ic.predict_probabilities(model, images).argmax(axis=-1)
-    crops = center_crop(images.pixels, task["image_size"]).numpy()
+    run, _, predictor = engine.open_finished(ic.RECIPE, image_run["run"])
+    images = predictor.decode(read_images(str(image_run["photos"] / "val"), "validation"))
+    keras_top1 = predict_probabilities(predictor.model, images).argmax(axis=-1)
+    crops = center_crop(images.pixels, int(predictor.model.input.shape[1])).numpy()
     for variant, name in TFLITE_VARIANTS.items():
         probabilities = tflite_probabilities(run.export / name, crops)
         np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
@@ -174,7 +175,8 @@ def make_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
         return photos, "green: empty class folder"
     if kind == "all_undecodable_class":
         (photos / "green").mkdir()
-        (photos / "green" / "x.jpg").write_text("no image")
+        for i in range(5):  # enough that the stratified validation split has room for a green file
+            (photos / "green" / f"x{i}.jpg").write_text("no image")
         return photos, "class green has no decodable training images"
     if kind == "class_only_in_validation":
         root = tmp_path / "split"
@@ -182,7 +184,7 @@ def make_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
         make_image_folder(root / "val", 2)
         (root / "val" / "green").mkdir()
         (root / "val" / "green" / "g.png").write_bytes((photos / "red" / "red_0.png").read_bytes())
-        return root, "validation data has classes that training has none of: green"
+        return root, "label 'green' was never seen in training (labels: blue, red)"
     if kind == "csv_missing_column":
         table = tmp_path / "images.csv"
         table.write_text("file,label\nphotos/red/red_0.png,red\n")
@@ -208,20 +210,21 @@ def test_bad_image_data_on_the_command_line_is_one_line_and_leaves_no_run(tiny_i
                                   "csv_missing_column", "csv_missing_file"])
 def test_bad_image_data_gets_an_error_naming_it_and_no_run(kind, tiny_image_backbone, tmp_path):
     # In-process (the CLI's handling of these errors is the test above): one TF start-up for all.
+    from recipes import engine
     from recipes import image_classification as ic
     from zoo.errors import UserError
 
     source, words = make_bad(kind, tmp_path)
-    cfg = ic.load_config(overrides=[f"model.backbone={tiny_image_backbone}", f"data.train={source}",
+    cfg = ic.RECIPE.load_config(overrides=[f"model.backbone={tiny_image_backbone}", f"data.train={source}",
                                     f"run.runs_dir={tmp_path / 'runs'}", "run.name=bad"])
     with pytest.raises(UserError, match=".") as error:
-        ic.train(cfg, verbose=0)
+        engine.train(ic.RECIPE, cfg, verbose=0)
     assert words in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "runs" / "image_classification" / "bad").exists()
 
 
 def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
-    photos = make_image_folder(tmp_path / "photos", 2)
+    photos = make_image_folder(tmp_path / "photos", 5)
     result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"),
                      "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={photos}", env=OFFLINE)
     assert result.returncode == 2 and "is a text backbone; this recipe needs an image one" in result.stderr
@@ -258,7 +261,7 @@ def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixel
 
 
 def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_class():
-    from recipes.image_classification import balanced_class_weights
+    from recipes.labels import balanced_class_weights
     from recipes.metrics import top_k_accuracy
 
     assert balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None  # 1.25x: left alone

@@ -15,17 +15,17 @@ from tests.conftest import make_ner_sentences, write_conll
 def trained(tiny_ner_bert, tmp_path_factory):
     """One in-process training run on generated CoNLL files, shared by the tests below. Windows of
     16 tokens: the long sentences (every 7th) are windowed."""
-    from recipes import ner
+    from recipes import engine, ner
 
     work = tmp_path_factory.mktemp("ner")
     train = write_conll(work / "train.txt", make_ner_sentences(280, seed=1, long_every=7), docstart_every=20)
     valid = write_conll(work / "valid.txt", make_ner_sentences(50, seed=2, long_every=7))
     test = write_conll(work / "test.txt", make_ner_sentences(60, seed=3, long_every=5))
-    cfg = ner.load_config(overrides=[
+    cfg = ner.RECIPE.load_config(overrides=[
         f"model.backbone={tiny_ner_bert}", f"data.train={train}", f"data.validation={valid}", f"data.test={test}",
         "data.max_length=16", "train.epochs=6", "train.learning_rate=5e-3", "train.batch_size=16",
         f"run.runs_dir={work / 'runs'}", "run.name=tiny"])
-    run, report = ner.train(cfg, verbose=0)
+    run, report = engine.train(ner.RECIPE, cfg, verbose=0)
     return work, run.path, report
 
 
@@ -54,11 +54,12 @@ def test_training_learns_entities_and_writes_the_run(trained):
 
 def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     seqeval = pytest.importorskip("seqeval.metrics", reason="seqeval is a dev dependency")
-    from recipes import ner
+    from recipes import engine, ner, ner_tags
     from recipes.ner_data import read_tagged
+    from zoo.token_inputs import Tagger
 
     work, run, _ = trained
-    _, _, tagger = ner.load_run(run)
+    _, _, tagger = engine.open_finished(ner.RECIPE, run)
     test = read_tagged(str(work / "test.txt"), "test")
     predicted, _ = tagger(test.tokens)
     assert [len(p) for p in predicted] == [len(t) for t in test.tokens]  # windowed sentences merged back whole
@@ -70,7 +71,7 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     for entity_type, values in report["per_type"].items():
         assert values["f1"] == pytest.approx(per_type[entity_type]["f1-score"], abs=5e-5)
         assert values["support"] == per_type[entity_type]["support"]
-    again = ner.evaluate(run, str(work / "test.txt"), "test")  # `keras-zoo evaluate ner RUN --data test.txt`
+    again = engine.evaluate(ner.RECIPE, run, str(work / "test.txt"), "test")  # `keras-zoo evaluate ner RUN --data test.txt`
     assert again["f1"] == report["f1"] and again["true_entities"] == report["true_entities"]
     # The tiny model may be perfect; a copy with noise on its output layer is not, and both readings
     # of its (ill-formed, argmax-decoded) predictions must still agree.
@@ -81,8 +82,8 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     kernel, bias = noisy.get_layer("logits").get_weights()
     rng = np.random.default_rng(0)
     noisy.get_layer("logits").set_weights([kernel + rng.normal(0, 2 * kernel.std(), kernel.shape), bias])
-    wrong, _ = ner.Tagger(noisy, tagger.encoder, tagger.tags, constrained=False)(test.tokens)
-    ours = ner.ner_tags.entity_report(test.tags, wrong)
+    wrong, _ = Tagger(noisy, tagger.encoder, tagger.tags, constrained=False)(test.tokens)
+    ours = ner_tags.entity_report(test.tags, wrong)
     assert 0.05 < ours["f1"] < 0.95 and any(t.startswith("I-") and (i == 0 or s[i - 1] == "O")
                                             for s in wrong for i, t in enumerate(s))
     assert ours["f1"] == pytest.approx(seqeval.f1_score(test.tags, wrong), abs=5e-5)
@@ -91,14 +92,14 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
 
 
 def test_predict_offsets_slice_the_original_text(trained):
-    from recipes import ner
+    from recipes import engine, ner
 
     _, run, _ = trained
     texts = ["Anna  Smith visited Paris on monday.",
              "the talks in\tTokyo were led by Peter Novak of Acme Corp.",
              "Maria García 😀 visited Berlin,Cairo and Oslo!!",
              "  Shares of Blue Labs rose after Li Wei spoke ."]
-    rows = ner.predict(run, texts)
+    rows = engine.predict(ner.RECIPE, run, texts)
     assert [r["text"] for r in rows] == texts
     found = {(e["text"], e["type"]) for r in rows for e in r["entities"]}
     for r in rows:
@@ -106,21 +107,21 @@ def test_predict_offsets_slice_the_original_text(trained):
             assert r["text"][e["start"]:e["end"]] == e["text"]
             assert 0.0 < e["score"] <= 1.0
     assert {("Anna  Smith", "PER"), ("Paris", "LOC"), ("Tokyo", "LOC"), ("Acme Corp", "ORG")} <= found
-    pre = ner.predict(run, ["Anna Smith visited Paris ."], pretokenized=True)[0]
+    pre = engine.predict(ner.RECIPE, run, ["Anna Smith visited Paris ."], pretokenized=True)[0]
     assert [(e["text"], e["type"], e["start"], e["end"]) for e in pre["entities"]] == \
         [("Anna Smith", "PER", 0, 2), ("Paris", "LOC", 3, 4)]
 
 
 def test_exported_savedmodel_tags_like_keras_without_keras_zoo(trained):
-    from recipes import ner
+    from recipes import engine, ner
     from recipes.ner_data import read_tagged
 
     work, run, _ = trained
-    _, _, tagger = ner.load_run(run)
+    _, _, tagger = engine.open_finished(ner.RECIPE, run)
     test = read_tagged(str(work / "test.txt"), "test")
     keras_tags, _ = tagger(test.tokens)
-    texts = ["Anna  Smith visited Paris on monday.", "Maria García 😀 visited Berlin,Cairo and Oslo!!", ""]
-    keras_rows = ner.predict(run, texts)
+    texts = ["Anna  Smith visited Paris on monday.", "Maria García 😀 visited Berlin,Cairo and Oslo!!", "..."]
+    keras_rows = engine.predict(ner.RECIPE, run, texts)
     (work / "tokens.json").write_text(json.dumps({"tokens": test.tokens, "texts": texts}))
     script = f"""
 import json, sys
@@ -150,7 +151,7 @@ print(json.dumps({{"tags": tags, "rows": rows, "loaded": loaded}}))
 
 
 def test_cli_predicts_entities_per_line_and_jsonl_and_evaluates(trained, capsys):
-    from recipes.cli import main
+    from keras_zoo_cli.main import main
 
     work, run, report = trained
     assert main(["predict", "ner", str(run), "Anna Smith visited Paris.", "--jsonl"]) == 0

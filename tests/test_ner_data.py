@@ -77,9 +77,9 @@ def test_missing_file_and_unseen_entity_type(tmp_path):
         read_tagged(str(tmp_path / "nope.txt"), "train")
     train = write(tmp_path / "train.txt", "Anna B-PER\nsings O\n")
     valid = write(tmp_path / "valid.txt", "Paris B-LOC\n")
-    cfg = ner.load_config(overrides=[f"data.train={train}", f"data.validation={valid}"])
+    cfg = ner.RECIPE.load_config(overrides=[f"data.train={train}", f"data.validation={valid}"])
     with pytest.raises(UserError, match=r"valid.txt:1: entity type 'LOC' was never seen in training"):
-        ner.load_data(cfg.data, seed=0)
+        ner.RECIPE.read_data(cfg)
 
 
 def test_tfds_conll2003_and_wikiann_with_mock_data():

@@ -24,7 +24,7 @@ def test_sigkill_in_epoch_two_then_resume_continues_from_epoch_two(tiny_bert, tm
             "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}", "--set", f"data.validation={dev}",
             "--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "train.early_stopping_patience=0"]
     run = tmp_path / "runs" / "sentiment" / "r"
-    process = subprocess.Popen([sys.executable, "-m", "recipes", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     deadline = time.time() + 300
     while not history_rows(run / "history.csv") and time.time() < deadline:
@@ -59,7 +59,7 @@ def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backb
             "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={photos}",
             "--set", "train.head_epochs=2", "--set", "train.epochs=3", "--set", "train.batch_size=4"]
     run = tmp_path / "runs" / "image_classification" / "r"
-    process = subprocess.Popen([sys.executable, "-m", "recipes", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     deadline = time.time() + 400
     while len(history_rows(run / "history.csv")) < 3 and time.time() < deadline:  # head done, 1 fine-tuning epoch

@@ -43,10 +43,10 @@ def test_training_learns_and_writes_the_run_directory(trained):
 
 def test_metrics_match_an_independent_recount_of_predictions(trained):
     work, run, _ = trained
-    from recipes import sentiment
+    from recipes import engine, sentiment
 
     dev = [json.loads(line) for line in (work / "dev.jsonl").read_text().splitlines()]
-    rows = sentiment.predict(run, [r["text"] for r in dev])
+    rows = engine.predict(sentiment.RECIPE, run, [r["text"] for r in dev])
     gold = np.array([r["label"] for r in dev])
     predicted = np.array([r["label"] for r in rows])
     report = json.loads((run / "metrics.json").read_text())["validation"]
@@ -91,11 +91,11 @@ def test_predict_cli_prints_labels_with_probabilities(trained):
 
 def test_exported_saved_model_serves_the_same_probabilities_without_keras_zoo(trained):
     work, run, _ = trained
-    from recipes import sentiment
+    from recipes import engine, sentiment
 
     dev = [json.loads(line)["text"] for line in (work / "dev.jsonl").read_text().splitlines()]
     expected = np.array([[r["probabilities"][k] for k in ("negative", "positive")]
-                         for r in sentiment.predict(run, dev)])
+                         for r in engine.predict(sentiment.RECIPE, run, dev)])
     script = (
         "import json, sys, numpy as np, tensorflow as tf, tensorflow_text\n"
         f"texts = json.loads(sys.stdin.read())\n"
@@ -151,7 +151,7 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
     (["--set", f"data.train={ROOT / 'recipes/demo_data/sentiment_train.jsonl'}", "--set", "data.text_column=review"],
      "sentiment_train.jsonl:1: no column 'review'"),
     (["--set", "model.backbone=minilm-l5"], "unknown backbone 'minilm-l5' (did you mean 'minilm-l6'"),
-    (["--set", "run.log_every_steps=-5"], "run.log_every_steps: must be 0 (off) or more, not -5"),
+    (["--set", "run.log_every_steps=-5"], "run.log_every_steps: must be at least 0, not -5"),
 ])
 def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
     result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), *args)
@@ -164,7 +164,7 @@ def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
 
 def test_help_answers_fast_without_importing_tensorflow():
     code = ("import sys, time; t = time.time()\n"
-            "from recipes.cli import main\n"
+            "from keras_zoo_cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
             "print(time.time() - t)")

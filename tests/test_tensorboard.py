@@ -26,33 +26,33 @@ EMBEDDINGS = 30  # run.embeddings: fewer than the sentiment validation set, to c
 
 def train_recipes(work: Path, tiny_bert: Path, tiny_image_backbone: Path, tiny_ner_bert: Path) -> dict[str, Path]:
     """One short run of each recipe into `work/runs`, in-process and eager (no graph tracing)."""
-    from recipes import image_classification, ner, sentiment
+    from recipes import engine, image_classification, ner, sentiment
 
     common = [f"run.runs_dir={work / 'runs'}", "run.name=tiny", "train.run_eagerly=true",
               f"run.log_every_steps={EVERY}", f"run.embeddings={EMBEDDINGS}"]
     dev = make_reviews(40, seed=2)
     for row in dev[:4]:  # wrong labels: some validation texts are misclassified whatever the model learns
         row["label"] = "positive" if row["label"] == "negative" else "negative"
-    cfg = sentiment.load_config(overrides=common + [
+    cfg = sentiment.RECIPE.load_config(overrides=common + [
         f"model.backbone={tiny_bert}", f"data.train={write_jsonl(work / 'train.jsonl', make_reviews(96, seed=1))}",
         f"data.validation={write_jsonl(work / 'dev.jsonl', dev)}", "train.epochs=1", "train.batch_size=16",
         "train.learning_rate=3e-3", "run.profile=true"])
-    runs = {"sentiment": sentiment.train(cfg, verbose=0, export=False)[0].path}
+    runs = {"sentiment": engine.train(sentiment.RECIPE, cfg, verbose=0, export=False)[0].path}
 
     images = make_image_folder(work / "images", per_class=8)
     val = make_image_folder(work / "images_val", per_class=4, seed=1)
     shutil.move(val / "red" / "red_0.png", val / "blue" / "red_0.png")  # a red image labelled blue
-    cfg = image_classification.load_config(overrides=common + [
+    cfg = image_classification.RECIPE.load_config(overrides=common + [
         f"model.backbone={tiny_image_backbone}", f"data.train={images}", f"data.validation={val}",
         "train.head_epochs=1", "train.epochs=1", "train.batch_size=4"])
-    runs["image_classification"] = image_classification.train(cfg, verbose=0, export=False)[0].path
+    runs["image_classification"] = engine.train(image_classification.RECIPE, cfg, verbose=0, export=False)[0].path
 
     sentences = make_ner_sentences(48, seed=3)
-    cfg = ner.load_config(overrides=common + [
+    cfg = ner.RECIPE.load_config(overrides=common + [
         f"model.backbone={tiny_ner_bert}", f"data.train={write_conll(work / 'train.conll', sentences[:36])}",
         f"data.validation={write_conll(work / 'dev.conll', sentences[36:])}", "train.epochs=1",
         "train.batch_size=8", "train.learning_rate=3e-3"])
-    runs["ner"] = ner.train(cfg, verbose=0, export=False)[0].path
+    runs["ner"] = engine.train(ner.RECIPE, cfg, verbose=0, export=False)[0].path
     return runs
 
 
@@ -300,7 +300,7 @@ def test_screenshots_of_the_scalars_images_and_hparams_dashboards_show_the_runs(
 def test_the_tensorboard_command_serves_runs_on_loopback_and_stops_on_ctrl_c(board):
     server, _, work = board
     # xdist workers ignore SIGINT, and children inherit that: give this one the terminal's default.
-    process = subprocess.Popen([sys.executable, "-m", "recipes", "tensorboard", str(work / "runs")],
+    process = subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", "tensorboard", str(work / "runs")],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -317,20 +317,21 @@ def test_the_tensorboard_command_serves_runs_on_loopback_and_stops_on_ctrl_c(boa
     finally:
         process.kill()
     port = server.url.rsplit(":", 1)[1]  # taken by the test server
-    result = subprocess.run([sys.executable, "-m", "recipes", "tensorboard", str(work / "runs"), "--port", port],
+    result = subprocess.run([sys.executable, "-m", "keras_zoo_cli", "tensorboard", str(work / "runs"), "--port", port],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
-    result = subprocess.run([sys.executable, "-m", "recipes", "tensorboard", str(work / "missing")],
+    result = subprocess.run([sys.executable, "-m", "keras_zoo_cli", "tensorboard", str(work / "missing")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "missing: no such directory" in result.stderr
 
 
 def test_run_tensorboard_false_writes_no_event_files_and_the_same_history(tmp_path):
-    from tests import toy_recipe
+    from recipes import engine
+    from tests.toy_recipe import RECIPE
 
-    logged, _ = toy_recipe.train(toy_recipe.load_config(overrides=[f"run.dir={tmp_path / 'on'}"]), verbose=0)
-    silent, _ = toy_recipe.train(toy_recipe.load_config(overrides=[f"run.dir={tmp_path / 'off'}", "run.tensorboard=false"]),
-                                 verbose=0)
+    logged, _ = engine.train(RECIPE, RECIPE.load_config(overrides=[f"run.dir={tmp_path / 'on'}"]), verbose=0)
+    silent, _ = engine.train(RECIPE, RECIPE.load_config(overrides=[f"run.dir={tmp_path / 'off'}", "run.tensorboard=false"]),
+                             verbose=0)
     assert list(logged.logs.rglob("events.out.tfevents.*")) and not silent.logs.exists()
     for key in ("loss", "val_loss", "val_accuracy"):  # logging does not change training
         assert [r[key] for r in history(silent.path)] == [r[key] for r in history(logged.path)]

@@ -1,6 +1,6 @@
 import pytest
 
-from recipes.sentiment import label_ids, label_order, stratified_split
+from recipes.labels import label_ids, label_order, stratified_split
 from recipes.text_data import read_texts
 from zoo.errors import UserError
 

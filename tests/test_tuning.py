@@ -31,13 +31,13 @@ IN_PROCESS_FLAGS = ["--set", "tuning.trial_process=in_process"]
 def toy_config(*overrides: str):
     from tests import toy_recipe
 
-    return toy_recipe.load_config(overrides=[*IN_PROCESS, *overrides])
+    return toy_recipe.RECIPE.load_config(overrides=[*IN_PROCESS, *overrides])
 
 
 def start_search(*args: str, log: Path) -> subprocess.Popen:
     """`keras-zoo tune ARGS` in its own process group, output to `log`."""
     with log.open("a") as out:
-        return subprocess.Popen([sys.executable, "-m", "recipes", "tune", *args], cwd=ROOT, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", "tune", *args], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
@@ -102,16 +102,16 @@ def test_every_recipe_ships_a_valid_default_space():
     from recipes import image_classification, ner, sentiment
     from tuning.space import build_hyperparameters
 
-    for recipe in (sentiment, image_classification, ner):
+    for recipe in (sentiment.RECIPE, image_classification.RECIPE, ner.RECIPE):
         cfg = recipe.load_config()
-        assert len(build_hyperparameters(cfg.tuning.space, type(cfg)).space) >= 5, recipe.NAME
+        assert len(build_hyperparameters(cfg.tuning.space, type(cfg)).space) >= 5, recipe.name
         assert cfg.tuning.objective in ("val_accuracy", "val_entity_f1")
 
 
 def test_setting_one_tuning_key_keeps_the_recipes_default_space():
     from recipes import ner
 
-    cfg = ner.load_config(overrides=["tuning.max_trials=3"])
+    cfg = ner.RECIPE.load_config(overrides=["tuning.max_trials=3"])
     assert cfg.tuning.max_trials == 3 and cfg.tuning.objective == "val_entity_f1" and "train.learning_rate" in cfg.tuning.space
 
 
@@ -119,7 +119,7 @@ def test_durations():
     from tuning.space import parse_duration
 
     assert [parse_duration(t) for t in ("45s", "90m", "2h", "1h30m", "120", "")] == [45, 5400, 7200, 5400, 120, None]
-    with pytest.raises(UserError, match="expected e.g. 45s"):
+    with pytest.raises(UserError, match="tuning.max_time: 'two hours' is not a duration; expected e.g. 45s"):
         parse_duration("two hours")
 
 
@@ -156,13 +156,14 @@ def test_results_rank_trials_and_record_failures(toy_search):
 
 
 def test_the_best_config_trains_to_the_reported_objective(toy_search, tmp_path):
+    from recipes import engine
     from tests import toy_recipe
 
     best = yaml.safe_load((toy_search.search.best_config).read_text())
     assert best["model"]["units"] == toy_search.best["hyperparameters"]["model.units"]
     assert best["run"]["dir"] == "" and best["run"]["hparams"] is True
-    cfg = toy_recipe.load_config(toy_search.search.best_config, [f"run.runs_dir={tmp_path}", "run.name=again"])
-    _, report = toy_recipe.train(cfg, verbose=0)
+    cfg = toy_recipe.RECIPE.load_config(toy_search.search.best_config, [f"run.runs_dir={tmp_path}", "run.name=again"])
+    _, report = engine.train(toy_recipe.RECIPE, cfg, verbose=0)
     assert report["validation"]["accuracy"] == pytest.approx(toy_search.best["objective"], abs=1e-6)
 
 
@@ -191,9 +192,10 @@ def test_a_train_run_logs_its_hparams_session_the_same_way(toy_search, tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
+    from recipes import engine
     from tests import toy_recipe
 
-    run, report = toy_recipe.train(toy_recipe.load_config(overrides=[f"run.dir={tmp_path / 'run'}"]), verbose=0)
+    run, report = engine.train(toy_recipe.RECIPE, toy_recipe.RECIPE.load_config(overrides=[f"run.dir={tmp_path / 'run'}"]), verbose=0)
     events = EventAccumulator(str(run.logs), size_guidance={"tensors": 0}).Reload()
     assert "_hparams_/session_start_info" in events.Tags()["tensors"]
     assert make_ndarray(events.Tensors("val_accuracy")[-1].tensor_proto) == pytest.approx(report["validation"]["accuracy"])
@@ -208,6 +210,55 @@ def test_an_existing_search_needs_a_flag_and_a_bad_objective_stops_the_search(to
         tune(TOY, toy_config(), role="worker")
     with pytest.raises(UserError, match="tuning.objective: 'val_f2' is not a metric of the"):
         tune(TOY, toy_config("tuning.objective=val_f2", "tuning.max_trials=2"), tmp_path / "s")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_time", "abc", "tuning.max_time: 'abc' is not a duration"),
+    ("max_trials", 0, "tuning.max_trials: must be at least 1, not 0"),
+    ("executions_per_trial", 0, "tuning.executions_per_trial: must be at least 1"),
+    ("hyperband_factor", 1, "tuning.hyperband_factor: must be at least 2"),
+    ("hyperband_max_epochs", -1, "tuning.hyperband_max_epochs: must be at least 0"),
+    ("max_retries_per_trial", -1, "tuning.max_retries_per_trial: must be at least 0"),
+    ("worker_timeout_s", 0.0, "tuning.worker_timeout_s: must be more than 0"),
+    ("objective", "", "tuning.objective: empty, and so is train.monitor"),
+    ("space", {}, "tuning.space: the search space is empty"),
+])
+def test_a_bad_tuning_value_is_one_error_before_anything_is_written(key, value, message, tmp_path, monkeypatch):
+    from tuning import search, tune
+
+    monkeypatch.setattr(search, "make_tuner", lambda *args, **kwargs: pytest.fail(f"a search with a bad {key} started"))
+    cfg = toy_config()
+    setattr(cfg.tuning, key, value)  # past the config loader's own checks: tune checks for itself
+    if key == "objective":
+        cfg.train.monitor = ""
+    with pytest.raises(UserError) as error:
+        tune(TOY, cfg, tmp_path / "s")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_max_time_leaves_nothing_and_the_corrected_rerun_runs(tmp_path):
+    search, log = tmp_path / "s", tmp_path / "tune.log"
+    args = [TOY, "--dir", str(search), "--set", "tuning.algorithm=random", "--set", "tuning.max_trials=1",
+            *IN_PROCESS_FLAGS]
+    assert start_search(*args, "--max-time", "abc", log=log).wait(timeout=120) == 2
+    assert "tuning.max_time: 'abc' is not a duration" in log.read_text()
+    assert not search.exists()
+    search.mkdir()  # what an older keras-zoo left behind: a search.yaml and nothing else
+    (search / "search.yaml").write_text("tuning: {max_time: abc}\n")
+    assert start_search(*args, "--max-time", "10m", log=log).wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert [t["status"] for t in results(search)["trials"]] == ["COMPLETED"]
+    assert yaml.safe_load((search / "search.yaml").read_text())["tuning"]["max_time"] == "10m"
+
+
+def test_resume_with_a_bad_max_time_changes_nothing(toy_search):
+    from tuning import tune
+
+    search = toy_search.search.path
+    before = {p: p.stat().st_mtime_ns for p in search.rglob("*")}
+    with pytest.raises(UserError, match="tuning.max_time: 'soon' is not a duration"):
+        tune(TOY, toy_config("tuning.max_time=soon"), search, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in search.rglob("*")} == before
 
 
 def test_executions_per_trial_average_runs_with_successive_seeds(tmp_path):
@@ -230,7 +281,7 @@ def test_the_time_budget_stops_between_trials(tmp_path):
 
 
 # ------------------------------------------------------------------------------- resume after SIGKILL
-SLOW_TRIALS = ["--set", "train.seconds_per_epoch=0.7", "--set", "train.epochs=3", "--set", "tuning.max_trials=4",
+SLOW_TRIALS = ["--set", "run.seconds_per_epoch=0.7", "--set", "train.epochs=3", "--set", "tuning.max_trials=4",
                "--set", "tuning.trial_process=in_process"]
 SPACES = {"random": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
           "bayesian": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
@@ -296,7 +347,7 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path):
     search, port = tmp_path / "search", str(free_port())
     common = [TOY, "--dir", str(search), "--port", port, "--set", "tuning.algorithm=random", "--set", "tuning.max_trials=4",
               "--set", "tuning.worker_timeout_s=4", "--set", "tuning.max_retries_per_trial=1",
-              "--set", "train.seconds_per_epoch=0.7", *IN_PROCESS_FLAGS]
+              "--set", "run.seconds_per_epoch=0.7", *IN_PROCESS_FLAGS]
     chief = start_search(*common, "--role", "chief", log=tmp_path / "chief.log")
     wait_for(lambda: (search / "search.yaml").exists(), 120, "the chief", tmp_path / "chief.log")
     workers = [start_search(*common, "--role", "worker", log=tmp_path / f"worker{i}.log") for i in range(2)]

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from tuning.common import SearchDir, die_with_parent
 from zoo.errors import UserError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -54,12 +55,12 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 # --------------------------------------------------------------------------------------- liveness
-def heartbeat_file(search, tuner_id: str) -> Path:
+def heartbeat_file(search: SearchDir, tuner_id: str) -> Path:
     return search.workers / f"{tuner_id}.alive"
 
 
 @contextlib.contextmanager
-def heartbeat(search, tuner_id: str) -> Iterator[None]:
+def heartbeat(search: SearchDir, tuner_id: str) -> Iterator[None]:
     """Touch this worker's heartbeat file every couple of seconds while the block runs."""
     path = heartbeat_file(search, tuner_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,18 +81,12 @@ def heartbeat(search, tuner_id: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def serve(oracle, search, worker_timeout_s: float) -> None:
+def serve(oracle, search: SearchDir, worker_timeout_s: float) -> None:
     """Serve `oracle` to the workers until every trial has ended and every worker has gone."""
-    from concurrent import futures  # noqa: PLC0415
-
-    import grpc  # noqa: PLC0415
-    from keras_tuner.src import protos  # noqa: PLC0415
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer  # noqa: PLC0415
+    from tuning.keras_tuner_compat import make_oracle_server, search_over  # noqa: PLC0415
 
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server, servicer = make_oracle_server(oracle)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:
@@ -113,17 +108,15 @@ def serve(oracle, search, worker_timeout_s: float) -> None:
             time.sleep(0.5)
             for tuner_id in oracle.reap(is_alive):
                 print(f"chief: worker {tuner_id} stopped answering; its trial goes back to the queue", flush=True)
-            if servicer.stop_triggered and not oracle.ongoing_trials and not oracle.tuner_ids:
+            if search_over(oracle, servicer):
                 break
     finally:
         server.stop(grace=2)
 
 
 @contextlib.contextmanager
-def local_workers(recipe: str, search, count: int) -> Iterator[list[subprocess.Popen]]:
+def local_workers(recipe: str, search: SearchDir, count: int) -> Iterator[list[subprocess.Popen]]:
     """Start `count` workers on this machine (one GPU each where there are GPUs) for the block."""
-    from tuning.search import die_with_parent  # noqa: PLC0415
-
     processes = []
     gpus = _gpu_count() if count else 0
     for i in range(count):
@@ -132,7 +125,7 @@ def local_workers(recipe: str, search, count: int) -> Iterator[list[subprocess.P
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         log = search.path / "workers" / f"worker{i}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "recipes.cli", "tune", recipe, "--role", "worker", "--dir", str(search.path),
+        command = [sys.executable, "-m", "keras_zoo_cli", "tune", recipe, "--role", "worker", "--dir", str(search.path),
                    "--host", env["KERASTUNER_ORACLE_IP"], "--port", env["KERASTUNER_ORACLE_PORT"]]
         with log.open("a") as out:
             processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,

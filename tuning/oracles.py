@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable
 
 import keras_tuner
-from keras_tuner.engine.trial import Trial, TrialStatus
+
+from tuning import keras_tuner_compat as compat
+from tuning.keras_tuner_compat import Trial, TrialStatus
 
 FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 
@@ -29,12 +30,12 @@ class SearchOracleMixin:
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
-        if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:
-            self.tuner_ids.discard(tuner_id)
+        if self.deadline is not None and time.time() >= self.deadline and compat.running_trial(self, tuner_id) is None:
+            compat.drop_tuner(self, tuner_id)
             return Trial(self.hyperparameters.copy(), status=TrialStatus.STOPPED)
         trial = super().create_trial(tuner_id)
-        if trial.status == TrialStatus.STOPPED and self.ongoing_trials:
-            self.tuner_ids.add(tuner_id)  # stay: a running trial may come back for a retry
+        if trial.status == TrialStatus.STOPPED and compat.any_running(self):
+            compat.keep_tuner(self, tuner_id)  # stay: a running trial may come back for a retry
             return Trial(self.hyperparameters.copy(), status=TrialStatus.IDLE)
         return trial
 
@@ -42,26 +43,21 @@ class SearchOracleMixin:
         super().reload()
         for trial_id in sorted(self.trials):
             trial = self.trials[trial_id]
-            if trial_id not in self.start_order:
-                self.start_order.append(trial_id)
-                self._record_values(trial)
+            compat.record_started(self, trial)
             if trial.status in FINISHED:
-                if trial_id in self._retry_queue:
-                    self._retry_queue.remove(trial_id)
-                if trial_id not in self.end_order:
-                    self.end_order.append(trial_id)
-            elif trial_id not in self._retry_queue:  # started, never finished: run it again
-                self._retry_queue.append(trial_id)
+                compat.record_finished(self, trial_id)
+            else:  # started, never finished: run it again
+                compat.queue_for_retry(self, trial_id)
 
     @keras_tuner.synchronized
     def reap(self, is_alive: Callable[[str], bool]) -> list[str]:
         """Drop the tuners `is_alive` says are gone; their running trials end as INVALID (so they
         are retried while `max_retries_per_trial` allows, else recorded as failed). Returns the
         tuner ids dropped."""
-        gone = [tuner_id for tuner_id in sorted(self.tuner_ids) if not is_alive(tuner_id)]
+        gone = [tuner_id for tuner_id in compat.tuners(self) if not is_alive(tuner_id)]
         for tuner_id in gone:
-            self.tuner_ids.discard(tuner_id)
-            trial = self.ongoing_trials.get(tuner_id)
+            compat.drop_tuner(self, tuner_id)
+            trial = compat.running_trial(self, tuner_id)
             if trial is not None:
                 trial.status = TrialStatus.INVALID
                 trial.message = f"worker {tuner_id} stopped answering during the trial"
@@ -72,16 +68,7 @@ class SearchOracleMixin:
 class GridSearchOracle(SearchOracleMixin, keras_tuner.oracles.GridSearchOracle):
     def reload(self) -> None:
         super().reload()
-        # Rebuild the grid bookkeeping Keras Tuner does not save: trials in grid order, and every
-        # trial queued to propose its successor (tried successors are skipped).
-        from keras_tuner.src.tuners.gridsearch import LinkedList  # noqa: PLC0415
-
-        order = sorted(self.start_order, key=functools.cmp_to_key(
-            lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values)))
-        self._ordered_ids = LinkedList()
-        for trial_id in order:
-            self._ordered_ids.insert(trial_id)
-        self._populate_next = list(order)
+        compat.restore_grid_position(self, compat.started_trial_ids(self))
 
 
 class RandomSearchOracle(SearchOracleMixin, keras_tuner.oracles.RandomSearchOracle):
@@ -102,7 +89,7 @@ def make_oracle(algorithm: str, objective, hyperparameters, max_trials: int, see
                   tune_new_entries=False, max_retries_per_trial=max_retries)
     if algorithm == "hyperband":
         oracle = HyperbandOracle(max_epochs=hyperband_max_epochs, factor=hyperband_factor, **common)
-        oracle.max_trials = max_trials  # Hyperband's own schedule decides too; whichever ends first
+        compat.set_max_trials(oracle, max_trials)  # Hyperband's own schedule decides too; whichever ends first
         return oracle
     cls = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle, "grid": GridSearchOracle}[algorithm]
     return cls(max_trials=max_trials, **common)

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from recipes.config import save_config, with_values
-from tuning.search import SearchDir, SearchResult, objective_of
+from tuning.common import SearchDir, SearchResult, objective_of
 from tuning.space import config_values, trial_config
 
 # Metrics every trial has that say little about quality; listed after the others.

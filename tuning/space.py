@@ -136,8 +136,9 @@ def trial_config(base_cfg, hp_values: dict[str, Any], trial_id: str):
     return with_values(base_cfg, config_values(hp_values), source=f"trial {trial_id}")
 
 
-def parse_duration(text: str) -> float | None:
-    """`90m`, `2h`, `1h30m`, `45s` or plain seconds -> seconds; empty -> None."""
+def parse_duration(text: str, where: str = "tuning.max_time") -> float | None:
+    """`90m`, `2h`, `1h30m`, `45s` or plain seconds -> seconds; empty -> None. A bad value is an
+    error naming `where`, the key it came from."""
     if not text:
         return None
     text = str(text).strip()
@@ -145,6 +146,6 @@ def parse_duration(text: str) -> float | None:
         return float(text)
     parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
     if not parts or not any(parts.groups()):
-        raise UserError(f"max time {text!r}: expected e.g. 45s, 90m, 2h or 1h30m")
+        raise UserError(f"{where}: {text!r} is not a duration; expected e.g. 45s, 90m, 2h or 1h30m")
     hours, minutes, seconds = (float(g or 0) for g in parts.groups())
     return hours * 3600 + minutes * 60 + seconds

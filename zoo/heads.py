@@ -9,6 +9,8 @@ from typing import Literal
 
 import keras
 
+from zoo import keras_compat
+
 
 def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
                     pooling: Literal["mean", "cls"] = "mean") -> keras.Model:
@@ -145,7 +147,7 @@ def as_float32(model: keras.Model) -> keras.Model:
     Mixed bfloat16 speeds up training; evaluation, prediction and export run in float32 so that
     every path (Keras, SavedModel) gives the same probabilities whatever the batch padding.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+    if all(layer.dtype_policy.name == "float32" for layer in keras_compat.all_layers(model)):
         return model
 
     def rebuild(layer):

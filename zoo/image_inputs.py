@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -109,3 +111,67 @@ def input_size(converter) -> int:
     if not size or size[0] is None or size[0] != size[1]:
         raise ValueError(f"image converter has no square input size ({size})")
     return int(size[0])
+
+
+def augmentation(cfg, image_size: int, seed: int):
+    """A tf.data map function for training batches: random resized crop (or centre crop), then
+    the Keras augmentation layers switched on in `cfg` (a recipe's augment section: crop_scale,
+    flip, rotation, zoom, rand_augment, mixup, cutmix), then MixUp / CutMix on the labels."""
+    if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+        raise ValueError(f"augment.crop_scale must be [low, high] with 0 < low <= high <= 1, not {cfg.crop_scale}")
+    layers = []
+    if cfg.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed))
+    if cfg.rand_augment:
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
+    mixers = ([keras.layers.MixUp(alpha=cfg.mixup, seed=seed)] if cfg.mixup else []) + (
+        [keras.layers.CutMix(factor=cfg.cutmix, seed=seed)] if cfg.cutmix else [])
+
+    def augment(images, labels):
+        if tuple(cfg.crop_scale) == (1.0, 1.0):
+            x = center_crop(images, image_size)
+        else:
+            x = random_resized_crop(images, image_size, tuple(cfg.crop_scale))
+        for layer in layers:
+            x = layer(x, training=True)
+        if mixers:
+            def mix(layer):
+                return lambda: tuple(layer({"images": x, "labels": labels}, training=True).values())
+
+            if len(mixers) == 1:
+                x, labels = mix(mixers[0])()
+            else:
+                x, labels = tf.cond(tf.random.uniform([]) < 0.5, mix(mixers[0]), mix(mixers[1]))
+        return tf.clip_by_value(x, 0.0, 255.0), labels
+
+    return augment
+
+
+def augmented_batches(images, y: np.ndarray, num_classes: int, batch_size: int, seed: int, augment,
+                      image_size: int):
+    """Shuffled, augmented batches of (pixels, one-hot labels) from decoded images (`images.dataset`)."""
+    onehot = np.eye(num_classes, dtype=np.float32)[y]
+    ds = images.dataset(onehot, shuffle_seed=seed).batch(batch_size)
+    ds = ds.map(augmentation(augment, image_size, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def cropped_batches(images, y: np.ndarray | None, num_classes: int, image_size: int, batch_size: int):
+    """Centre-cropped batches, in order (with one-hot labels when `y` is given)."""
+    if y is None:
+        ds = images.dataset().batch(batch_size).map(lambda x: center_crop(x, image_size))
+    else:
+        ds = images.dataset(np.eye(num_classes, dtype=np.float32)[y]).batch(batch_size)
+        ds = ds.map(lambda x, t: (center_crop(x, image_size), t))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for decoded images, in their order (centre crops)."""
+    size = int(model.input.shape[1])
+    logits = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))

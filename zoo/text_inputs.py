@@ -96,3 +96,53 @@ def load_tokenizer(directory: str) -> "keras_hub.tokenizers.Tokenizer":  # noqa:
         tokenizer = keras.saving.deserialize_keras_object(json.load(f))
     tokenizer.load_preset_assets(directory)
     return tokenizer
+
+
+def bucketed_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int, steps: int):
+    """Shuffled, tokenized, length-bucketed batches: each batch is padded only to its bucket length."""
+    boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)]
+    ds = tf.data.Dataset.from_tensor_slices((list(texts), y))
+    ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    # Tokenize 512 texts per call, then go back to single examples (dense ids cut to their length).
+    def tokenize(t, label):
+        ids = encoder.token_ids(t)
+        return ids.to_tensor(encoder.pad_id), tf.cast(ids.row_lengths(), tf.int32), label
+
+    ds = ds.batch(512).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = ds.map(lambda ids, length, label: (ids[:length], label))
+    ds = ds.bucket_by_sequence_length(
+        lambda ids, label: tf.shape(ids)[0], bucket_boundaries=boundaries[:-1],
+        bucket_batch_sizes=[batch_size] * len(boundaries), padding_values=(encoder.pad_id, None))
+    ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
+    # The batch count is known from the lengths; telling tf.data lets Keras show progress and plan epochs.
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def length_sorted_batches(encoder, texts: Sequence[str], y: np.ndarray | None, batch_size: int):
+    """Batches of texts sorted by length (little padding); returns the dataset and the sort order."""
+    order = np.argsort(encoder.lengths(texts), kind="stable")
+    sorted_texts = tf.constant([texts[i] for i in order])
+    ds = tf.data.Dataset.from_tensor_slices(sorted_texts if y is None else (sorted_texts, y[order]))
+    ds = ds.batch(batch_size).map(
+        (lambda t: encoder.encode(t)) if y is None else (lambda t, label: (encoder.encode(t), label)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), order
+
+
+def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int = 64, features: bool = False):
+    """Class probabilities for texts, in their original order; with `features`, also the pooled
+    sentence vectors the head sees (`(probabilities, vectors)`), from the same pass."""
+    import keras  # noqa: PLC0415
+
+    from zoo.heads import head_features  # noqa: PLC0415
+
+    ds, order = length_sorted_batches(encoder, texts, None, batch_size)
+    outputs = (head_features(model, with_logits=True) if features else model).predict(ds, verbose=0)
+    logits, vectors = outputs if features else (outputs, None)
+    probabilities = np.empty_like(logits)
+    probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+    if not features:
+        return probabilities
+    unsorted = np.empty_like(vectors)
+    unsorted[order] = vectors
+    return probabilities, unsorted

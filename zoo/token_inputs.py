@@ -12,6 +12,8 @@ backbone, as graph code shared by training, evaluation, `predict` and the export
 - `TokenEncoder.word_logits`: runs the model over windows of at most `max_length` tokens (longer
   sentences are split into overlapping windows and merged back, never truncated) and returns one
   logit vector per word.
+- `encode_windows` / `window_batches`: labelled sentences -> length-bucketed training batches of
+  the same windows; `Tagger`: sentences -> word tags and probabilities (batched, constrained decoding).
 
 Example:
     >>> words, starts, ends = pretokenize(tf.constant(["Hello,  Zoë!"]))
@@ -21,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -213,3 +217,133 @@ def decode_tags(logits: tf.RaggedTensor, allowed: np.ndarray | None = None) -> t
         best = tf.cast(best.flat_values, tf.int32)
     chosen = tf.gather(log_probabilities.flat_values, best, batch_dims=1)
     return logits.with_flat_values(best), logits.with_flat_values(tf.exp(chosen))
+
+
+@dataclass
+class Windows:
+    """Training examples: subword ids with start/end tokens, per-subword tag ids (-1: not scored)
+    and capitalisation flags, padded in arrays with the true lengths beside."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    capitals: np.ndarray
+    lengths: np.ndarray
+    windowed_sentences: int  # sentences longer than one window
+
+
+def encode_windows(encoder: "TokenEncoder", sentences: Sequence[Sequence[str]],
+                   tag_ids: Sequence[Sequence[int]]) -> Windows:
+    """Subwords and first-subword labels (`tag_ids`, one per word) of every sentence, long sentences
+    cut into the same overlapping windows that prediction uses, for training."""
+    words = tf.ragged.constant(sentences, dtype=tf.string)
+    sub = encoder.subword_ids(words)
+    per_word = sub.row_lengths(axis=2).flat_values.numpy()
+    flat_ids = sub.flat_values.numpy()
+    capitals = capitalised(words.flat_values).numpy()
+    word_splits = words.row_splits.numpy()
+    subword_ends = np.cumsum(per_word)
+    examples = []
+    windowed = 0
+    for s, sentence_tags in enumerate(tag_ids):
+        w0, w1 = word_splits[s], word_splits[s + 1]
+        first, last = (subword_ends[w0 - 1] if w0 else 0), subword_ends[w1 - 1]
+        ids = flat_ids[first:last]
+        counts = per_word[w0:w1]
+        labels = np.full(len(ids), -1, np.int32)
+        labels[np.cumsum(counts) - counts] = sentence_tags
+        sub_capitals = np.repeat(capitals[w0:w1], counts)
+        starts = [0]
+        if len(ids) > encoder.window:
+            windowed += 1
+            starts = [k * encoder.stride for k in range(1 + math.ceil((len(ids) - encoder.window) / encoder.stride))]
+        for start in starts:
+            end = start + encoder.window
+            examples.append((np.concatenate([[encoder.start_id], ids[start:end], [encoder.end_id]]),
+                             np.concatenate([[-1], labels[start:end], [-1]]),
+                             np.concatenate([[0], sub_capitals[start:end], [0]])))
+    lengths = np.array([len(e[0]) for e in examples], np.int32)
+    width = int(lengths.max())
+
+    def stack(k, fill):
+        out = np.full((len(examples), width), fill, np.int32)
+        for i, e in enumerate(examples):
+            out[i, : len(e[k])] = e[k]
+        return out
+
+    return Windows(stack(0, encoder.pad_id), stack(1, -1), stack(2, 0), lengths, windowed)
+
+
+def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, seed: int, steps: int):
+    """Shuffled batches of windows of similar length, padded to the longest in the batch."""
+    from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
+
+    boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)][:-1]
+    ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.capitals, windows.lengths))
+    ds = ds.shuffle(len(windows.lengths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda ids, labels, capitals, n: (ids[:n], labels[:n], capitals[:n]))
+    ds = ds.bucket_by_sequence_length(lambda ids, labels, capitals: tf.shape(ids)[0], bucket_boundaries=boundaries,
+                                      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+                                      padding_values=(encoder.pad_id, -1, 0))
+    ds = ds.map(lambda ids, labels, capitals: (encoder.features(ids, capitals), labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+class Tagger:
+    """Word-level tags and their probabilities for sentences, batched by length, through the same
+    graph code as the exported SavedModel (`TokenEncoder.word_logits`, `decode_tags`).
+
+    `constrained` decoding picks the most probable tag sequence that is valid IOB2 (no `I-X` after
+    `O` or another type) instead of each word's most probable tag.
+    """
+
+    def __init__(self, model, encoder: TokenEncoder, tags: Sequence[str], constrained: bool = True,
+                 batch_size: int = 64):
+        self.model, self.encoder, self.tags, self.constrained = model, encoder, list(tags), constrained
+        self.batch_size = batch_size
+        allowed = allowed_transitions(self.tags) if constrained else None
+        self._decode = tf.function(lambda words: decode_tags(encoder.word_logits(model, words), allowed),
+                                   input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1,
+                                                                        row_splits_dtype=tf.int64)])
+
+    def count_windowed(self, sentences: Sequence[Sequence[str]]) -> int:
+        """How many sentences are longer than one window (and so are tagged in overlapping windows)."""
+        sentences = [s for s in sentences if s]
+        if not sentences:
+            return 0
+        sub = self.encoder.subword_ids(tf.ragged.constant(sentences, dtype=tf.string))
+        return int(tf.reduce_sum(tf.cast(sub.merge_dims(1, 2).row_lengths() > self.encoder.window, tf.int32)))
+
+    def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
+        order = np.argsort([sum(len(w) for w in s) for s in sentences], kind="stable")
+        tags: list = [None] * len(sentences)
+        scores: list = [None] * len(sentences)
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i : i + self.batch_size]
+            batch = [list(sentences[j]) or [""] for j in chunk]  # an empty sentence: one empty word
+            ids, probabilities = self._decode(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))
+            for j, row_ids, row_p in zip(chunk, ids.to_list(), probabilities.to_list()):
+                n = len(sentences[j])
+                tags[j] = [self.tags[k] for k in row_ids[:n]]
+                scores[j] = row_p[:n]
+        return tags, scores
+
+    def span_vectors(self, sentences: Sequence[Sequence[str]], spans: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """The vectors the head sees, averaged over the words of each span `(sentence, start, end)`
+        (`[n, hidden]`; for the embedding projector)."""
+        from zoo.heads import head_features  # noqa: PLC0415
+
+        features = head_features(self.model)
+        # word_logits reads each word's first-subword output of any per-token model, here the features;
+        # a graph, as for tagging (eager, it took as long as tagging the whole CoNLL dev set).
+        word_vectors = tf.function(lambda words: self.encoder.word_logits(features, words),
+                                   input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1,
+                                                                        row_splits_dtype=tf.int64)])
+        needed = sorted({s for s, *_ in spans})
+        by_sentence: dict[int, np.ndarray] = {}
+        for i in range(0, len(needed), self.batch_size):
+            chunk = needed[i : i + self.batch_size]
+            words = tf.ragged.constant([sentences[s] for s in chunk], dtype=tf.string, row_splits_dtype=tf.int64)
+            for s, vectors in zip(chunk, word_vectors(words)):
+                by_sentence[s] = vectors.numpy()
+        return np.stack([by_sentence[s][start:end].mean(axis=0) for s, start, end in spans]) if spans else np.zeros((0, 0))

@@ -1,0 +1,3 @@
+from keras_zoo_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""`keras-zoo`: every recipe's commands (recipes/cli.py), a hyperparameter search (`tune`),
+TensorBoard over the runs (`tensorboard`) and the backbone catalog (`list`). Heavy libraries are
+imported only by the commands that need them, so `keras-zoo --help` and `keras-zoo list` answer at once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from recipes.cli import add_config_options, add_recipe_commands, config_overrides, guarded, run_recipe_command
+from zoo.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keras-zoo",
+                                     description="Fine-tune pretrained KerasHub backbones: train, evaluate, predict, export.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="print the backbone catalog")
+    board = commands.add_parser("tensorboard", help="serve TensorBoard over runs (127.0.0.1 only by default)",
+                                description="Serve TensorBoard over a runs directory (every run, trial and search "
+                                            "in it) until Ctrl-C.")
+    board.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="default: runs")
+    board.add_argument("--port", type=int, default=0, help="default: a free port")
+    board.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1); e.g. 0.0.0.0 exposes the runs to your "
+                            "network, without authentication")
+    add_recipe_commands(commands, recipe_argument=True)
+    tune = commands.add_parser("tune", help="search the config's tuning.space with Keras Tuner into runs/<recipe>/<name>/",
+                               description="Search the config's tuning.space with Keras Tuner.")
+    tune.add_argument("recipe", help="a recipe name, or a module path (my_pkg.my_recipe)")
+    add_config_options(tune, "search")
+    tune.add_argument("--dir", help="the search directory (default: runs/<recipe>/<name>); shared by all hosts")
+    tune.add_argument("--max-time", help="start no trial after this long, e.g. 90m, 2h; same as --set tuning.max_time=...")
+    tune.add_argument("--role", choices=["single", "chief", "worker"], default="single",
+                      help="distributed search: run the same command with --role chief on one host, --role worker on others")
+    tune.add_argument("--host", help="chief's address (default: $KERASTUNER_ORACLE_IP or 127.0.0.1); "
+                                     "the gRPC channel is unauthenticated: expose it only on a trusted network")
+    tune.add_argument("--port", type=int, help="chief's port (default: $KERASTUNER_ORACLE_PORT or 8000)")
+    tune.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="start a chief here and N workers on this machine (one per GPU where there are GPUs)")
+    return parser
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from recipes.registry import load_recipe  # noqa: PLC0415
+    from tuning import tune  # noqa: PLC0415
+    from tuning.results import format_table  # noqa: PLC0415
+
+    if args.workers and args.role != "single":
+        raise UserError("--workers starts its own chief and workers; leave out --role")
+    cfg = load_recipe(args.recipe).load_config(args.config, config_overrides(args))
+    result = tune(args.recipe, cfg, args.dir, resume=args.resume, overwrite=args.overwrite, role=args.role,
+                  host=args.host, port=args.port, workers=args.workers)
+    if result is None:  # a worker: the chief reports
+        print("worker: no more trials")
+        return
+    print(f"\n{format_table(result)}\n")
+    print(f"results:     {result.search.results_csv} (and .json)")
+    if result.best is not None:
+        print(f"best config: {result.search.best_config}  (keras-zoo train {args.recipe} --config {result.search.best_config})")
+    print(f"TensorBoard: keras-zoo tensorboard {result.search.path}")
+
+
+def _command(args: argparse.Namespace) -> None:
+    if args.command == "list":
+        from zoo.catalog import format_catalog  # noqa: PLC0415
+
+        print(format_catalog())
+    elif args.command == "tensorboard":
+        from keras_zoo_cli.board import serve  # noqa: PLC0415
+
+        serve(args.runs_dir, host=args.host, port=args.port)
+    elif args.command == "tune":
+        _tune(args)
+    else:
+        from recipes.registry import load_recipe  # noqa: PLC0415
+
+        run_recipe_command(load_recipe(args.recipe), args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: _command(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

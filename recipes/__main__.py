@@ -1,3 +1,0 @@
-from recipes.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Which recipes exist: a name and the module that holds its `RECIPE`. A new recipe is one module
+(see README, "Writing a recipe") plus one line here; any other module with a `RECIPE` is found by
+its import path (`keras-zoo train my_package.my_recipe`)."""
+
+from __future__ import annotations
+
+import importlib
+
+from zoo.errors import UserError, closest
+
+RECIPES = {
+    "sentiment": "recipes.sentiment",
+    "image_classification": "recipes.image_classification",
+    "ner": "recipes.ner",
+}
+
+
+def load_recipe(name: str):
+    """The `Recipe` of a registered recipe by name, or of your own module by its import path."""
+    from recipes.contract import Recipe  # noqa: PLC0415  (keeps `keras-zoo --help` free of heavy imports)
+
+    if name in RECIPES:
+        module = importlib.import_module(RECIPES[name])
+    elif "." in name:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            raise UserError(f"recipe module '{name}' not found ({e})") from None
+    else:
+        raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
+    recipe = getattr(module, "RECIPE", None)
+    if not isinstance(recipe, Recipe):
+        raise UserError(f"{module.__name__}: has no RECIPE (an instance of recipes.contract.Recipe)")
+    return recipe

@@ -1,0 +1,364 @@
+"""The run lifecycle the engine owns for every recipe: check first, write last, never lose a run.
+
+Most cases run the toy recipe (tests/toy_recipe.py: a 2-D MLP that trains in a second) through the
+real command line, so they test the engine, not a model; the cases that are about one recipe's
+data use that recipe with a tiny backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, make_image_folder, make_reviews, run_cli, write_jsonl
+
+TOY = "tests.toy_recipe"
+FAST = ["--set", "train.epochs=2", "--set", "run.tensorboard=false"]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """`keras-zoo ARGS` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from keras_zoo_cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("keras-zoo: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    return lines[0]
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """Every file under `path` with a hash of its bytes."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished(tmp_path) -> tuple[Path, Path, dict[str, str]]:
+    """A finished toy run `runs/toy/a` and a snapshot of it."""
+    runs = tmp_path / "runs"
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
+    assert code == 0, err
+    run = runs / "toy" / "a"
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    return runs, run, snapshot(run)
+
+
+def hidden(runs: Path) -> list[str]:
+    return sorted(p.name for p in (runs / "toy").iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+
+
+# ------------------------------------------------------------------------------ checks before writing
+@pytest.mark.parametrize("setting, message", [
+    ("train.batch_size=0", "train.batch_size: must be at least 1, not 0"),
+    ("train.epochs=0", "train.epochs: must be at least 1, not 0"),
+    ("train.learning_rate=-1", "train.learning_rate: must be more than 0, not -1.0"),
+    ("train.warmup_ratio=1.5", "train.warmup_ratio: must be at least 0 and less than 1, not 1.5"),
+    ("train.clipnorm=-1", "train.clipnorm: must be at least 0, not -1.0"),
+    ("train.epochs=[x", "'train.epochs' must be int, not '[x'"),
+    ("train.learning_rate=*.csv", "'train.learning_rate' must be float, not '*.csv'"),
+    ("train.nope=1", "unknown config key 'train.nope'"),
+])
+def test_a_bad_setting_with_overwrite_is_one_line_and_the_old_run_stays(finished, setting, message):
+    runs, run, before = finished
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--overwrite", "--set", setting)
+    assert code == 2 and message in error_line(err)
+    assert snapshot(run) == before and hidden(runs) == []
+
+
+def test_string_settings_take_the_text_as_it_is(tmp_path):
+    from recipes.config import load_config_and_keys
+    from recipes.sentiment import SentimentConfig
+
+    cfg, keys = load_config_and_keys(SentimentConfig, None, ["run.name=2024-01-01", "data.train=*.csv",
+                                                              "data.text_column=[x", "train.epochs=3"])
+    assert (cfg.run.name, cfg.data.train, cfg.data.text_column, cfg.train.epochs) == ("2024-01-01", "*.csv", "[x", 3)
+    assert keys == ["run.name", "data.train", "data.text_column", "train.epochs"]
+    code, _, err = cli("train", "sentiment", "--runs-dir", str(tmp_path), "--set", "data.train=*.csv")
+    assert code == 2 and "*.csv: file not found" in error_line(err)
+    config = tmp_path / "c.yaml"
+    config.write_text("run:\n  name: 2024-01-01\n")
+    code, out, err = cli("train", TOY, "--config", str(config), "--runs-dir", str(tmp_path), *FAST)
+    assert code == 0, err
+    assert (tmp_path / "toy" / "2024-01-01" / "run.json").exists()
+
+
+def test_overwrite_refuses_what_is_not_a_run_and_names_that_are_paths(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code, _, err = cli("train", TOY, "--set", f"run.dir={mine}", "--overwrite", *FAST)
+    assert code == 2 and "exists and is not a keras-zoo run; refusing to replace it" in error_line(err)
+    code, _, err = cli("train", TOY, "--name", str(mine), "--overwrite", *FAST)
+    assert code == 2 and "must be a plain name" in error_line(err)
+    assert (mine / "notes.txt").read_text() == "keep me" and sorted(os.listdir(mine)) == ["notes.txt"]
+
+
+def test_unwritable_runs_directory_is_one_line(tmp_path, monkeypatch):
+    from recipes import run_dir
+
+    monkeypatch.setattr(run_dir.os, "access", lambda path, mode: False)
+    code, _, err = cli("train", TOY, "--runs-dir", str(tmp_path / "runs"), *FAST)
+    assert code == 2 and "cannot write there (permission denied)" in error_line(err)
+    monkeypatch.undo()
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code, _, err = cli("train", TOY, "--runs-dir", str(tmp_path / "runs"), *FAST)
+    assert code == 2 and "cannot write the run there (Permission denied)" in error_line(err)
+
+
+def test_sentiment_with_only_training_data_validates_on_a_split_of_it(tmp_path):
+    from recipes.sentiment import RECIPE
+
+    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(100, seed=1))
+    data = RECIPE.read_data(RECIPE.load_config(overrides=[f"data.train={train}"]))
+    assert len(data.validation) == 10 and len(data.train) == 90
+    assert all(origin.startswith(str(train)) for origin in data.validation.origins)
+    assert sorted(data.validation.labels) == ["negative"] * 5 + ["positive"] * 5  # stratified
+    demo = RECIPE.read_data(RECIPE.load_config())
+    assert all("sentiment_dev.jsonl" in origin for origin in demo.validation.origins)  # demo only for demo
+
+
+def test_a_validation_label_unseen_in_training_keeps_the_old_run(finished, tmp_path):
+    runs, _, _ = finished
+    old = runs / "sentiment" / "a"  # a finished sentiment run (its files stand in for a real one)
+    (old / "export").mkdir(parents=True)
+    for name, text in {"config.yaml": "{}\n", "history.csv": "epoch\n0\n", "export/model.keras": "weights",
+                       "run.json": json.dumps({"status": "finished"})}.items():
+        (old / name).write_text(text)
+    before = snapshot(old)
+    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(20))
+    dev = write_jsonl(tmp_path / "dev.jsonl", [{"text": "so so", "label": "neutral"}])
+    code, _, err = cli("train", "sentiment", "--name", "a", "--runs-dir", str(runs), "--overwrite",
+                       "--set", f"data.train={train}", "--set", f"data.validation={dev}")
+    assert code == 2 and f"{dev}:1: label 'neutral' was never seen in training" in error_line(err)
+    assert snapshot(old) == before and sorted(p.name for p in (runs / "sentiment").iterdir()) == ["a"]
+
+
+def test_a_validation_folder_where_nothing_decodes_keeps_the_old_run(tiny_image_backbone, tmp_path):
+    photos = make_image_folder(tmp_path / "photos", 3)
+    val = tmp_path / "val"
+    for name in ("red", "blue"):
+        (val / name).mkdir(parents=True)
+        (val / name / "broken.jpg").write_text("not an image")
+    common = ["--name", "a", "--runs-dir", str(tmp_path / "runs"), "--set", f"model.backbone={tiny_image_backbone}",
+              "--set", f"data.train={photos}", "--set", "train.head_epochs=1", "--set", "train.epochs=0",
+              "--set", "train.run_eagerly=true", "--set", "run.tensorboard=false"]
+    code, _, err = cli("train", "image_classification", *common)
+    assert code == 0, err
+    run = tmp_path / "runs" / "image_classification" / "a"
+    before = snapshot(run)
+    code, _, err = cli("train", "image_classification", *common, "--overwrite", "--set", f"data.validation={val}")
+    assert code == 2 and f"{val}: no validation image decodes (2 files tried)" in error_line(err)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("recipe", ["sentiment", "image_classification"])
+def test_predict_refuses_an_empty_input(recipe, tmp_path):
+    code, _, err = cli("predict", recipe, str(tmp_path), "")
+    assert code == 2 and "predict: input 1 is empty" in error_line(err)
+
+
+def test_a_model_file_keras_refuses_is_one_line(finished):
+    import keras
+
+    _, run, _ = finished
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(2)])
+    model.save(str(run / "export" / "model.keras"))
+    code, _, err = cli("predict", TOY, str(run), "1,1")
+    assert code == 2 and f"{run / 'export' / 'model.keras'}: Keras cannot load it" in error_line(err)
+
+
+# ---------------------------------------------------------------------------------- status and resume
+def test_resume_refuses_training_changes_and_applies_logging_ones(finished):
+    runs, run, _ = finished
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume",
+                       "--set", "train.epochs=3", "--set", "train.learning_rate=5e-5")
+    assert code == 2
+    assert ("--resume: train.epochs, train.learning_rate would change how the run trains "
+            "(it has train.epochs=2, train.learning_rate=0.01)") in error_line(err)
+    code, out, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume", *FAST,
+                         "--set", "run.log_every_steps=7")
+    assert code == 0, err
+    assert "resuming with run.log_every_steps=7 (was 50)" in out
+    assert "log_every_steps: 7" in (run / "config.yaml").read_text()
+
+
+def test_a_failed_run_records_why_and_does_not_block_the_corrected_rerun(tmp_path):
+    runs = tmp_path / "runs"
+    code, _, err = cli("train", TOY, "--name", "f", "--runs-dir", str(runs), *FAST, "--set", "train.monitor=val_nope")
+    assert code == 2 and "train.monitor: 'val_nope' is not a logged metric" in error_line(err)
+    status = json.loads((runs / "toy" / "f" / "run.json").read_text())
+    assert status["status"] == "failed" and "val_nope" in status["reason"]
+    code, out, err = cli("train", TOY, "--name", "f", "--runs-dir", str(runs), *FAST)
+    assert code == 0, err
+    assert "the failed run there is replaced when this one finishes" in out
+    assert json.loads((runs / "toy" / "f" / "run.json").read_text())["status"] == "finished"
+    assert hidden(runs) == []
+
+
+def test_runs_made_before_the_status_record_count_as_runs(finished):
+    runs, run, _ = finished
+    (run / "run.json").unlink()  # an older keras-zoo run: config.yaml and history.csv, no run.json
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
+    assert code == 2 and "run directory exists; pass --overwrite" in error_line(err)
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--overwrite")
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_an_interrupted_swap_is_completed_or_undone_by_the_next_command(tmp_path):
+    from recipes.run_dir import old_path, partial_path, recover_swap, write_json
+
+    final = tmp_path / "toy" / "a"
+
+    def make(path: Path, status: str) -> None:
+        path.mkdir(parents=True)
+        write_json(path / "run.json", {"status": status})
+        (path / "which").write_text(path.name)
+
+    # killed after the old run was renamed aside, before the new one was renamed in
+    make(old_path(final), "finished")
+    make(partial_path(final), "finished")
+    recover_swap(final)
+    assert (final / "which").read_text() == ".a.partial" and not old_path(final).exists()
+    # killed before the old one's deletion
+    make(old_path(final), "finished")
+    recover_swap(final)
+    assert (final / "which").read_text() == ".a.partial" and not old_path(final).exists()
+    # the replacement never finished: the old run comes back
+    final.rename(old_path(final))
+    make(partial_path(final), "running")
+    recover_swap(final)
+    assert (final / "which").read_text() == ".a.partial" and partial_path(final).exists()
+
+
+# ------------------------------------------------------------------------------------------- SIGKILL
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            seen.append(line)
+            if text in line:
+                return
+    raise AssertionError(f"no line with {text!r}; the process printed:\n{''.join(seen)[-3000:]}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+
+
+@pytest.mark.parametrize("moment, slow_setting, line", [
+    ("data checks", "run.seconds_to_read=60", "toy: reading data"),
+    ("epoch 1", "run.seconds_per_epoch=60", "toy: epoch 1 done"),
+    ("export", "run.seconds_to_export=60", "toy: exporting"),
+])
+def test_sigkill_during_overwrite_leaves_the_old_run_whole_and_resume_finishes_the_new(finished, moment, slow_setting,
+                                                                                       line):
+    runs, run, before = finished
+    args = ["train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--set", "train.learning_rate=0.05"]
+    process = start(*args, "--overwrite", "--set", slow_setting)
+    wait_for_line(process, line)
+    kill(process)
+    assert snapshot(run) == before, f"the old run changed after a kill during {moment}"
+    code, _, err = cli(*args)
+    assert code == 2 and "run directory exists" in error_line(err)  # nothing half-made stands in for it
+    if moment == "data checks":
+        assert hidden(runs) == []
+        return
+    assert hidden(runs) == [".a.partial"]
+    # --resume continues the replacement (from its last epoch) and swaps it in when it finishes
+    code, _, err = cli(*args, "--resume", "--set", slow_setting.split("=")[0] + "=0")
+    assert code == 0, err
+    assert hidden(runs) == [] and json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert "learning_rate: 0.05" in (run / "config.yaml").read_text() and snapshot(run) != before
+
+
+def test_a_second_command_on_a_run_being_trained_is_refused(tmp_path):
+    runs = tmp_path / "runs"
+    args = ["train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST]
+    process = start(*args, "--set", "run.seconds_per_epoch=60")
+    try:
+        wait_for_line(process, "toy: epoch 1 done")
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            code, _, err = cli(*args, *extra)
+            assert code == 2 and "right now" in error_line(err), extra
+        assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "running"
+    finally:
+        kill(process)
+    from recipes.run_dir import run_status
+
+    assert run_status(runs / "toy" / "a")["status"] == "interrupted"  # the lock went with the process
+    code, _, err = cli(*args)
+    assert code == 2 and "an interrupted run of this name is there; --overwrite" in error_line(err)
+    code, _, err = cli(*args, "--resume", "--set", "run.seconds_per_epoch=0")
+    assert code == 0, err
+
+
+def test_ctrl_c_marks_the_run_interrupted(tmp_path):
+    runs = tmp_path / "runs"
+    process = start("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--set", "run.seconds_per_epoch=60")
+    wait_for_line(process, "toy: epoch 1 done")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    process.stdout.close()
+    assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "interrupted"
+
+
+# --------------------------------------------------------------------------------------- the contract
+def test_every_registered_recipe_and_the_toy_follow_the_contract():
+    import importlib
+
+    from recipes.contract import Recipe
+    from recipes.registry import RECIPES, load_recipe
+
+    for name in [*RECIPES, TOY]:
+        recipe = load_recipe(name)
+        assert isinstance(recipe, Recipe) and not getattr(type(recipe), "__abstractmethods__", None)
+        assert recipe.name == name.rsplit(".", 1)[-1].replace("toy_recipe", "toy")
+    for name, module in RECIPES.items():  # task code only: the lifecycle is the engine's
+        source = Path(importlib.import_module(module).__file__).read_text()
+        for lifecycle in ("open_run_for_writing", "plan_run", "save_config(", ".fit(", "write_report("):
+            assert lifecycle not in source, (name, lifecycle)
+    limits = {"sentiment": 200, "image_classification": 300, "ner": 350}
+    for name, most in limits.items():
+        lines = len(Path(importlib.import_module(RECIPES[name]).__file__).read_text().splitlines())
+        assert lines <= most, f"{name} has {lines} lines (target {most})"
+
+
+def test_a_search_with_a_bad_max_time_leaves_nothing(tmp_path):
+    result = run_cli("tune", TOY, "--dir", str(tmp_path / "s"), "--max-time", "abc")
+    assert result.returncode == 2 and "tuning.max_time" in error_line(result.stderr)
+    assert not (tmp_path / "s").exists()
