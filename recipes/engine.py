@@ -29,6 +29,7 @@ from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_run
 from zoo.errors import UserError
+from zoo.heads import as_float32
 
 # Keys that may change when a run is resumed: where and how it is logged, not what it trains.
 # (run.runs_dir / run.name / run.dir say which run to resume.)
@@ -71,8 +72,6 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
         history = training.fit(built.model, built.train, built.validation, cfg.train, run, built.examples_per_epoch,
                                phases=built.phases, extra_callbacks=built.callbacks, class_weight=built.class_weight,
                                verbose=verbose, logging=cfg.run)
-        from zoo.heads import as_float32  # noqa: PLC0415
-
         predictor = recipe.load(run.path, cfg, built.task, as_float32(built.model))
         step = len(history["epoch"])
         splits = built.data if built.data is not None else data
