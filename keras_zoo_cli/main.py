@@ -48,7 +48,8 @@ def _tune(args: argparse.Namespace) -> None:
 
     if args.workers and args.role != "single":
         raise UserError("--workers starts its own chief and workers; leave out --role")
-    cfg = load_recipe(args.recipe).load_config(args.config, config_overrides(args))
+    overrides = config_overrides(args) + ([f"tuning.max_time={args.max_time}"] if args.max_time else [])
+    cfg = load_recipe(args.recipe).load_config(args.config, overrides)
     result = tune(args.recipe, cfg, args.dir, resume=args.resume, overwrite=args.overwrite, role=args.role,
                   host=args.host, port=args.port, workers=args.workers)
     if result is None:  # a worker: the chief reports

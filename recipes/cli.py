@@ -65,7 +65,7 @@ def add_recipe_commands(commands, recipe_argument: bool) -> None:
 def config_overrides(args: argparse.Namespace) -> list[str]:
     """`--set` values plus the options that are shorthands for config keys."""
     overrides = list(args.overrides)
-    shorthands = {"name": "run.name", "runs_dir": "run.runs_dir", "max_time": "tuning.max_time"}
+    shorthands = {"name": "run.name", "runs_dir": "run.runs_dir"}
     for option, key in shorthands.items():
         if getattr(args, option, None) is not None:
             overrides.append(f"{key}={getattr(args, option)}")

@@ -32,8 +32,8 @@ from zoo.errors import UserError
 from zoo.heads import as_float32
 
 # Keys that may change when a run is resumed: where and how it is logged, not what it trains.
-# (run.runs_dir / run.name / run.dir say which run to resume.)
-SAFE_ON_RESUME = ("run.", "tuning.")
+# (run.runs_dir / run.name / run.dir say which run to resume; training ignores tuning.*.)
+SAFE_ON_RESUME = ("run.",)
 
 
 def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bool = False,
@@ -91,7 +91,8 @@ def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Seque
     """The run's own config, with the logging keys the user changed; other changes are refused."""
     saved = recipe.load_config(plan.work / "config.yaml")
     changes = {key: value_at(cfg, key) for key in changed_keys
-               if key not in ("run.runs_dir", "run.name", "run.dir") and value_at(cfg, key) != value_at(saved, key)}
+               if key not in ("run.runs_dir", "run.name", "run.dir") and not key.startswith("tuning.")
+               and value_at(cfg, key) != value_at(saved, key)}
     refused = [key for key in changes if not key.startswith(SAFE_ON_RESUME)]
     if refused:
         was = ", ".join(f"{key}={value_at(saved, key)!r}" for key in refused)
@@ -128,6 +129,11 @@ def evaluate(recipe: Recipe | str, run_path: str | Path, source: str = "", split
     if source:
         examples = recipe.read_split(cfg, source, split)
     else:
+        if not run.status.exists() and split != "test" and not getattr(cfg.data, "validation", "x"):
+            # Made before keras-zoo 0.1's lifecycle change: its validation set was carved from train
+            # by another algorithm, so carving again now would mix training data into validation.
+            raise UserError(f"{run.path}: made by an older keras-zoo, whose split of the training data differs; "
+                            "name the data to evaluate with --data")
         examples = getattr(recipe.read_data(cfg), split, None)
         if examples is None:
             raise UserError(f"{run.config}: the run has no {split} data; pass --data")

@@ -60,13 +60,18 @@ class AugmentConfig:
     mixup: float = 0.0  # Keras MixUp alpha; 0: off
     cutmix: float = 0.0  # Keras CutMix factor; 0: off (with both on, each batch gets one of them)
 
+    def __post_init__(self):  # a pair, which LIMITS cannot say: checked when the config is loaded
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise UserError(f"augment.crop_scale: must be [low, high] with 0 < low <= high <= 1, not {self.crop_scale}")
+
 
 @dataclass
 class ImageModelConfig(ModelConfig):
     LIMITS: ClassVar[dict[str, str]] = {"unfreeze_blocks": ">= 0"}
 
     backbone: str = "efficientnet-lite0"
-    finetune: Literal["full", "frozen", "lora"] = "full"  # full: head first, then the backbone; frozen: head only
+    # full: head first, then the backbone; frozen: head only (no lora: that is for transformer text backbones)
+    finetune: Literal["full", "frozen"] = "full"
     dropout: float = 0.2
     unfreeze_blocks: int = 0  # fine-tune only the top N blocks of the backbone; 0: all of it
     train_batchnorm: bool = False  # False: BatchNorm keeps its pretrained statistics while fine-tuning
@@ -199,8 +204,6 @@ class ImageClassification(Recipe):
         from zoo.heads import image_classifier  # noqa: PLC0415
         from zoo.image_inputs import augmented_batches, cropped_batches, input_size  # noqa: PLC0415
 
-        if cfg.model.finetune == "lora":
-            raise UserError("model.finetune: 'lora' is for transformer text backbones; use 'full' or 'frozen'")
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image")
         converter = preprocessor.image_converter
         image_size = input_size(converter)
@@ -208,7 +211,10 @@ class ImageClassification(Recipe):
                                  getattr(converter, "interpolation", "bilinear"), cfg.data.cache_max_gb * 2**30)
         decoded = ImageSplits(*(images.decode(s) if s is not None else None
                                 for s in (data.train, data.validation, data.test)), data.labels)
-        for split, source in (("train", cfg.data.train), ("validation", cfg.data.validation or cfg.data.train)):
+        for split, source in (("train", cfg.data.train), ("validation", cfg.data.validation or cfg.data.train),
+                              ("test", cfg.data.test or cfg.data.train)):
+            if getattr(decoded, split) is None:
+                continue
             missing = sorted(set(data.labels) - set(getattr(decoded, split).labels))
             if split == "train" and missing:
                 raise UserError(f"{source}: class {', '.join(missing)} has no decodable training images")
@@ -271,17 +277,11 @@ class ImageClassification(Recipe):
         files = list_image_files(list(inputs))
         images = predictor.decode(LabelledImages(files=files, labels=[None] * len(files), origins=files))
         probabilities = predict_probabilities(predictor.model, images) if len(images) else []
-        by_file = {origin: p for origin, p in zip(images.origins, probabilities)}
-        labels = predictor.labels
-        rows = []
-        for file in files:
-            if file not in by_file:
-                rows.append({"path": file, "label": None, "probability": None, "error": "not a decodable image"})
-                continue
-            p = by_file[file]
-            rows.append({"path": file, "label": labels[int(p.argmax())], "probability": float(p.max()),
-                         "probabilities": dict(zip(labels, map(float, p)))})
-        return rows
+        by_file, labels = dict(zip(images.origins, probabilities)), predictor.labels
+        return [{"path": file, "label": labels[int(p.argmax())], "probability": float(p.max()),
+                 "probabilities": dict(zip(labels, map(float, p)))} if (p := by_file.get(file)) is not None
+                else {"path": file, "label": None, "probability": None, "error": "not a decodable image"}
+                for file in files]
 
     def export(self, predictor: ImageClassifier, directory: Path) -> Path:
         """`saved_model/` (encoded image bytes in) and float and quantised TFLite models."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recipes.labels import class_folders
 from zoo.errors import UserError
 from zoo.image_inputs import IMAGE_EXTENSIONS
 
@@ -65,7 +66,7 @@ def read_images(source: str, split: str, path_column: str = "path", label_column
 
 def read_class_folders(root: Path) -> LabelledImages:
     """Every image under `root/<class>/` (sub-folders included), labelled with the class folder's name."""
-    classes = sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_class_folder(root, p))
+    classes = class_folders(root)
     if not classes:
         raise UserError(f"{root}: no class folders (expected {root}/<label>/<image files>)")
     data = LabelledImages()
@@ -78,22 +79,6 @@ def read_class_folders(root: Path) -> LabelledImages:
             data.labels.append(folder.name)
             data.origins.append(str(file))
     return data
-
-
-def _is_class_folder(root: Path, entry: Path) -> bool:
-    """Whether `entry`, at the top of `root`, is a class folder; a symlink counts only when it points
-    at a folder outside `root`: at `root` or above it is a loop, inside it a class read twice."""
-    if not entry.is_symlink():
-        return entry.is_dir()
-    target, top = entry.resolve(), root.resolve()
-    if not target.is_dir():
-        return False  # a link to a file, or a broken link: not a class, as a plain file is not
-    if target == top or target in top.parents:
-        raise UserError(f"{entry}: symlink to {target}, the data folder or a folder above it (a loop); remove the link")
-    if top in target.parents:
-        raise UserError(f"{entry}: symlink to {target}, a folder inside the data folder (its images would be "
-                        "read twice); remove the link")
-    return True
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -6,6 +6,7 @@ Works on any labelled collection with `labels`, `origins` and `subset(indices)` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -92,3 +93,25 @@ def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[
         if split is not None:
             label_ids(split, labels)
     return labels
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class folders at the top of a data folder, sorted: hidden folders (.ipynb_checkpoints,
+    ...) are not classes, and a symlink counts only when it points at a folder outside `root`."""
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_class_folder(root, p))
+
+
+def _is_class_folder(root: Path, entry: Path) -> bool:
+    """Whether `entry`, at the top of `root`, is a class folder; a symlink counts only when it points
+    at a folder outside `root`: at `root` or above it is a loop, inside it a class read twice."""
+    if not entry.is_symlink():
+        return entry.is_dir()
+    target, top = entry.resolve(), root.resolve()
+    if not target.is_dir():
+        return False  # a link to a file, or a broken link: not a class, as a plain file is not
+    if target == top or target in top.parents:
+        raise UserError(f"{entry}: symlink to {target}, the data folder or a folder above it (a loop); remove the link")
+    if top in target.parents:
+        raise UserError(f"{entry}: symlink to {target}, a folder inside the data folder (its images would be "
+                        "read twice); remove the link")
+    return True

@@ -8,13 +8,14 @@
 
 The rules (`plan_run` checks them, `open_run_for_writing` keeps them):
 - everything is checked before a run directory is touched; a new run is written in place, so
-  TensorBoard can follow it live;
+  TensorBoard can follow it live (its directory appears whole: made as `.<name>.creating`, then
+  renamed; a directory is deleted by renaming it to `.<name>.trash` first);
 - `--overwrite` builds the new run in a hidden sibling, `.<name>.partial/`, and swaps it in only
   when it has finished: the old run stays whole until then. The swap renames the old run to
   `.<name>.old`, the new one into place, then deletes the old; a kill between the renames is
   repaired by the next command on that name;
 - only a keras-zoo run is ever deleted or replaced: a directory with `run.json`, or (runs made
-  before it existed) with `config.yaml` and `history.csv`;
+  before it existed) with `config.yaml`, `history.csv` and `checkpoints/`;
 - a failed run never blocks the next one: training that name again replaces it when the new run
   finishes; an interrupted one is continued with `--resume` or replaced with `--overwrite`;
 - one command writes a run at a time: `.<name>.lock` beside it is locked while it runs (the lock
@@ -72,8 +73,10 @@ def write_json(path: Path, data) -> None:
 
 
 def is_run(path: Path) -> bool:
-    """Whether `path` is a keras-zoo run (so it may be replaced or deleted)."""
-    return (path / STATUS_FILE).is_file() or ((path / "config.yaml").is_file() and (path / "history.csv").is_file())
+    """Whether `path` is a keras-zoo run (so it may be replaced or deleted): it has run.json, or,
+    made before run.json existed, config.yaml, history.csv and checkpoints/."""
+    return (path / STATUS_FILE).is_file() or all((path / name).exists()
+                                                 for name in ("config.yaml", "history.csv", "checkpoints"))
 
 
 def run_status(path: Path) -> dict:
@@ -110,6 +113,11 @@ def lock_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.lock")
 
 
+def _scratch_path(final: Path, what: str) -> Path:
+    """A hidden sibling for a directory being made (`creating`) or deleted (`trash`)."""
+    return final.with_name(f".{final.name}.{what}")
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Where a training command will write: `work` is `final` itself (a new run, or a resumed one)
@@ -132,10 +140,12 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if overwrite and resume:
         raise UserError("--overwrite and --resume: choose one")
     if exact_dir:
-        final = Path(exact_dir)
+        final = Path(exact_dir).resolve()  # "." or "runs/.." name the directory they stand for
+        if not final.name:
+            raise UserError(f"run.dir: '{exact_dir}' is the root directory; name a directory for the run")
     else:
-        if name and (Path(name).is_absolute() or "/" in name or name in (".", "..") or name.startswith(".")):
-            raise UserError(f"run.name: '{name}' must be a plain name (no '/', not starting with '.'); "
+        if name and ("/" in name or name.startswith(".") or name != name.strip()):
+            raise UserError(f"run.name: '{name}' must be a plain name (no '/', not starting with '.' or a space); "
                             "use run.runs_dir or run.dir for another place")
         final = Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S"))
     recover_swap(final)
@@ -144,8 +154,11 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if resume:
         for candidate in (partial, final):  # a replacement in progress is what was interrupted
             if candidate.is_dir() and is_run(candidate) and (candidate / "config.yaml").is_file():
-                if run_status(candidate)["status"] == "running":
+                state = run_status(candidate)["status"]
+                if state == "running":
                     raise UserError(f"{candidate}: another command is training this run right now")
+                if state == "finished":
+                    raise UserError(f"{candidate}: finished; nothing to resume (--overwrite trains it again)")
                 return RunPlan(final, candidate, resume=True,
                                replaces=run_status(final)["status"] if candidate == partial and final.exists() else "")
         raise UserError(f"{final}: nothing to resume (no run there); start it without --resume")
@@ -162,8 +175,12 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if state == "running":
         raise UserError(f"{final}: another command (pid {status.get('pid', '?')}) is training this run right now")
     if state == "failed" or overwrite:
-        if partial.exists() and run_status(partial)["status"] == "running":
+        replacing = run_status(partial)["status"] if partial.exists() else ""
+        if replacing == "running":
             raise UserError(f"{partial}: another command is training a replacement of this run right now")
+        if replacing == "interrupted" and not overwrite:  # its epochs are kept unless asked
+            raise UserError(f"{partial}: an interrupted replacement of this run is there; --resume continues it, "
+                            "--overwrite starts again")
         return RunPlan(final, partial, resume=False, replaces=state)
     hint = "--overwrite to replace it (the old run stays until the new one finishes) or --resume to continue it"
     if state == "interrupted":
@@ -183,17 +200,30 @@ def _check_writable(final: Path) -> None:
 
 
 def recover_swap(final: Path) -> None:
-    """Finish or undo a swap that a kill cut short (see the module docstring)."""
+    """Finish or undo a swap that a kill cut short (see the module docstring); nothing while
+    another command holds the run's lock (it may be swapping right now)."""
     old, partial = old_path(final), partial_path(final)
-    if not old.exists():
+    if not (old.exists() or partial.exists()) or not final.parent.is_dir():
         return
-    if final.exists():  # the new run is in place: only the old one's deletion was left
-        shutil.rmtree(old)
-    elif partial.exists() and run_status(partial)["status"] == "finished":
-        partial.rename(final)
-        shutil.rmtree(old)
-    else:  # the new run never finished: the old one goes back
-        old.rename(final)
+    try:
+        handle = lock_path(final).open("a")
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        finished = partial.exists() and run_status(partial)["status"] == "finished"
+        if old.exists():
+            if final.exists():  # the new run is in place: only the old one's deletion was left
+                shutil.rmtree(old)
+            elif finished:
+                swap_in(partial, final)
+            else:  # the new run never finished: the old one goes back
+                old.rename(final)
+        elif finished:  # killed between marking the new run finished and the first rename
+            swap_in(partial, final)
 
 
 class RunWriter:
@@ -227,15 +257,12 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -
         except BlockingIOError:
             raise UserError(f"{plan.final}: another command is writing this run right now") from None
         _check_unchanged(plan)
-        if not plan.resume and plan.work.exists():
-            if not is_run(plan.work) and any(plan.work.iterdir()):
-                raise UserError(f"{plan.work}: exists and is not a keras-zoo run; refusing to replace it")
-            shutil.rmtree(plan.work)
         writer = RunWriter(plan, RunDir(plan.work, tensorboard=tensorboard))
         try:
-            (plan.work / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (plan.work / "export").mkdir(exist_ok=True)
-            writer.set_status("running", recipe=recipe, created_at=time.time())
+            if plan.resume:
+                writer.set_status("running")
+            else:
+                _create(plan, writer, recipe)
         except OSError as e:
             raise UserError(f"{plan.work}: cannot write the run there ({e.strerror})") from None
         try:
@@ -249,6 +276,25 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -
         writer.set_status("finished", finished_at=time.time())
         if not plan.in_place:
             swap_in(plan.work, plan.final)
+
+
+def _create(plan: RunPlan, writer: RunWriter, recipe: str) -> None:
+    """Make the run's directory whole or not at all: built as a hidden sibling with its status
+    record, then renamed into place (a kill leaves only hidden scratch, removed next time). A
+    replacement's earlier partial is renamed away before it is deleted, for the same reason."""
+    creating, trash = _scratch_path(plan.final, "creating"), _scratch_path(plan.final, "trash")
+    for scratch in (creating, trash):
+        if scratch.exists():
+            shutil.rmtree(scratch)
+    if plan.work.exists():
+        if not is_run(plan.work) and any(plan.work.iterdir()):
+            raise UserError(f"{plan.work}: exists and is not a keras-zoo run; refusing to replace it")
+        plan.work.rename(trash)
+        shutil.rmtree(trash)
+    (creating / "checkpoints").mkdir(parents=True)
+    (creating / "export").mkdir()
+    RunWriter(plan, RunDir(creating)).set_status("running", recipe=recipe, created_at=time.time())
+    creating.rename(plan.work)
 
 
 def _check_unchanged(plan: RunPlan) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from recipes.labels import class_folders
 from zoo.errors import UserError
 
 DEMO_DIR = Path(__file__).parent / "demo_data"
@@ -197,7 +198,7 @@ def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
 
 
 def _read_class_folders(root: Path) -> LabelledTexts:
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    classes = class_folders(root)
     if not classes:
         raise UserError(f"{root}: no class folders (expected {root}/<label>/*.txt)")
     texts, labels, origins = [], [], []

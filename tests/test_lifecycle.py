@@ -192,13 +192,14 @@ def test_a_model_file_keras_refuses_is_one_line(finished):
 # ---------------------------------------------------------------------------------- status and resume
 def test_resume_refuses_training_changes_and_applies_logging_ones(finished):
     runs, run, _ = finished
+    (run / "run.json").write_text(json.dumps({"status": "interrupted"}))  # as a kill during evaluation leaves it
     code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume",
                        "--set", "train.epochs=3", "--set", "train.learning_rate=5e-5")
     assert code == 2
     assert ("--resume: train.epochs, train.learning_rate would change how the run trains "
             "(it has train.epochs=2, train.learning_rate=0.01)") in error_line(err)
     code, out, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume", *FAST,
-                         "--set", "run.log_every_steps=7")
+                         "--set", "run.log_every_steps=7", "--set", "tuning.space.model.units=[4, 8]")
     assert code == 0, err
     assert "resuming with run.log_every_steps=7 (was 50)" in out
     assert "log_every_steps: 7" in (run / "config.yaml").read_text()
@@ -215,6 +216,47 @@ def test_a_failed_run_records_why_and_does_not_block_the_corrected_rerun(tmp_pat
     assert "the failed run there is replaced when this one finishes" in out
     assert json.loads((runs / "toy" / "f" / "run.json").read_text())["status"] == "finished"
     assert hidden(runs) == []
+
+
+def test_resume_of_a_finished_run_is_refused(finished):
+    runs, run, before = finished
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume")
+    assert code == 2 and "finished; nothing to resume (--overwrite trains it again)" in error_line(err)
+    assert snapshot(run) == before
+
+
+def test_a_search_never_replaces_a_training_run_or_another_folder(finished, tmp_path):
+    runs, run, before = finished
+    for target in (run, tmp_path / "mine"):
+        (tmp_path / "mine").mkdir(exist_ok=True)
+        (tmp_path / "mine" / "notes.txt").write_text("keep me")
+        code, _, err = cli("tune", TOY, "--dir", str(target), "--overwrite", "--set", "tuning.max_trials=1")
+        assert code == 2 and "is not a keras-zoo search; refusing to replace it" in error_line(err)
+    assert snapshot(run) == before and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_crop_scale_out_of_range_is_one_line():
+    from recipes.image_classification import RECIPE
+    from zoo.errors import UserError
+
+    with pytest.raises(UserError, match=r"^augment.crop_scale: must be \[low, high\] with 0 < low <= high <= 1"):
+        RECIPE.load_config(overrides=["augment.crop_scale=[0.9, 0.2]"])
+
+
+def test_scratch_left_by_a_kill_never_blocks_and_only_runs_count(tmp_path):
+    runs = tmp_path / "runs"
+    scratch = runs / "toy" / ".a.creating"  # a kill while the run directory was being made
+    (scratch / "checkpoints").mkdir(parents=True)
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
+    assert code == 0, err
+    assert not scratch.exists() and hidden(runs) == []
+    lookalike = tmp_path / "project"  # config.yaml and history.csv alone do not make a run
+    lookalike.mkdir()
+    (lookalike / "config.yaml").write_text("mine: 1\n")
+    (lookalike / "history.csv").write_text("mine\n")
+    code, _, err = cli("train", TOY, "--set", f"run.dir={lookalike}", "--overwrite", *FAST)
+    assert code == 2 and "is not a keras-zoo run" in error_line(err)
+    assert sorted(os.listdir(lookalike)) == ["config.yaml", "history.csv"]
 
 
 def test_runs_made_before_the_status_record_count_as_runs(finished):
@@ -251,6 +293,12 @@ def test_an_interrupted_swap_is_completed_or_undone_by_the_next_command(tmp_path
     make(partial_path(final), "running")
     recover_swap(final)
     assert (final / "which").read_text() == ".a.partial" and partial_path(final).exists()
+    # killed after the replacement was marked finished, before the first rename
+    write_json(partial_path(final) / "run.json", {"status": "finished"})
+    (partial_path(final) / "which").write_text("newest")
+    recover_swap(final)
+    assert (final / "which").read_text() == "newest" and not partial_path(final).exists()
+    assert not old_path(final).exists()
 
 
 # ------------------------------------------------------------------------------------------- SIGKILL

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import check_config, load_config, save_config, with_values
+from recipes.run_dir import is_run
 from tuning import distributed, results
 from tuning.common import TUNER_DIR, SearchDir, SearchResult, objective_of
 from tuning.space import build_hyperparameters, parse_duration
@@ -141,6 +142,10 @@ def create_search(search: SearchDir, cfg, overwrite: bool) -> None:
     search.yaml (what an older keras-zoo left when a search failed to start) is reused as new."""
     path = search.path
     if path.exists() and any(p != search.config for p in path.iterdir()):
+        # Only a search is ever deleted: not a training run of the same name, not any other folder.
+        if not search.config.is_file() or is_run(path):
+            raise UserError(f"{path}: exists and is not a keras-zoo search; refusing to replace it (choose another "
+                            "--name or --dir)")
         if not overwrite:
             raise UserError(f"{path}: search directory exists; pass --overwrite to replace it or --resume to continue it")
         shutil.rmtree(path)

@@ -42,7 +42,7 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
     metrics, averaged over the runs. A trial finished before an interruption is not trained again;
     an interrupted run continues from its last epoch."""
     from recipes.engine import final_metrics, log_hparams_session  # noqa: PLC0415
-    from recipes.run_dir import RunDir  # noqa: PLC0415
+    from recipes.run_dir import RunDir, is_run, run_status, write_json  # noqa: PLC0415
 
     trial_dir = search.trial(trial_id)
     result_file = trial_dir / "result.json"
@@ -61,8 +61,11 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
             run_dir = trial_dir / f"run{k}"
             run_cfg = with_values(trial_cfg, {"train.seed": trial_cfg.train.seed + k, "run.dir": str(run_dir),
                                               "run.hparams": False}, source=f"trial {trial_id}")
-            resume = (run_dir / "config.yaml").exists()
-            if cfg.tuning.trial_process == "subprocess":
+            state = run_status(run_dir)["status"] if is_run(run_dir) else None
+            resume = state is not None and (run_dir / "config.yaml").exists()  # continue an interrupted run
+            if state == "finished":  # an execution finished before an interruption: keep it
+                pass
+            elif cfg.tuning.trial_process == "subprocess":
                 result["trial_peak_rss_gib"] = _train_in_subprocess(recipe, run_cfg, resume, trial_dir / "trial.log")
             else:
                 _train_in_process(recipe, run_cfg, resume, verbose)
@@ -77,11 +80,11 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
                 f"its metrics: {', '.join(sorted(metrics))}")
     except Exception as e:
         log_hparams_session(metrics={}, **session)  # failed trials appear in the dashboard too
-        _write_json(result_file, {**result, "status": "FAILED", "error": _one_line(e),
+        write_json(result_file, {**result, "status": "FAILED", "error": _one_line(e),
                                   "duration_s": time.time() - result["started_at"]})
         raise
     log_hparams_session(metrics=metrics, **session)
-    _write_json(result_file, {**result, "status": "COMPLETED", "metrics": metrics, "finished_at": time.time(),
+    write_json(result_file, {**result, "status": "COMPLETED", "metrics": metrics, "finished_at": time.time(),
                               "duration_s": time.time() - result["started_at"], "search_rss_gib": _rss_gib()})
     return metrics
 
@@ -136,12 +139,6 @@ def _rss_gib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 2**20
     return float("nan")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------- the trial process
