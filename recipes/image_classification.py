@@ -29,7 +29,7 @@ import numpy as np
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.contract import Evaluation, Phase, Recipe, Training
 from recipes.image_data import DecodedImages, LabelledImages, decode_images, list_image_files, read_images, split_folder
-from recipes.labels import balanced_class_weights, class_names, label_ids, stratified_split
+from recipes.labels import balanced_class_weights, label_ids, read_class_splits
 from recipes.metrics import classification_report, confusion_matrix_png, format_report, image_grid_png, top_k_accuracy
 from zoo.errors import UserError
 
@@ -184,16 +184,10 @@ class ImageClassification(Recipe):
             raise UserError("data.train: not set; give a folder of class folders, a CSV of path,label, or tfds:NAME")
         root = Path(d.train)
         laid_out = root.is_dir() and split_folder(root, "train") is not None
-        train = self.read_split(cfg, d.train, "train")
-        validation_source = d.validation or (d.train if laid_out and split_folder(root, "validation") else "")
-        if validation_source:
-            validation = self.read_split(cfg, validation_source, "validation")
-        else:
-            train, validation = stratified_split(train, d.validation_split, cfg.train.seed)
-        test_source = d.test or (d.train if laid_out and split_folder(root, "test") else "")
-        test = self.read_split(cfg, test_source, "test") if test_source else None
-        labels = class_names(d.train, train, validation, test)
-        return ImageSplits(train, validation, test, labels)
+        validation = d.validation or (d.train if laid_out and split_folder(root, "validation") else "")
+        test = d.test or (d.train if laid_out and split_folder(root, "test") else "")
+        return ImageSplits(*read_class_splits(lambda source, split: self.read_split(cfg, source, split), d.train,
+                                              validation, test, d.validation_split, cfg.train.seed))
 
     def read_split(self, cfg: ImageClassificationConfig, source: str, split: str) -> LabelledImages:
         return read_images(source, split, cfg.data.path_column, cfg.data.label_column)

@@ -83,6 +83,20 @@ def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[i
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def read_class_splits(read, train: str, validation: str, test: str, validation_split: float,
+                      seed: int) -> tuple[L, L, L | None, list[str]]:
+    """`(train, validation, test, class names)` of a classification data set: each split read with
+    `read(source, split)`; without a validation source, a stratified `validation_split` of train;
+    test None without a source; the class names checked across the splits (`class_names`)."""
+    train_data = read(train, "train")
+    if validation:
+        validation_data = read(validation, "validation")
+    else:
+        train_data, validation_data = stratified_split(train_data, validation_split, seed)
+    test_data = read(test, "test") if test else None
+    return train_data, validation_data, test_data, class_names(train, train_data, validation_data, test_data)
+
+
 def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[str]:
     """The classes of `train` (see `label_order`): at least two, and every label of the `others`
     splits among them (a label training never saw is an error naming its file and line)."""

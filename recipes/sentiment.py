@@ -24,7 +24,7 @@ import numpy as np
 
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.contract import Evaluation, Phase, Projector, Recipe, Training
-from recipes.labels import class_names, label_ids, stratified_split
+from recipes.labels import label_ids, read_class_splits
 from recipes.metrics import classification_report, confusion_matrix_png, format_report
 from recipes.text_data import LabelledTexts, read_texts
 
@@ -100,14 +100,9 @@ class Sentiment(Recipe):
 
     def read_data(self, cfg: SentimentConfig) -> SentimentData:
         d = cfg.data
-        train = self.read_split(cfg, d.train, "train")
-        if d.validation or d.train == "demo":
-            validation = self.read_split(cfg, d.validation or "demo", "validation")
-        else:  # never the demo set for the user's data
-            train, validation = stratified_split(train, d.validation_split, cfg.train.seed)
-        test = self.read_split(cfg, d.test, "test") if d.test else None
-        labels = class_names(d.train, train, validation, test)
-        return SentimentData(train, validation, test, labels)
+        validation = d.validation or ("demo" if d.train == "demo" else "")  # never the demo set for the user's data
+        return SentimentData(*read_class_splits(lambda source, split: self.read_split(cfg, source, split), d.train,
+                                                validation, d.test, d.validation_split, cfg.train.seed))
 
     def read_split(self, cfg: SentimentConfig, source: str, split: str) -> LabelledTexts:
         return read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
