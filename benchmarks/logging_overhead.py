@@ -58,7 +58,7 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine, sentiment, training
+    from recipes import devices, engine, sentiment, training
     from recipes.labels import label_ids
     from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches
 
@@ -66,7 +66,7 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     cfg = sentiment.RECIPE.load_config(overrides=[
         f"data.train={SST2 / 'train.tsv'}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
         f"model.backbone={MINILM}"])
-    policy = training.set_precision(cfg.train.precision)
+    policy = devices.set_precision(devices.resolve_precision(cfg.train.precision, devices.local_devices()))
     data = sentiment.RECIPE.read_data(cfg)
     backbone = keras_hub.models.Backbone.from_preset(str(MINILM))
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(str(MINILM))

@@ -5,6 +5,7 @@ imported only by the commands that need them, so `keras-zoo --help` and `keras-z
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from recipes.cli import add_config_options, add_recipe_commands, config_overrides, guarded, run_recipe_command
@@ -81,6 +82,7 @@ def _command(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --workers N` reruns it in each worker
     return guarded(lambda: _command(args))
 
 

@@ -43,6 +43,10 @@ def add_recipe_commands(commands, recipe_argument: bool) -> None:
 
     train = add("train", "train a recipe into runs/<recipe>/<name>/")
     add_config_options(train, "run")
+    if recipe_argument:  # keras-zoo: it restarts itself as the workers
+        train.add_argument("--workers", type=int, default=0, metavar="N",
+                           help="train as a cluster of N processes on this machine (MultiWorkerMirroredStrategy; "
+                                "one GPU each where there are GPUs); see README, 'Training on GPUs and clusters'")
     train.add_argument("--profile", action="store_true",
                        help="profile a few training steps for TensorBoard's Profile tab (pip install 'keras-zoo[profile]' "
                             "to view); same as --set run.profile=true")
@@ -81,8 +85,14 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 
     if args.command == "train":
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
+        if getattr(args, "workers", 0):
+            _train_workers(recipe, cfg, args)
+            return
         run, report = engine.train(recipe, cfg, overwrite=args.overwrite, resume=args.resume, changed_keys=keys,
                                    verbose=2)
+        if not report:  # a worker of a cluster other than the chief: the chief reports
+            print("this worker's part is done; the chief writes the run")
+            return
         for split in ("validation", "test"):
             if split in report:
                 print(f"\n{split} metrics:\n{recipe.format_report(report[split])}")
@@ -94,6 +104,22 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
         _predict(recipe, args)
     elif args.command == "export":
         print(f"exported: {engine.export(recipe, args.run)}")
+
+
+def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
+    """`train --workers N`: check what can be checked once, then run this same command as N workers."""
+    from recipes.launch import run_local_cluster, without_option  # noqa: PLC0415
+    from recipes.run_dir import plan_run  # noqa: PLC0415
+
+    if cfg.train.distribute in ("none", "mirrored"):
+        raise UserError(f"--workers: train.distribute is {cfg.train.distribute}; workers train with multi_worker (or auto)")
+    plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=args.overwrite,
+             resume=args.resume or ("auto" if cfg.run.resume == "auto" else False), exact_dir=cfg.run.dir)
+    if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
+        import time  # noqa: PLC0415
+
+        args.argv = [*args.argv, "--name", time.strftime("%Y%m%d-%H%M%S")]
+    run_local_cluster([sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")], args.workers)
 
 
 def _predict(recipe, args: argparse.Namespace) -> None:

@@ -51,11 +51,21 @@ class TrainConfig:
     monitor: str = "val_accuracy"  # metric for early stopping and the best checkpoint
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping
     seed: int = 42
-    jit_compile: bool = False  # XLA: slower than plain TF graphs for these models on CPU (measured)
+    # XLA; auto: on for GPUs of compute capability 7.0+, off on CPU, where plain TF graphs were
+    # faster for these models (measured). recipes/devices.py resolves it.
+    jit_compile: bool | Literal["auto"] = "auto"
     # Eager steps: no graph tracing, which costs tens of seconds per run; only pays for tiny models
     # and few steps (tests, smoke runs), and for debugging.
     run_eagerly: bool = False
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"  # auto: bf16 where the CPU has it
+    # auto: mixed bfloat16 on GPUs of compute capability 8.0+ and CPUs with native bf16, mixed
+    # float16 (with loss scaling) on 7.x GPUs, else float32 (recipes/devices.py)
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    # auto: all local GPUs (MirroredStrategy) when there are 2+, the cluster TF_CONFIG names
+    # (MultiWorkerMirroredStrategy), else one device; see recipes/distribute.py
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    # batch_size is the global batch (each replica takes batch_size / replicas); linear multiplies
+    # the learning rate by the number of replicas
+    scale_learning_rate: Literal["none", "linear"] = "none"
 
 
 @dataclass
@@ -72,6 +82,9 @@ class RunConfig:
     log_every_steps: int = 50  # training loss (and metrics) every N steps; 0: per epoch only
     embeddings: int = 2000  # evaluation examples (sentences, entities) in the embedding projector; 0: none
     profile: bool = False  # profile a few training steps (view with the `profile` extra installed)
+    # auto: continue this run if it is interrupted or failed, else start it: what a restarted
+    # Kubernetes pod (TFJob) needs, as it reruns the same command; never: --resume decides
+    resume: Literal["never", "auto"] = "never"
 
 
 @dataclass

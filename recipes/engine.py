@@ -23,13 +23,13 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
-from recipes import summaries, training
+from recipes import devices, distribute, summaries, training
 from recipes.config import check_config, flat_values, save_config, value_at, with_values
 from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_run
 from zoo.errors import UserError
-from zoo.heads import as_float32
+from zoo.heads import inference_copy, synchronize_batch_norm
 
 # Keys that may change when a run is resumed: where and how it is logged, not what it trains.
 # (run.runs_dir / run.name / run.dir say which run to resume; training ignores tuning.*.)
@@ -39,7 +39,8 @@ SAFE_ON_RESUME = ("run.",)
 def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bool = False,
           changed_keys: Sequence[str] = (), verbose: int | str = "auto", export: bool = True) -> tuple[RunDir, dict]:
     """Train `cfg` into `runs/<recipe>/<run.name>/` (or `run.dir`); returns the run and its report
-    (`validation`, `test` when there is test data, `train_examples_per_second`).
+    (`validation`, `test` when there is test data, `train_examples_per_second`), which is empty in
+    the workers of a cluster other than the chief (see recipes/distribute.py).
 
     `overwrite` replaces an existing run once the new one has finished; `resume` continues an
     interrupted (or failed) run with its own config, changing only `changed_keys` (the keys the
@@ -47,44 +48,70 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     check_config(cfg)
-    plan = plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=overwrite, resume=resume,
-                    exact_dir=cfg.run.dir)
-    if resume:
+    plan = plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=overwrite,
+                    resume=resume or ("auto" if cfg.run.resume == "auto" else False), exact_dir=cfg.run.dir)
+    if plan.resume:
         cfg = _resumed_config(recipe, plan, cfg, changed_keys)
-    training.seed_everything(cfg.train.seed)
-    training.set_precision(cfg.train.precision)
-    data = recipe.read_data(cfg)
-    built = recipe.build(cfg, data)
-    if sum(max(phase.epochs, 0) for phase in built.phases) == 0:
-        raise UserError("train.epochs: every training phase has 0 epochs; nothing would train")
-    if plan.replaces:
-        print(f"{plan.final}: the {plan.replaces} run there is replaced when this one finishes")
-
-    with open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard) as writer:
-        run = writer.run
-        save_config(cfg, run.config)
-        run.write_json(run.task, built.task)
-        built.save_assets(run.path)
-        if run.tensorboard:
-            summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
-        for note in built.notes:
-            print(note)
-        history = training.fit(built.model, built.train, built.validation, cfg.train, run, built.examples_per_epoch,
-                               phases=built.phases, extra_callbacks=built.callbacks, class_weight=built.class_weight,
-                               verbose=verbose, logging=cfg.run)
-        predictor = recipe.load(run.path, cfg, built.task, as_float32(built.model))
-        step = len(history["epoch"])
-        splits = built.data if built.data is not None else data
-        report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
-                  for split in ("validation", "test") if (examples := getattr(splits, split, None)) is not None}
-        report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
-        metrics = final_metrics(run, cfg.train.monitor)
-        if cfg.run.hparams and run.tensorboard:
-            log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
-        if export:
-            predictor.model.save(str(run.keras_model))
-            recipe.export(predictor, run.export)
+    with distribute.distribution(cfg.train.distribute, plan) as dist:
+        training.seed_everything(cfg.train.seed)
+        train_cfg = _resolved_training(cfg, dist)
+        data = recipe.read_data(cfg)
+        with dist.strategy.scope():
+            built = recipe.build(train_cfg, data)
+        if sum(max(phase.epochs, 0) for phase in built.phases) == 0:
+            raise UserError("train.epochs: every training phase has 0 epochs; nothing would train")
+        if plan.replaces and dist.is_chief:
+            print(f"{plan.final}: the {plan.replaces} run there is replaced when this one finishes")
+        opened = (open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard) if dist.is_chief
+                  else distribute.scratch_run(dist.scratch, cfg.run.tensorboard))
+        with opened as writer:
+            run = writer.run
+            save_config(cfg, run.config)
+            run.write_json(run.task, built.task)
+            built.save_assets(run.path)
+            if run.tensorboard:
+                summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
+            if dist.is_chief:
+                for note in [*built.notes, dist.describe()]:
+                    if note:
+                        print(note)
+            synchronize_batch_norm(built.model, dist.replicas > 1)
+            with dist.strategy.scope():
+                history = training.fit(built.model, distribute.shard_by_data(built.train),
+                                       distribute.shard_by_data(built.validation), train_cfg.train, run,
+                                       built.examples_per_epoch, phases=built.phases, extra_callbacks=built.callbacks,
+                                       class_weight=built.class_weight, verbose=verbose if dist.is_chief else 0,
+                                       logging=cfg.run)
+            synchronize_batch_norm(built.model, False)
+            model = inference_copy(built.model)  # every worker: the copy reads the replicated weights
+            if not dist.is_chief:
+                return RunDir(plan.final, tensorboard=cfg.run.tensorboard), {}
+            predictor = recipe.load(run.path, cfg, built.task, model)
+            step = len(history["epoch"])
+            splits = built.data if built.data is not None else data
+            report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
+                      for split in ("validation", "test") if (examples := getattr(splits, split, None)) is not None}
+            report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
+            metrics = final_metrics(run, cfg.train.monitor)
+            if cfg.run.hparams and run.tensorboard:
+                log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
+            if export:
+                predictor.model.save(str(run.keras_model))
+                recipe.export(predictor, run.export)
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
+
+
+def _resolved_training(cfg: Any, dist: distribute.Distribution) -> Any:
+    """The config the recipe builds with: `train.precision` and `train.jit_compile` resolved for
+    this machine's devices (and the precision policy set), the learning rate scaled if asked. The
+    run's config.yaml keeps the user's values (`auto`), so a resume resolves them again."""
+    local = devices.local_devices()
+    precision = devices.set_precision(devices.resolve_precision(cfg.train.precision, local))
+    learning_rate = distribute.scaled_learning_rate(cfg.train.learning_rate, cfg.train.scale_learning_rate,
+                                                    dist.replicas)
+    train = dataclasses.replace(cfg.train, precision=precision, learning_rate=learning_rate,
+                                jit_compile=devices.resolve_jit_compile(cfg.train.jit_compile, local))
+    return dataclasses.replace(cfg, train=train)
 
 
 def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Sequence[str]) -> Any:

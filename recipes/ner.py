@@ -133,9 +133,10 @@ def compile_tagger(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
 
     from recipes import training  # noqa: PLC0415
 
-    # Subwords after a word's first, padding and start/end tokens carry label -1: not scored.
+    # Subwords after a word's first, padding and start/end tokens have weight 0: not scored (the
+    # batches carry the weights: zoo.token_inputs.token_loss_weights).
     model.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=cfg.jit_compile, run_eagerly=cfg.run_eagerly)
 
 

@@ -133,11 +133,12 @@ class RunPlan:
         return self.work == self.final
 
 
-def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool = False,
+def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool | str = False,
              exact_dir: str = "") -> RunPlan:
     """Check where a run will go and whether it may, before anything is read or written (a swap
-    that a kill cut short is completed first)."""
-    if overwrite and resume:
+    that a kill cut short is completed first). `resume="auto"` resumes when there is an
+    unfinished run of this name (interrupted or failed), and starts a new one when there is none."""
+    if overwrite and resume is True:
         raise UserError("--overwrite and --resume: choose one")
     if exact_dir:
         final = Path(exact_dir).resolve()  # "." or "runs/.." name the directory they stand for
@@ -151,9 +152,12 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     recover_swap(final)
     _check_writable(final)
     partial = partial_path(final)
+    if resume == "auto":
+        resume = not overwrite and any(_resumable(candidate) and run_status(candidate)["status"] != "finished"
+                                       for candidate in (partial, final))
     if resume:
         for candidate in (partial, final):  # a replacement in progress is what was interrupted
-            if candidate.is_dir() and is_run(candidate) and (candidate / "config.yaml").is_file():
+            if _resumable(candidate):
                 state = run_status(candidate)["status"]
                 if state == "running":
                     raise UserError(f"{candidate}: another command is training this run right now")
@@ -186,6 +190,10 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if state == "interrupted":
         raise UserError(f"{final}: an interrupted run of this name is there; {hint}")
     raise UserError(f"{final}: run directory exists; pass {hint}")
+
+
+def _resumable(path: Path) -> bool:
+    return path.is_dir() and is_run(path) and (path / "config.yaml").is_file()
 
 
 def _check_writable(final: Path) -> None:

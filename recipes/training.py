@@ -1,4 +1,4 @@
-"""How every recipe's model trains: optimiser, phases, callbacks, `fit`, resume, precision.
+"""How every recipe's model trains: optimiser, phases, callbacks, `fit`, resume.
 
 The engine (recipes/engine.py) hands `fit` a recipe's built model and its tf.data pipelines;
 everything about training (AdamW with warm-up and linear decay, clipping, best checkpoint, early
@@ -164,7 +164,7 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
     callbacks = [
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
         *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=True),
+        ResumeState(str(backup)),
         keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
@@ -183,31 +183,29 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def resolve_precision(precision: str) -> str:
-    """`auto` is mixed bfloat16 on CPUs with native bf16 (AVX512-BF16 or AMX: about 1.5x faster
-    fine-tuning, measured) and float32 elsewhere."""
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
-
-def set_precision(precision: str) -> str:
-    """Set Keras's global dtype policy for the models built next; returns the policy used."""
-    policy = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
-
-
 def steps_for_buckets(lengths: np.ndarray, boundaries: list[int], batch_size: int) -> int:
     """How many batches length-bucketed batching makes from examples of these lengths."""
     bucket = np.searchsorted(np.asarray(boundaries), lengths)
     return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
+
+
+class ResumeState(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore (the state `--resume` continues from, saved every epoch), keeping
+    the previous epoch's state too: a kill in the middle of writing one leaves a torn file, and
+    the resume then falls back to the epoch before. A torn first state (no epoch before it) is
+    deleted, and the phase starts again from its first epoch, as it would have without it."""
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except OSError as e:
+            print(f"{self.backup_dir}: the resume state is unreadable ({str(e).splitlines()[0]}), "
+                  "probably cut short by a kill; this phase starts again from its first epoch", flush=True)
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            super().on_train_begin(logs)
 
 
 class EpochStats(keras.callbacks.Callback):

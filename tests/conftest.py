@@ -41,20 +41,25 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BertBackbone and its tokenizer, saved as a KerasHub preset directory."""
+    return save_tiny_bert(review_vocabulary(), tmp_path_factory.mktemp("tiny_bert"))
+
+
+def review_vocabulary() -> list[str]:
+    """The words of the demo set and of `make_reviews`, with BERT's special tokens."""
     demo = (ROOT / "recipes" / "demo_data" / "sentiment_train.jsonl").read_text()
     words = sorted({w for line in demo.splitlines() for w in json.loads(line)["text"].lower()
                     .replace(".", " . ").replace(",", " , ").replace("'", " ' ").split()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words + POSITIVE + NEGATIVE + FILLER))
-    return save_tiny_bert(vocab, tmp_path_factory.mktemp("tiny_bert"))
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words + POSITIVE + NEGATIVE + FILLER))
 
 
-def save_tiny_bert(vocab: list[str], path: Path) -> Path:
+def save_tiny_bert(vocab: list[str], path: Path, dropout: float = 0.1) -> Path:
     """A 2-layer, 32-wide BertBackbone over `vocab` and its lowercasing tokenizer, saved as a preset."""
     import keras_hub
 
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=2, num_heads=2,
-                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64,
+                                             dropout=dropout)
     backbone.save_to_preset(str(path))
     tokenizer.save_to_preset(str(path))
     return path
@@ -165,9 +170,12 @@ def tiny_ner_bert(tmp_path_factory) -> Path:
     sub-word pieces, so that some words split into several subwords)."""
     import keras
 
+    keras.utils.set_random_seed(0)
+    return save_tiny_bert(ner_vocabulary(), tmp_path_factory.mktemp("tiny_ner_bert"))
+
+
+def ner_vocabulary() -> list[str]:
     words = {w.lower() for names in NER_ENTITIES.values() for name in names for w in name.split()}
     words |= {w for t in NER_TEMPLATES for w in t.split() if not w.startswith("{")} | set(NER_FILLER)
     words -= {"novak", "haddad"}  # these split into pieces: "nov", "##ak", "had", "##dad"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words | {"nov", "##ak", "had", "##dad", ".", ","})
-    keras.utils.set_random_seed(0)
-    return save_tiny_bert(vocab, tmp_path_factory.mktemp("tiny_ner_bert"))
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words | {"nov", "##ak", "had", "##dad", ".", ","})

@@ -127,3 +127,30 @@ def test_keras_internals_that_zoo_keras_compat_uses_are_there(tmp_path):
     model = keras.Sequential([keras.Input((2,)), inner, keras.layers.Dense(1, name="outer_dense")])
     names = {layer.name for layer in keras_compat.all_layers(model)}
     assert {"inner", "inner_dense", "outer_dense"} <= names, f"Model._flatten_layers changed in {where}: {names}"
+
+
+def test_keras_trainer_functions_that_enable_distributed_fit_replaces_are_there():
+    """zoo/keras_compat.py `enable_distributed_fit` replaces the TF trainer's `_maybe_symbolic_build`
+    and `reduce_per_replica`, and reads the epoch iterator's `data_adapter`: they must still be
+    there, with these signatures, in the installed Keras (the recipes' trainings under both
+    strategies are in tests/test_distribute.py)."""
+    import inspect
+
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    from zoo import keras_compat
+
+    where = f"keras {keras.__version__} (keras-zoo is tested with {keras_compat.TESTED_VERSION})"
+    source = inspect.getsource(trainer)
+    for line in ("def _maybe_symbolic_build(self, iterator=None, data_batch=None):",
+                 "def reduce_per_replica(values, strategy, reduction):",
+                 "def _collective_all_reduce_multi_worker(strategy):",
+                 "self._maybe_symbolic_build(iterator=epoch_iterator)",
+                 "dataset = self.data_adapter.get_tf_dataset()"):
+        assert line in source, f"keras/src/backend/tensorflow/trainer.py changed in {where}: no {line!r}"
+    keras_compat.enable_distributed_fit()
+    replaced = trainer.reduce_per_replica
+    assert replaced.__qualname__.startswith("enable_distributed_fit")
+    keras_compat.enable_distributed_fit()  # idempotent: the replacements wrap the originals once
+    assert trainer.reduce_per_replica is replaced

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -303,29 +304,42 @@ def test_an_interrupted_swap_is_completed_or_undone_by_the_next_command(tmp_path
 
 # ------------------------------------------------------------------------------------------- SIGKILL
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    """`keras-zoo ARGS` in the background; a thread queues its output lines for `wait_for_line`."""
+    process = subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process.lines = queue.Queue()
+
+    def read() -> None:
+        with process.stdout:
+            for line in process.stdout:
+                process.lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return process
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    """Return as soon as the process prints a line containing `text`. (A reader thread, not
+    `select` on the pipe: `select` does not see lines already in the pipe's read buffer, and would
+    wait for the next output, which a slowed-down step delays for a minute.)"""
     deadline = time.time() + timeout
     seen = []
     while time.time() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if ready:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
+        try:
+            line = process.lines.get(timeout=1.0)
+        except queue.Empty:
+            if process.poll() is not None and process.lines.empty():
                 break
-            seen.append(line)
-            if text in line:
-                return
+            continue
+        seen.append(line)
+        if text in line:
+            return
     raise AssertionError(f"no line with {text!r}; the process printed:\n{''.join(seen)[-3000:]}")
 
 
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
-    process.stdout.close()
 
 
 @pytest.mark.parametrize("moment, slow_setting, line", [
@@ -381,7 +395,6 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     wait_for_line(process, "toy: epoch 1 done")
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
-    process.stdout.close()
     assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "interrupted"
 
 

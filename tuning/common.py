@@ -1,5 +1,5 @@
 """What every part of a search shares: the search directory's layout, a search's result, the
-objective, and `die_with_parent` for child processes. It imports nothing else from `tuning`, so
+objective. It imports nothing else from `tuning`, so
 that every other module can import it."""
 
 from __future__ import annotations
@@ -41,16 +41,3 @@ def objective_of(cfg) -> tuple[str, str]:
     name = cfg.tuning.objective or cfg.train.monitor
     direction = cfg.tuning.direction if cfg.tuning.direction != "auto" else monitor_mode(name)
     return name, direction
-
-
-def die_with_parent() -> None:
-    """In a child process: be killed when the parent dies (Linux), so that a killed search or
-    worker leaves no orphan training on."""
-    try:
-        import ctypes  # noqa: PLC0415
-        import signal  # noqa: PLC0415
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-

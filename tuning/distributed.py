@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from tuning.common import SearchDir, die_with_parent
+from recipes.launch import die_with_parent, local_gpu_count, worker_environments
+from tuning.common import SearchDir
 from zoo.errors import UserError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -46,12 +47,6 @@ def set_role(role: str, host: str | None, port: int | None) -> None:
 
 def is_chief() -> bool:
     return os.environ.get("KERASTUNER_TUNER_ID") == "chief" and "KERASTUNER_ORACLE_IP" in os.environ
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------- liveness
@@ -118,11 +113,9 @@ def serve(oracle, search: SearchDir, worker_timeout_s: float) -> None:
 def local_workers(recipe: str, search: SearchDir, count: int) -> Iterator[list[subprocess.Popen]]:
     """Start `count` workers on this machine (one GPU each where there are GPUs) for the block."""
     processes = []
-    gpus = _gpu_count() if count else 0
-    for i in range(count):
-        env = dict(os.environ, KERASTUNER_TUNER_ID=f"worker{i}")
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+    gpus = local_gpu_count() if count else 0
+    for i, env in enumerate(worker_environments(count, gpus, os.environ)):
+        env["KERASTUNER_TUNER_ID"] = f"worker{i}"
         log = search.path / "workers" / f"worker{i}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "keras_zoo_cli", "tune", recipe, "--role", "worker", "--dir", str(search.path),
@@ -140,9 +133,3 @@ def local_workers(recipe: str, search: SearchDir, count: int) -> Iterator[list[s
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _gpu_count() -> int:
-    import tensorflow as tf  # noqa: PLC0415
-
-    return len(tf.config.list_physical_devices("GPU"))

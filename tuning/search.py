@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import check_config, load_config, save_config, with_values
+from recipes.launch import free_port
 from recipes.run_dir import is_run
 from tuning import distributed, results
 from tuning.common import TUNER_DIR, SearchDir, SearchResult, objective_of
@@ -163,7 +164,7 @@ def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = F
         raise UserError(f"--role {role}: name the shared search directory (--dir or --name), the same on every host")
     if workers:
         role = "chief"
-        port = port or distributed.free_port(host or "127.0.0.1")
+        port = port or free_port(host or "127.0.0.1")
     search, cfg = plan_search(recipe, cfg, directory, resume, role)
     budget = check_search(cfg)  # before anything is written: a bad value must not leave a directory behind
     if role != "worker" and not resume:

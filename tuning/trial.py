@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from recipes.config import flat_values, save_config, with_values
-from tuning.common import SearchDir, die_with_parent, objective_of
+from recipes.launch import die_with_parent
+from tuning.common import SearchDir, objective_of
 from tuning.space import config_values, trial_config
 from zoo.errors import UserError
 

@@ -8,6 +8,7 @@ import warnings
 from typing import Literal
 
 import keras
+import tensorflow as tf
 
 from zoo import keras_compat
 
@@ -141,13 +142,25 @@ def freeze_token_embeddings(backbone) -> bool:
     return True
 
 
-def as_float32(model: keras.Model) -> keras.Model:
-    """A float32 copy of a model trained under mixed precision, with the same weights.
+def synchronize_batch_norm(model: keras.Model, synchronized: bool) -> None:
+    """Make the model's BatchNormalization layers compute training statistics over the whole
+    global batch (all replicas of a `tf.distribute` strategy) instead of each replica's part, so
+    that training on R replicas computes what one device computes."""
+    for layer in keras_compat.all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = synchronized
 
-    Mixed bfloat16 speeds up training; evaluation, prediction and export run in float32 so that
-    every path (Keras, SavedModel) gives the same probabilities whatever the batch padding.
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The model as evaluation, prediction and export use it: float32, on one device.
+
+    Mixed precision speeds up training; evaluation, prediction and export run in float32 so that
+    every path (Keras, SavedModel) gives the same probabilities whatever the batch padding. A model
+    trained under a `tf.distribute` strategy is copied out of it too (call this outside the
+    strategy's scope), so that they give exactly what one device gives. Otherwise it is `model`.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in keras_compat.all_layers(model)):
+    float32 = all(layer.dtype_policy.name == "float32" for layer in keras_compat.all_layers(model))
+    if float32 and model.distribute_strategy is tf.distribute.get_strategy():
         return model
 
     def rebuild(layer):

@@ -5,11 +5,17 @@
 layer's dtype policy). Keras's TensorBoard callback counts training steps from 0 at every `fit` and keeps its profiling
 window as private step numbers; `TrainingLogs` (recipes/training.py) continues the count across
 training phases and resumes, which needs these three attributes.
+
+`enable_distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
+`MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585, #20329); two of its functions are replaced when a run uses a strategy
+(recipes/distribute.py).
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 TESTED_VERSION = "3.15"
 # The private attributes of keras.callbacks.TensorBoard used below (tests/test_compat.py checks them).
@@ -35,3 +41,48 @@ def continue_tensorboard_steps(callback: keras.callbacks.TensorBoard, first_step
 def all_layers(model: keras.Model) -> list[keras.Layer]:
     """Every layer of `model`, nested ones included (Keras has no public recursive listing)."""
     return list(model._flatten_layers())
+
+
+# ------------------------------------------------------------------------------------ tf.distribute
+def enable_distributed_fit() -> None:
+    """Let `Model.fit` / `evaluate` run under `MirroredStrategy` and `MultiWorkerMirroredStrategy`.
+
+    Two places in keras/src/backend/tensorflow/trainer.py fail there (found with keras 3.15.1 and
+    TF 2.21; tests/test_distribute.py trains every recipe both ways):
+    - `_maybe_symbolic_build` takes a first batch of the distributed dataset and averages it over
+      the replicas with `strategy.reduce("MEAN", batch)`. `MirroredStrategy` cannot add up a
+      boolean padding mask ("Value for attr 'T' of bool is not in the list of allowed values ...
+      {{node AddN}}"); the collective strategy cannot reduce an (x, y) structure at all ("Attempt
+      to convert a value ({...: PerReplica...}) with an unsupported type"; keras-team/keras#20329,
+      #20585). Taking that batch also starts an extra pass over the dataset, so a dataset that
+      reshuffles each pass trains on another order than on one device. The batch only gives shapes
+      and dtypes for building the metrics and optimizer: they are read from the dataset's
+      `element_spec` instead, without iterating it.
+    - `reduce_per_replica` reduces the scalar step logs with `strategy.reduce("MEAN", v, axis=0)`:
+      "Invalid reduction dimension 0 for input with 0 dimensions". They are scalars: mean over
+      replicas, as Keras does for `MirroredStrategy`.
+    Idempotent; the epoch logs (history.csv) are unaffected, Keras computes them from the metrics'
+    synchronised variables.
+    """
+    from keras.src import tree  # noqa: PLC0415
+    from keras.src.backend.tensorflow import trainer  # noqa: PLC0415
+
+    if getattr(trainer, "_keras_zoo_distributed_fit", False):
+        return
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+    reduce_per_replica = trainer.reduce_per_replica
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None:
+            return symbolic_build(self, iterator, data_batch)
+        return symbolic_build(self, None, iterator.data_adapter.get_tf_dataset().element_spec)
+
+    def reduce_scalars(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None)
+                                      if isinstance(v, tf.distribute.DistributedValues) else v, values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_scalars
+    trainer._keras_zoo_distributed_fit = True

@@ -284,9 +284,24 @@ def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, s
     ds = ds.bucket_by_sequence_length(lambda ids, labels, capitals: tf.shape(ids)[0], bucket_boundaries=boundaries,
                                       bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
                                       padding_values=(encoder.pad_id, -1, 0))
-    ds = ds.map(lambda ids, labels, capitals: (encoder.features(ids, capitals), labels),
+    ds = ds.map(lambda ids, labels, capitals: (encoder.features(ids, capitals), *token_loss_weights(labels)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def token_loss_weights(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(labels, weights)` for a batch whose unscored tokens have label -1: those get label 0 and
+    weight 0, the scored ones `tokens / scored` of the whole batch, so that Keras's mean over the
+    batch's tokens is the mean over its scored tokens.
+
+    Computed on the global batch, before a `tf.distribute` strategy splits it: each replica's loss
+    is then its scored tokens' share of the global batch's mean, and the replicas' gradients add up
+    to the one-device gradient. (Keras's own `ignore_class` masking averages over each replica's
+    scored tokens instead, which differs as soon as the replicas' halves hold different numbers of
+    them.)"""
+    scored = tf.cast(labels >= 0, tf.float32)
+    weight = tf.cast(tf.size(labels), tf.float32) / tf.maximum(tf.reduce_sum(scored), 1.0)
+    return tf.maximum(labels, 0), scored * weight
 
 
 class Tagger:

@@ -1,0 +1,30 @@
+"""Train runs in this process, on logical CPU devices: `python tests/distributed_runs.py SPEC.json`.
+
+The spec: `{"logical_cpus": 2, "runs": [{"recipe": "sentiment", "overrides": ["key=value", ...]}, ...]}`.
+TensorFlow splits the CPU into `logical_cpus` devices before anything else runs (it cannot do so
+later in a process that has run TensorFlow ops, hence a process of its own), so that
+`train.distribute=mirrored` has two replicas without a GPU.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+
+def main(spec_path: str) -> None:
+    with open(spec_path) as f:
+        spec = json.load(f)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
+    from recipes import engine
+    from recipes.registry import load_recipe
+
+    for run in spec["runs"]:
+        recipe = load_recipe(run["recipe"])
+        engine.train(recipe, recipe.load_config(overrides=run["overrides"]), verbose=0)
+        print(f"trained {run['recipe']}: {run['overrides']}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
