@@ -262,13 +262,17 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        for arg in options:
             try:
                 return _coerce(value, arg, key, source)
-            except UserError as e:
-                errors.append(e)
-        raise errors[0]
+            except UserError:
+                pass
+        if len(options) == 1:
+            return _coerce(value, options[0], key, source)  # its own message
+        kinds = [", ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal else a.__name__
+                 for a in options]
+        raise UserError(f"{source}: '{key}' must be {' or '.join(kinds)}, not {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:

@@ -324,3 +324,18 @@ def test_workers_refuse_a_one_process_strategy(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "keras-zoo: error: --workers: train.distribute is none; workers train with multi_worker (or auto)")
+
+
+def test_config_takes_the_new_training_keys_and_names_bad_values():
+    from recipes.registry import load_recipe
+
+    recipe = load_recipe("sentiment")
+    cfg = recipe.load_config(overrides=["train.jit_compile=true", "train.distribute=mirrored",
+                                        "train.scale_learning_rate=linear", "run.resume=auto"])
+    assert (cfg.train.jit_compile, cfg.train.distribute, cfg.train.scale_learning_rate, cfg.run.resume) == (
+        True, "mirrored", "linear", "auto")
+    assert recipe.load_config().train.jit_compile == "auto"
+    with pytest.raises(UserError, match=r"'train.jit_compile' must be bool or auto, not 'maybe'"):
+        recipe.load_config(overrides=["train.jit_compile=maybe"])
+    with pytest.raises(UserError, match="'run.resume' must be one of never, auto"):
+        recipe.load_config(overrides=["run.resume=always"])
