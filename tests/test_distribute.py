@@ -293,14 +293,14 @@ def test_a_killed_worker_stops_the_cluster_and_resume_finishes_it(tmp_path):
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "keras_zoo_cli", "train", "tests.toy_recipe", "--workers", "2", "--name", "k",
                "--runs-dir", str(runs), "--set", "train.epochs=4", "--set", "run.tensorboard=false"]
-    launcher = subprocess.Popen([*command, "--set", "run.seconds_per_epoch=2"], cwd=ROOT, stdout=subprocess.PIPE,
+    launcher = subprocess.Popen([*command, "--set", "run.seconds_per_batch=0.5"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     pids, lines = [], []
     for line in launcher.stdout:
         lines.append(line)
         if line.startswith("started 2 workers"):
             pids = [int(p) for p in line.split("pids ")[1].split(",")[:2]]
-        if line.startswith("[worker 0] toy: epoch 2 done"):
+        if line.startswith("[worker 1] toy: epoch 2 batch 3"):  # 3 of the epoch's 8 batches done
             break
     assert pids, "".join(lines)[-3000:]
     os.kill(pids[1], signal.SIGKILL)
@@ -311,7 +311,7 @@ def test_a_killed_worker_stops_the_cluster_and_resume_finishes_it(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)  # the chief is gone too
 
-    result = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*command, "--resume", "--set", "run.seconds_per_batch=0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     run = runs / "toy" / "k"
     assert [r["epoch"] for r in history(run)] == ["0", "1", "2", "3"]

@@ -4,8 +4,8 @@ It follows the recipe contract (recipes/contract.py) like the real recipes, so t
 it exactly as them (checks, run directory and status, resume, best checkpoint, report, HParams
 session, export), in a second or two per run; the tests can run many trials, kill searches and
 runs, and start workers. `keras-zoo tune tests.toy_recipe` finds it by import path. Knobs that
-exist only for the tests: `run.seconds_per_epoch` slows an epoch down (so a test can kill it
-part-way), `run.seconds_to_read` and `run.seconds_to_export` slow those steps down the same way
+exist only for the tests: `run.seconds_per_epoch` slows an epoch's end down and
+`run.seconds_per_batch` each training batch (so a test can kill it part-way), `run.seconds_to_read` and `run.seconds_to_export` slow those steps down the same way
 (each prints a line first, for the test to wait on), and `model.fail_on_units` makes a run fail.
 """
 
@@ -53,6 +53,7 @@ class ToyRunConfig(RunConfig):
     # Test knobs, in `run` so that a resumed run may turn them off (run.* keys may change on resume).
     seconds_to_read: float = 0.0
     seconds_per_epoch: float = 0.0
+    seconds_per_batch: float = 0.0  # after each training batch, printing "toy: epoch E batch B"
     seconds_to_export: float = 0.0
 
 
@@ -120,8 +121,12 @@ class Toy(Recipe):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(cfg.model.units, activation="relu"),
                                   keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(2)])
         steps = -(-len(x) // cfg.train.batch_size)
-        slow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: slow_step(
-            f"epoch {epoch + 1} done", cfg.run.seconds_per_epoch))
+        epoch_now = [0]
+        slow = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: epoch_now.__setitem__(0, epoch + 1),
+            on_train_batch_end=lambda batch, logs: slow_step(f"epoch {epoch_now[0]} batch {batch + 1}",
+                                                             cfg.run.seconds_per_batch),
+            on_epoch_end=lambda epoch, logs: slow_step(f"epoch {epoch + 1} done", cfg.run.seconds_per_epoch))
         return Training(model, [Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))],
                         train_ds, val_ds, len(x), {"labels": ["a", "b"]}, callbacks=[slow])
 
