@@ -109,12 +109,11 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
     """`train --workers N`: check what can be checked once, then run this same command as N workers."""
     from recipes.launch import run_local_cluster, without_option  # noqa: PLC0415
-    from recipes.run_dir import plan_run  # noqa: PLC0415
+    from recipes.run_dir import plan_training_run  # noqa: PLC0415
 
     if cfg.train.distribute in ("none", "mirrored"):
         raise UserError(f"--workers: train.distribute is {cfg.train.distribute}; workers train with multi_worker (or auto)")
-    plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=args.overwrite,
-             resume=args.resume or ("auto" if cfg.run.resume == "auto" else False), exact_dir=cfg.run.dir)
+    plan_training_run(cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume)
     if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
         import time  # noqa: PLC0415
 

@@ -39,9 +39,6 @@ from typing import Any, Iterator, Mapping
 from recipes.run_dir import RunDir, RunPlan
 from zoo.errors import UserError
 
-KINDS = ("auto", "none", "mirrored", "multi_worker")
-
-
 @dataclass(frozen=True)
 class Cluster:
     """This process's place in the cluster that `TF_CONFIG` describes (`tasks == 0`: no cluster)."""
@@ -118,7 +115,7 @@ class Distribution:
 
 
 @contextlib.contextmanager
-def distribution(setting: str, plan: RunPlan) -> Iterator[Distribution]:
+def distribution(setting: str, plan: RunPlan, local_gpus: int) -> Iterator[Distribution]:
     """Create the strategy for `train.distribute` (before any other TensorFlow op, as
     `MultiWorkerMirroredStrategy` requires). A non-chief worker gets a temporary run directory,
     seeded with the chief's training state when the run resumes and deleted at the end; then every
@@ -126,7 +123,7 @@ def distribution(setting: str, plan: RunPlan) -> Iterator[Distribution]:
     import tensorflow as tf  # noqa: PLC0415
 
     cluster = cluster_from_environment()
-    kind = resolve_distribute(setting, len(tf.config.list_physical_devices("GPU")), cluster)
+    kind = resolve_distribute(setting, local_gpus, cluster)
     if kind == "none":
         yield Distribution(kind, tf.distribute.get_strategy())
         return
@@ -137,16 +134,17 @@ def distribution(setting: str, plan: RunPlan) -> Iterator[Distribution]:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         yield Distribution(kind, _strategy("mirrored", tuple(d.name for d in devices)))
         return
-    strategy = _strategy("multi_worker", ())
-    setup = Distribution(kind, strategy, cluster)
-    with contextlib.ExitStack() as cleanup:
-        if not cluster.is_chief:
-            setup.scratch = worker_scratch_path(plan, cluster)
-            shutil.rmtree(setup.scratch, ignore_errors=True)  # left by a killed worker of this run
-            cleanup.callback(shutil.rmtree, setup.scratch, ignore_errors=True)
-            _copy_training_state(plan, RunDir(setup.scratch / "run"))
-        barrier(strategy)
+    setup = Distribution(kind, _strategy("multi_worker", ()), cluster)
+    if not cluster.is_chief:
+        setup.scratch = worker_scratch_path(plan, cluster)
+        shutil.rmtree(setup.scratch, ignore_errors=True)  # left by a killed worker of this run
+        _copy_training_state(plan, RunDir(setup.scratch / "run"))
+    try:
+        barrier(setup.strategy)
         yield setup
+    finally:
+        if setup.scratch is not None:
+            shutil.rmtree(setup.scratch, ignore_errors=True)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from recipes import devices, distribute, summaries, training
 from recipes.config import check_config, flat_values, save_config, value_at, with_values
 from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
-from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_run
+from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 
@@ -48,13 +48,13 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     check_config(cfg)
-    plan = plan_run(cfg.run.runs_dir, recipe.name, cfg.run.name, overwrite=overwrite,
-                    resume=resume or ("auto" if cfg.run.resume == "auto" else False), exact_dir=cfg.run.dir)
+    plan = plan_training_run(cfg.run, recipe.name, overwrite=overwrite, resume=resume)
     if plan.resume:
         cfg = _resumed_config(recipe, plan, cfg, changed_keys)
-    with distribute.distribution(cfg.train.distribute, plan) as dist:
+    local = devices.local_devices()
+    with distribute.distribution(cfg.train.distribute, plan, len(local.gpus)) as dist:
         training.seed_everything(cfg.train.seed)
-        train_cfg = _resolved_training(cfg, dist)
+        train_cfg = _resolved_training(cfg, local, dist.replicas)
         data = recipe.read_data(cfg)
         with dist.strategy.scope():
             built = recipe.build(train_cfg, data)
@@ -101,14 +101,12 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 
-def _resolved_training(cfg: Any, dist: distribute.Distribution) -> Any:
+def _resolved_training(cfg: Any, local: devices.Devices, replicas: int) -> Any:
     """The config the recipe builds with: `train.precision` and `train.jit_compile` resolved for
     this machine's devices (and the precision policy set), the learning rate scaled if asked. The
     run's config.yaml keeps the user's values (`auto`), so a resume resolves them again."""
-    local = devices.local_devices()
     precision = devices.set_precision(devices.resolve_precision(cfg.train.precision, local))
-    learning_rate = distribute.scaled_learning_rate(cfg.train.learning_rate, cfg.train.scale_learning_rate,
-                                                    dist.replicas)
+    learning_rate = distribute.scaled_learning_rate(cfg.train.learning_rate, cfg.train.scale_learning_rate, replicas)
     train = dataclasses.replace(cfg.train, precision=precision, learning_rate=learning_rate,
                                 jit_compile=devices.resolve_jit_compile(cfg.train.jit_compile, local))
     return dataclasses.replace(cfg, train=train)

@@ -192,6 +192,13 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     raise UserError(f"{final}: run directory exists; pass {hint}")
 
 
+def plan_training_run(run_cfg, recipe: str, *, overwrite: bool = False, resume: bool = False) -> RunPlan:
+    """`plan_run` for a config's `run` section: its place (`runs_dir`, `name`, `dir`), and its
+    `resume: auto` unless the command says `--resume`."""
+    return plan_run(run_cfg.runs_dir, recipe, run_cfg.name, overwrite=overwrite,
+                    resume=resume or ("auto" if run_cfg.resume == "auto" else False), exact_dir=run_cfg.dir)
+
+
 def _resumable(path: Path) -> bool:
     return path.is_dir() and is_run(path) and (path / "config.yaml").is_file()
 
