@@ -96,7 +96,8 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
         for split in ("validation", "test"):
             if split in report:
                 print(f"\n{split} metrics:\n{recipe.format_report(report[split])}")
-        print(f"\nrun directory: {run.path}")
+        print(f"\n{kept_epoch_line(report)}")
+        print(f"run directory: {run.path}")
         print(f"TensorBoard:   keras-zoo tensorboard {run.path}")
     elif args.command == "evaluate":
         print(recipe.format_report(engine.evaluate(recipe, args.run, args.data, args.split)))
@@ -143,6 +144,19 @@ def _predict(recipe, args: argparse.Namespace) -> None:
             writer.writerow(header)
             writer.writerows(table)
         print(f"predictions written to {args.csv}")
+
+
+def kept_epoch_line(report: dict) -> str:
+    """Which epoch the run kept, where it was chosen, and the last epoch's figures beside it."""
+    chosen, last = report["chosen_epoch"], report["last_epoch"]
+    line = f"kept epoch {chosen['epoch']} of {chosen['of']} (best {chosen['monitor']} on {chosen['chosen_on']})"
+    if chosen["chosen_on"] == "validation" and "test" not in report:
+        line += ": its validation figures are optimistic; data.selection_split chooses on held-out training data"
+    figures = [f"{split} {key} {last[split][key]:.4f}" for split in ("validation", "test") if split in last
+               for key in ("accuracy", "f1") if key in last[split]]
+    if chosen["epoch"] != chosen["of"] and figures:
+        line += f"\nlast epoch ({chosen['of']}): " + ", ".join(figures)
+    return line
 
 
 def guarded(command) -> int:

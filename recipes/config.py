@@ -38,6 +38,8 @@ class TrainConfig:
     LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 1", "batch_size": ">= 1", "learning_rate": "> 0",
                                         "weight_decay": ">= 0", "warmup_ratio": "[0, 1)", "clipnorm": ">= 0",
                                         "early_stopping_patience": ">= 0", "seed": ">= 0"}
+    # Whether `precision: auto` picks mixed bfloat16 on CPUs with native bf16 (see recipes/devices.py)
+    CPU_BF16: ClassVar[bool] = True
 
     epochs: int = 2
     batch_size: int = 32

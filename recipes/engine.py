@@ -90,9 +90,10 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
             step = len(history["epoch"])
             splits = built.data if built.data is not None else data
             report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
-                      for split in ("validation", "test") if (examples := getattr(splits, split, None)) is not None}
-            report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
+                      for split in REPORTED_SPLITS if (examples := getattr(splits, split, None)) is not None}
             metrics = final_metrics(run, cfg.train.monitor)
+            report.update(_chosen_and_last_epoch(recipe, built, run, cfg, splits, metrics, report))
+            report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
             if cfg.run.hparams and run.tensorboard:
                 log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
             if export:
@@ -101,11 +102,42 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 
+REPORTED_SPLITS = ("validation", "test")
+
+
+def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, splits: Any, metrics: dict,
+                           report: dict) -> dict:
+    """Which epoch the run kept and on which split it was chosen (`selection`, held out of train by
+    `data.selection_split`, else `validation`), and the reported splits' figures with the last
+    epoch's weights beside the kept epoch's: a report chosen on its own split is optimistic, and
+    the two figures show by how much. Both go into metrics.json."""
+    chosen_on = "validation" if getattr(splits, "selection", None) is None else "selection"
+    best, epochs = int(metrics.get("best_epoch", 0)), int(metrics.get("epochs", 0))
+    last: dict = {"epoch": epochs}
+    if best == epochs:
+        last.update({split: report[split] for split in REPORTED_SPLITS if split in report})
+    elif run.last_weights.exists():  # (not after a resume that found training already finished)
+        training.load_best_weights(built.model, run, run.last_weights)
+        predictor = recipe.load(run.path, cfg, built.task, inference_copy(built.model))
+        for split in REPORTED_SPLITS:
+            if (examples := getattr(splits, split, None)) is not None:
+                last[split] = recipe.evaluate(predictor, examples, split, cfg).report
+        training.load_best_weights(built.model, run)  # back to the kept epoch (it may be the exported model)
+    run.last_weights.unlink(missing_ok=True)
+    scalars = {split: {k: v for k, v in figures.items() if isinstance(v, float)} if isinstance(figures, dict)
+               else figures for split, figures in last.items()}
+    added = {"chosen_epoch": {"epoch": best, "of": epochs, "chosen_on": chosen_on, "monitor": cfg.train.monitor},
+             "last_epoch": scalars}
+    saved = run.read_json(run.metrics)
+    run.write_json(run.metrics, {**saved, **added})
+    return added
+
+
 def _resolved_training(cfg: Any, local: devices.Devices, replicas: int) -> Any:
     """The config the recipe builds with: `train.precision` and `train.jit_compile` resolved for
     this machine's devices (and the precision policy set), the learning rate scaled if asked. The
     run's config.yaml keeps the user's values (`auto`), so a resume resolves them again."""
-    precision = devices.set_precision(devices.resolve_precision(cfg.train.precision, local))
+    precision = devices.set_precision(devices.resolve_precision(cfg.train.precision, local, cfg.train.CPU_BF16))
     learning_rate = distribute.scaled_learning_rate(cfg.train.learning_rate, cfg.train.scale_learning_rate, replicas)
     train = dataclasses.replace(cfg.train, precision=precision, learning_rate=learning_rate,
                                 jit_compile=devices.resolve_jit_compile(cfg.train.jit_compile, local))

@@ -36,7 +36,8 @@ from zoo.errors import UserError
 
 @dataclass
 class ImageDataConfig:
-    LIMITS: ClassVar[dict[str, str]] = {"validation_split": "(0, 1)", "crop_fraction": "(0, 1]", "cache_max_gb": ">= 0"}
+    LIMITS: ClassVar[dict[str, str]] = {"validation_split": "(0, 1)", "selection_split": "[0, 1)",
+                                        "crop_fraction": "(0, 1]", "cache_max_gb": ">= 0"}
 
     train: str = ""  # a folder of class folders (or of train/ validation/ test/ folders), a CSV, or tfds:NAME
     validation: str = ""  # empty: the train folder's validation/ (or val/) folder, else `validation_split` of train
@@ -44,6 +45,9 @@ class ImageDataConfig:
     path_column: str = "path"  # CSV columns
     label_column: str = "label"
     validation_split: float = 0.2
+    # > 0: hold out this share of train (stratified) to choose the best epoch on, so the validation
+    # figures are not chosen on themselves; 0: the epoch is chosen on validation
+    selection_split: float = 0.0
     crop_fraction: float = 0.875  # evaluation crops the centre 87.5% of the resized square (224 of 256)
     cache_max_gb: float = 4.0  # decoded squares are kept in memory up to this size, else decoded each epoch
 
@@ -80,10 +84,13 @@ class ImageModelConfig(ModelConfig):
 @dataclass
 class ImageTrainConfig(TrainConfig):
     # Either phase may be skipped (0 epochs); the engine refuses a run where both are.
-    LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 0", "head_epochs": ">= 0", "head_learning_rate": "> 0",
+    LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 0", "head_epochs": ">= 0", "frozen_epochs": ">= 1",
+                                        "head_learning_rate": "> 0",
                                         "label_smoothing": "[0, 1)", "top_k": ">= 1"}
 
-    head_epochs: int = 4  # phase 1: the new head on the frozen backbone
+    head_epochs: int = 4  # phase 1 of finetune: full: the new head on the frozen backbone
+    # finetune: frozen: the head is all that trains; 4 epochs under-fit (benchmarks/RESULTS.md)
+    frozen_epochs: int = 15
     head_learning_rate: float = 1e-3
     epochs: int = 8  # phase 2: fine-tuning the backbone
     learning_rate: float = 1e-4
@@ -94,9 +101,10 @@ class ImageTrainConfig(TrainConfig):
     class_weights: Literal["auto", "balanced", "none"] = "auto"  # auto: balanced when classes differ by > 1.5x
     top_k: int = 5  # top-k accuracy is reported when there are more than k classes
     early_stopping_patience: int = 0
-    # float32: mixed bfloat16 fine-tunes EfficientNet 2.3x *slower* on this project's AMX CPU
-    # (depthwise convolutions; measured 12.2 vs 5.3 s per batch of 32), unlike the text encoders.
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    # auto stays float32 on CPUs even with native bf16: mixed bfloat16 fine-tuned EfficientNet 2.3x
+    # *slower* on an AMX CPU (depthwise convolutions; measured 12.2 vs 5.3 s per batch of 32),
+    # unlike the text encoders. GPUs get their mixed precision (recipes/devices.py).
+    CPU_BF16: ClassVar[bool] = False
 
 
 @dataclass
@@ -118,7 +126,8 @@ class ImageClassificationConfig:
 
 def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: int, num_classes: int) -> list:
     """Phase 1 trains the head on the frozen backbone; phase 2 (finetune: full) unfreezes the
-    backbone (or its top blocks) at the lower fine-tuning learning rate."""
+    backbone (or its top blocks) at the lower fine-tuning learning rate. finetune: frozen trains
+    the head alone, for `frozen_epochs`."""
     import keras  # noqa: PLC0415
 
     from recipes import training  # noqa: PLC0415
@@ -136,18 +145,17 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
                       metrics=metrics, jit_compile=t.jit_compile,
                       run_eagerly=t.run_eagerly)
 
-    def head(model):
+    def head(model, epochs: int):
         backbone.trainable = False  # frozen: BatchNorm runs in inference mode too
-        compiled(model, t.head_learning_rate, t.head_epochs)
+        compiled(model, t.head_learning_rate, epochs)
 
     def finetune(model):
         unfreeze_top(backbone, cfg.model.unfreeze_blocks, cfg.model.train_batchnorm)
         compiled(model, t.learning_rate, t.epochs)
 
-    phases = [Phase("head", t.head_epochs, head)]
-    if cfg.model.finetune == "full":
-        phases.append(Phase("finetune", t.epochs, finetune))
-    return phases
+    if cfg.model.finetune == "frozen":
+        return [Phase("head", t.frozen_epochs, lambda model: head(model, t.frozen_epochs))]
+    return [Phase("head", t.head_epochs, lambda model: head(model, t.head_epochs)), Phase("finetune", t.epochs, finetune)]
 
 
 # ------------------------------------------------------------------------------------------- recipe
@@ -157,6 +165,7 @@ class ImageSplits:
     validation: LabelledImages | DecodedImages
     test: LabelledImages | DecodedImages | None
     labels: list[str]
+    selection: LabelledImages | DecodedImages | None = None  # held out of train to choose the epoch
 
 
 @dataclass
@@ -187,7 +196,8 @@ class ImageClassification(Recipe):
         validation = d.validation or (d.train if laid_out and split_folder(root, "validation") else "")
         test = d.test or (d.train if laid_out and split_folder(root, "test") else "")
         return ImageSplits(*read_class_splits(lambda source, split: self.read_split(cfg, source, split), d.train,
-                                              validation, test, d.validation_split, cfg.train.seed))
+                                              validation, test, d.validation_split, cfg.train.seed,
+                                              d.selection_split))
 
     def read_split(self, cfg: ImageClassificationConfig, source: str, split: str) -> LabelledImages:
         return read_images(source, split, cfg.data.path_column, cfg.data.label_column)
@@ -203,10 +213,11 @@ class ImageClassification(Recipe):
         image_size = input_size(converter)
         images = ImageClassifier(None, data.labels, round(image_size / cfg.data.crop_fraction),
                                  getattr(converter, "interpolation", "bilinear"), cfg.data.cache_max_gb * 2**30)
-        decoded = ImageSplits(*(images.decode(s) if s is not None else None
-                                for s in (data.train, data.validation, data.test)), data.labels)
+        decode = lambda split: images.decode(split) if split is not None else None  # noqa: E731
+        decoded = ImageSplits(decode(data.train), decode(data.validation), decode(data.test), data.labels,
+                              decode(data.selection))
         for split, source in (("train", cfg.data.train), ("validation", cfg.data.validation or cfg.data.train),
-                              ("test", cfg.data.test or cfg.data.train)):
+                              ("test", cfg.data.test or cfg.data.train), ("selection", cfg.data.train)):
             if getattr(decoded, split) is None:
                 continue
             missing = sorted(set(data.labels) - set(getattr(decoded, split).labels))
@@ -214,19 +225,20 @@ class ImageClassification(Recipe):
                 raise UserError(f"{source}: class {', '.join(missing)} has no decodable training images")
             if not len(getattr(decoded, split)):
                 raise UserError(f"{source}: no {split} image decodes ({len(getattr(data, split))} files tried)")
-        undecodable = [o for d in (decoded.train, decoded.validation, decoded.test) if d for o in d.undecodable]
+        undecodable = [o for d in (decoded.train, decoded.validation, decoded.test, decoded.selection) if d
+                       for o in d.undecodable]
         k = len(data.labels)
         y_train = label_ids(decoded.train, data.labels)
         train_ds = augmented_batches(decoded.train, y_train, k, cfg.train.batch_size, cfg.train.seed, cfg.augment,
                                      image_size)
-        val_ds = cropped_batches(decoded.validation, label_ids(decoded.validation, data.labels), k, image_size,
-                              cfg.train.batch_size)
+        chooser = decoded.validation if decoded.selection is None else decoded.selection  # the split the best epoch is chosen on
+        val_ds = cropped_batches(chooser, label_ids(chooser, data.labels), k, image_size, cfg.train.batch_size)
         model = image_classifier(backbone, k, converter, cfg.model.dropout)
         steps = math.ceil(len(y_train) / cfg.train.batch_size)
         task = {"labels": data.labels, "image_size": image_size, "side": images.side,
                 "interpolation": images.interpolation, "undecodable": len(undecodable),
                 "examples": {s: len(getattr(decoded, s)) if getattr(decoded, s) else 0
-                             for s in ("train", "validation", "test")}}
+                             for s in ("train", "selection", "validation", "test")}}
         notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
             if undecodable else []
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,

@@ -42,27 +42,28 @@ def label_ids(data: Labelled, labels: list[str]) -> np.ndarray:
     return np.asarray(ids, np.int32)
 
 
-def stratified_split(data: L, fraction: float, seed: int) -> tuple[L, L]:
+def stratified_split(data: L, fraction: float, seed: int, key: str = "data.validation_split") -> tuple[L, L]:
     """`(rest, held_out)`: `fraction` of every class held out, chosen with `seed` (scikit-learn's
-    stratified split); both keep the examples' original order."""
+    stratified split); both keep the examples' original order. `key` is the setting errors name."""
     from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
+    instead = "give data.validation" if key == "data.validation_split" else f"set {key}=0"
     if not 0 < fraction < 1:
-        raise UserError(f"data.validation_split must be between 0 and 1, not {fraction}")
+        raise UserError(f"{key} must be between 0 and 1, not {fraction}")
     names, counts = np.unique(np.asarray(data.labels), return_counts=True)
     # scikit-learn's own errors here name neither the class nor the setting: say both.
     for name, count in zip(names, counts):
         if count < 2:
-            raise UserError(f"data.validation_split: class '{name}' has {count} example, too few to hold some out "
-                            f"(at least 2 per class); add examples or give data.validation")
+            raise UserError(f"{key}: class '{name}' has {count} example, too few to hold some out "
+                            f"(at least 2 per class); add examples or {instead}")
     try:
         _, held = train_test_split(np.arange(len(data)), test_size=fraction, stratify=data.labels,
                                    random_state=seed)
     except ValueError:  # too few examples held out, or left, to have one of every class
         smallest = names[np.argmin(counts)]
-        raise UserError(f"data.validation_split={fraction}: {len(data)} examples cannot be split with every one of "
+        raise UserError(f"{key}={fraction}: {len(data)} examples cannot be split with every one of "
                         f"the {len(names)} classes on both sides (class '{smallest}' has {counts.min()}); "
-                        "change the fraction or give data.validation") from None
+                        f"change the fraction or {instead}") from None
     held = np.sort(held)
     rest = np.setdiff1d(np.arange(len(data)), held)  # sorted: the original order
     return data.subset(rest.tolist()), data.subset(held.tolist())
@@ -84,17 +85,25 @@ def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[i
 
 
 def read_class_splits(read, train: str, validation: str, test: str, validation_split: float,
-                      seed: int) -> tuple[L, L, L | None, list[str]]:
-    """`(train, validation, test, class names)` of a classification data set: each split read with
-    `read(source, split)`; without a validation source, a stratified `validation_split` of train;
-    test None without a source; the class names checked across the splits (`class_names`)."""
+                      seed: int, selection_split: float = 0.0) -> tuple[L, L, L | None, list[str], L | None]:
+    """`(train, validation, test, class names, selection)` of a classification data set: each split
+    read with `read(source, split)`; without a validation source, a stratified `validation_split`
+    of train; test None without a source; the class names checked across the splits (`class_names`).
+
+    With `selection_split`, a stratified share of the training examples left is held out as the
+    selection split, on which the best epoch is chosen, so that the reported validation figures
+    come from data that neither trained the model nor chose its epoch (else None)."""
     train_data = read(train, "train")
     if validation:
         validation_data = read(validation, "validation")
     else:
         train_data, validation_data = stratified_split(train_data, validation_split, seed)
+    selection_data = None
+    if selection_split:
+        train_data, selection_data = stratified_split(train_data, selection_split, seed, "data.selection_split")
     test_data = read(test, "test") if test else None
-    return train_data, validation_data, test_data, class_names(train, train_data, validation_data, test_data)
+    return (train_data, validation_data, test_data,
+            class_names(train, train_data, validation_data, test_data, selection_data), selection_data)
 
 
 def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[str]:

@@ -3,7 +3,7 @@
 The story of a run: read tagged sentences (CoNLL, JSONL or TFDS; IOB1, IOB2 or BIOES, converted to
 IOB2), load the backbone, split each word into subwords (the first subword carries the word's tag,
 the others are left out of the loss), split sentences longer than the sequence length into
-overlapping windows, fine-tune with length-bucketed batches, score entity F1 on validation after
+overlapping windows, fine-tune with length-grouped batches, score entity F1 on validation after
 every epoch (the best epoch is kept), evaluate, export.
 
     keras-zoo train ner --set data.train=train.txt --set data.validation=valid.txt
@@ -192,7 +192,6 @@ class Ner(Recipe):
         from recipes import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import set_finetune_mode, token_classifier  # noqa: PLC0415
-        from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
@@ -201,8 +200,7 @@ class Ner(Recipe):
         encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)
         tag_id = {t: i for i, t in enumerate(data.tags)}
         windows = encode_windows(encoder, data.train.tokens, [[tag_id[t] for t in tags] for tags in data.train.tags])
-        steps = training.steps_for_buckets(windows.lengths, bucket_lengths(max_length), cfg.train.batch_size)
-        train_ds = window_batches(encoder, windows, cfg.train.batch_size, cfg.train.seed, steps)
+        train_ds, steps = window_batches(encoder, windows, cfg.train.batch_size, cfg.train.seed)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
         model = token_classifier(backbone, len(data.tags), cfg.model.dropout)
         tagger = Tagger(model, encoder, data.tags, cfg.model.decoding == "constrained")

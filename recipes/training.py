@@ -116,6 +116,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
                    extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose,
                    logging=logging)
         epoch = len(history_rows(run.history))
+        if i == len(phases) - 1:  # for the report's last-epoch figures (the engine deletes it)
+            model.save_weights(str(run.last_weights))
         load_best_weights(model, run)
         run.write_json(marker, {"end_epoch": epoch})
     shutil.rmtree(run.backup, ignore_errors=True)  # each phase's BackupAndRestore removed its own state
@@ -126,11 +128,13 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
     return {key: [float(r[key]) if r[key] else float("nan") for r in rows] for key in rows[0]}
 
 
-def load_best_weights(model: keras.Model, run: RunDir) -> None:
-    if run.best_weights.exists():
+def load_best_weights(model: keras.Model, run: RunDir, path: Path | None = None) -> None:
+    """Load the best epoch's weights (or those at `path`) into `model`, if the file exists."""
+    path = path or run.best_weights
+    if path.exists():
         with warnings.catch_warnings():  # the file's optimizer state belongs to the phase that wrote it
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(run.best_weights))
+            model.load_weights(str(path))
 
 
 def history_rows(history: Path) -> list[dict[str, str]]:

@@ -51,6 +51,10 @@ def test_auto_precision_and_xla_for_every_device_kind(found, precision, xla):
     assert devices.resolve_precision("float32", found) == "float32"  # explicit settings stay
     assert devices.resolve_jit_compile(False, found) is False
     assert devices.resolve_jit_compile(True, found) is True
+    # The image recipe (EfficientNet trains slower in bf16 on CPUs) keeps float32 on CPUs only.
+    from recipes.image_classification import ImageTrainConfig
+    assert devices.resolve_precision("auto", found, ImageTrainConfig.CPU_BF16) == (
+        precision if found.gpus else "float32")
 
 
 def test_local_devices_reads_each_gpus_compute_capability(monkeypatch):

@@ -271,3 +271,13 @@ def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_cl
     probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
     assert top_k_accuracy(np.array([0, 1, 2]), probabilities, 1) == pytest.approx(1 / 3)
     assert top_k_accuracy(np.array([0, 1, 2]), probabilities, 2) == pytest.approx(1.0)
+
+
+def test_frozen_mode_trains_the_head_alone_for_its_own_epochs():
+    from recipes.image_classification import RECIPE, training_phases
+
+    cfg = RECIPE.load_config(overrides=["model.finetune=frozen", "train.frozen_epochs=7"])
+    phases = training_phases(cfg, backbone=None, steps_per_epoch=10, num_classes=2)
+    assert [(p.name, p.epochs) for p in phases] == [("head", 7)]
+    cfg = RECIPE.load_config(overrides=["train.head_epochs=3", "train.epochs=5"])
+    assert [(p.name, p.epochs) for p in training_phases(cfg, None, 10, 2)] == [("head", 3), ("finetune", 5)]

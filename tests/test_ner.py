@@ -234,3 +234,29 @@ def test_constrained_decoding_never_starts_an_entity_with_i():
     # Valid paths: O B-PER O = 0.5*0.3*0.2 = 0.03 beats B-PER I-PER O = 0.006 and O B-PER B-LOC = 0.015.
     assert best == ["O", "B-PER", "O"]
     assert np.allclose(scores.to_list()[0], [probabilities[i, tags.index(t)] for i, t in enumerate(best)], atol=1e-4)
+
+
+def test_training_batches_are_cut_to_their_longest_window_and_see_every_window_once(tiny_ner_bert):
+    import numpy as np
+
+    from tests.conftest import make_ner_sentences
+    from zoo.text_inputs import load_tokenizer
+    from zoo.token_inputs import TokenEncoder, encode_windows, window_batches
+
+    encoder = TokenEncoder(load_tokenizer(str(tiny_ner_bert)), ["token_ids", "segment_ids", "padding_mask"],
+                           max_length=24, case_feature="segment")
+    sentences = make_ner_sentences(45, seed=4, long_every=5)
+    windows = encode_windows(encoder, [s for s, _ in sentences], [[0] * len(s) for s, _ in sentences])
+    ds, steps = window_batches(encoder, windows, batch_size=4, seed=0, group_batches=3)
+    batches = list(ds)
+    assert steps == len(batches) == -(-len(windows.lengths) // 4)
+    ids = [x["token_ids"].numpy() for x, _, _ in batches]
+    lengths = [x["padding_mask"].numpy().sum(axis=1) for x, _, _ in batches]
+    for batch_ids, batch_lengths in zip(ids, lengths):
+        assert batch_ids.shape[1] == batch_lengths.max()  # cut to this batch's longest window
+    # every window once: the multiset of (length, first real token after [CLS]) matches
+    seen = sorted((int(n), int(row[1])) for batch_ids, batch_lengths in zip(ids, lengths)
+                  for row, n in zip(batch_ids, batch_lengths))
+    assert seen == sorted((int(n), int(row[1])) for row, n in zip(windows.ids, windows.lengths))
+    group = np.concatenate(lengths[:3])  # the first group of 3 batches: longest first
+    assert (np.diff(group) <= 0).all()

@@ -1,5 +1,6 @@
 """The sentiment recipe end to end on a tiny BERT: train, metrics, predict, evaluate, export, errors."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ def trained(tiny_bert, tmp_path_factory):
     dev = write_jsonl(work / "dev.jsonl", make_reviews(60, seed=2))
     result = run_cli("train", "sentiment", "--name", "tiny", "--runs-dir", str(work / "runs"),
                      "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}",
-                     "--set", f"data.validation={dev}", "--set", "train.epochs=4",
+                     "--set", f"data.validation={dev}", "--set", "data.selection_split=0.2", "--set", "train.epochs=4",
                      "--set", "train.learning_rate=3e-3", "--set", "train.batch_size=16")
     assert result.returncode == 0, result.stderr[-3000:]
     return work, work / "runs" / "sentiment" / "tiny", result.stdout
@@ -39,6 +40,25 @@ def test_training_learns_and_writes_the_run_directory(trained):
     assert "validation metrics" in stdout and f"keras-zoo tensorboard {run}" in stdout
     task = json.loads((run / "task.json").read_text())
     assert 8 <= task["max_length"] <= 16  # picked from the data: generated reviews are short
+
+
+def test_the_epoch_is_chosen_on_the_selection_split_and_the_last_epoch_is_reported_beside_it(trained):
+    work, run, _ = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    chosen = metrics["chosen_epoch"]
+    assert chosen["chosen_on"] == "selection" and chosen["monitor"] == "val_accuracy"
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    scores = [float(r["val_accuracy"]) for r in rows]
+    assert chosen["of"] == len(rows) and scores[chosen["epoch"] - 1] == max(scores)
+    # The epoch was scored on the 48 held-out training reviews (20% of 240), not on the 60 dev ones.
+    assert all(abs(s * 48 - round(s * 48)) < 1e-4 for s in scores)
+    assert any(abs(s * 60 - round(s * 60)) > 1e-4 for s in scores)
+    last = metrics["last_epoch"]
+    assert last["epoch"] == len(rows) and 0 <= last["validation"]["accuracy"] <= 1
+    if chosen["epoch"] == chosen["of"]:
+        assert last["validation"]["accuracy"] == metrics["validation"]["accuracy"]
+    assert not (run / "checkpoints" / "last.weights.h5").exists()
 
 
 def test_metrics_match_an_independent_recount_of_predictions(trained):

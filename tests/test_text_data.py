@@ -1,6 +1,6 @@
 import pytest
 
-from recipes.labels import label_ids, label_order, stratified_split
+from recipes.labels import label_ids, label_order, read_class_splits, stratified_split
 from recipes.text_data import read_texts
 from zoo.errors import UserError
 
@@ -72,6 +72,19 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
     for name in ("negative", "positive"):
         share = held.labels.count(name) / data.labels.count(name)
         assert abs(share - 0.2) < 0.02
+
+
+def test_a_selection_split_is_held_out_of_train_stratified_and_named_in_errors():
+    read = lambda source, split: read_texts(source, split, "text", "label")  # noqa: E731
+    train, validation, _, names, selection = read_class_splits(read, "demo", "demo", "", 0.1, 3, selection_split=0.25)
+    whole = read_texts("demo", "train", "text", "label")
+    assert len(train) + len(selection) == len(whole) and not set(train.origins) & set(selection.origins)
+    assert not set(selection.origins) & set(validation.origins)
+    for name in names:
+        assert abs(selection.labels.count(name) / whole.labels.count(name) - 0.25) < 0.02
+    assert read_class_splits(read, "demo", "demo", "", 0.1, 3)[4] is None  # off: no selection split
+    with pytest.raises(UserError, match=r"data\.selection_split=0\.999: .* or set data\.selection_split=0"):
+        read_class_splits(read, "demo", "demo", "", 0.1, 3, selection_split=0.999)
 
 
 @pytest.mark.parametrize("name, label_names", [("imdb_reviews", {"neg", "pos"}), ("glue/sst2", {"negative", "positive"})])

@@ -1,6 +1,7 @@
 import json
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import requires_shared
@@ -61,3 +62,29 @@ def test_failed_download_says_how_to_pass_a_local_directory():
     with pytest.raises(UserError, match=r"could not download backbone 'bert-base'.*pass a local directory"):
         load_backbone("bert-base")  # no network here: the Kaggle download fails
     assert time.time() - start < 60
+
+
+def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every_text_once(tiny_bert):
+    import tensorflow as tf
+
+    from zoo.backbones import load_backbone
+    from zoo.text_inputs import TextEncoder, length_grouped_batches
+
+    _, preprocessor = load_backbone(str(tiny_bert), modality="text")
+    encoder = TextEncoder(preprocessor.tokenizer, ["token_ids", "padding_mask"], max_length=12, pad_to_buckets=False)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["good"] * int(n)) for n in rng.integers(1, 15, size=70)]  # 3-16 tokens, cut to 12
+    ds = length_grouped_batches(encoder, texts, np.arange(70), batch_size=8, seed=1, group_batches=3)
+    assert ds.cardinality().numpy() == 9  # ceil(70 / 8)
+    epochs = [list(ds), list(ds)]
+    for batches in epochs:
+        seen = np.concatenate([y.numpy() for _, y in batches])
+        assert sorted(seen) == list(range(70))  # every text once per epoch
+        for x, y in batches:
+            lengths = np.minimum([len(texts[i].split()) + 2 for i in y.numpy()], 12)
+            assert x["token_ids"].shape[1] == lengths.max()  # padded to this batch's longest, no further
+            assert (x["padding_mask"].numpy().sum(axis=1) == lengths).all()
+        # each group of 3 batches (24 texts) is sorted longest first
+        group = np.concatenate([x["padding_mask"].numpy().sum(axis=1) for x, _ in batches[:3]])
+        assert (np.diff(group) <= 0).all()
+    assert not all(tf.reduce_all(a[1] == b[1]) for a, b in zip(*epochs))  # reshuffled each epoch

@@ -2,9 +2,10 @@
 
 KerasHub's preprocessors pack every batch to one fixed `sequence_length`. Fine-tuning is much
 faster when a batch is only as long as its longest text, so `TextEncoder` uses the preset's
-tokenizer and adds the start/end tokens itself, then pads each batch up to the next of a few
-bucket lengths: short batches stay short and XLA compiles one program per bucket, not per batch.
-The same graph code runs in tf.data, in `predict` and in the exported SavedModel.
+tokenizer and adds the start/end tokens itself, then pads each batch only to its longest text
+(`pad_to_buckets=False`: training without XLA, where any length costs nothing extra) or up to the
+next of a few bucket lengths (XLA compiles one program per bucket, not per batch; prediction and
+export). The same graph code runs in tf.data, in `predict` and in the exported SavedModel.
 
 Example:
     >>> encoder = TextEncoder(preprocessor.tokenizer, backbone_inputs=["token_ids", "padding_mask"],
@@ -32,12 +33,13 @@ def bucket_lengths(max_length: int) -> list[int]:
 class TextEncoder(tf.Module):
     """Tokenizes strings with a KerasHub tokenizer and builds the backbone's input dict."""
 
-    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int):
+    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int, pad_to_buckets: bool = True):
         super().__init__()
         self.tokenizer = tokenizer
         self.input_names = list(backbone_inputs)
         self.max_length = int(max_length)
-        self.buckets = tf.constant(bucket_lengths(self.max_length), tf.int32)
+        lengths = bucket_lengths(self.max_length) if pad_to_buckets else range(1, self.max_length + 1)
+        self.buckets = tf.constant(list(lengths), tf.int32)
         self.start_id = int(tokenizer.start_token_id)
         self.end_id = int(tokenizer.end_token_id)
         self.pad_id = int(tokenizer.pad_token_id)
@@ -115,6 +117,27 @@ def bucketed_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: i
         bucket_batch_sizes=[batch_size] * len(boundaries), padding_values=(encoder.pad_id, None))
     ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
     # The batch count is known from the lengths; telling tf.data lets Keras show progress and plan epochs.
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int,
+                           group_batches: int = 50):
+    """Shuffled batches, each padded only to its own longest text: the examples of every
+    `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length)."""
+    ds = tf.data.Dataset.from_tensor_slices((list(texts), y))
+    ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+
+    def sort_group(t, label):
+        ids = encoder.token_ids(t)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+        return tf.gather(ids.to_tensor(encoder.pad_id), order), tf.gather(lengths, order), tf.gather(label, order)
+
+    ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = ds.map(lambda ids, length, label: (ids[:length], label))
+    ds = ds.padded_batch(batch_size, padding_values=(encoder.pad_id, None))
+    ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
+    steps = -(-len(texts) // batch_size)  # groups hold whole batches, so only the last batch is short
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 

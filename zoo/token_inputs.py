@@ -12,7 +12,7 @@ backbone, as graph code shared by training, evaluation, `predict` and the export
 - `TokenEncoder.word_logits`: runs the model over windows of at most `max_length` tokens (longer
   sentences are split into overlapping windows and merged back, never truncated) and returns one
   logit vector per word.
-- `encode_windows` / `window_batches`: labelled sentences -> length-bucketed training batches of
+- `encode_windows` / `window_batches`: labelled sentences -> length-grouped training batches of
   the same windows; `Tagger`: sentences -> word tags and probabilities (batched, constrained decoding).
 
 Example:
@@ -273,20 +273,26 @@ def encode_windows(encoder: "TokenEncoder", sentences: Sequence[Sequence[str]],
     return Windows(stack(0, encoder.pad_id), stack(1, -1), stack(2, 0), lengths, windowed)
 
 
-def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, seed: int, steps: int):
-    """Shuffled batches of windows of similar length, padded to the longest in the batch."""
-    from zoo.text_inputs import bucket_lengths  # noqa: PLC0415
-
-    boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)][:-1]
+def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, seed: int,
+                   group_batches: int = 50):
+    """Shuffled batches of windows, each cut to its own longest window: the windows of every
+    `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length),
+    so that little of a batch is padding. Returns the dataset and its number of batches."""
     ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.capitals, windows.lengths))
     ds = ds.shuffle(len(windows.lengths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda ids, labels, capitals, n: (ids[:n], labels[:n], capitals[:n]))
-    ds = ds.bucket_by_sequence_length(lambda ids, labels, capitals: tf.shape(ids)[0], bucket_boundaries=boundaries,
-                                      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-                                      padding_values=(encoder.pad_id, -1, 0))
-    ds = ds.map(lambda ids, labels, capitals: (encoder.features(ids, capitals), *token_loss_weights(labels)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+    def sort_group(*columns):
+        order = tf.argsort(columns[-1], direction="DESCENDING", stable=True)
+        return tuple(tf.gather(column, order) for column in columns)
+
+    def cut(ids, labels, capitals, lengths):
+        longest = tf.reduce_max(lengths)
+        return encoder.features(ids[:, :longest], capitals[:, :longest]), *token_loss_weights(labels[:, :longest])
+
+    ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = ds.batch(batch_size).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+    steps = math.ceil(len(windows.lengths) / batch_size)  # groups hold whole batches: only the last is short
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE), steps
 
 
 def token_loss_weights(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
