@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+import zoo  # noqa: E402,F401  (before TensorFlow: keras-zoo's CPU settings, zoo/runtime.py)
 
 
 def benchmark_parser(name: str) -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ PyTorch's PyPI wheel brings several GB of CUDA libraries. The first run makes a 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -63,7 +64,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def run(command: list[str], env: dict | None = None, log: Path | None = None) -> str:
+def run(command: list[str], env: dict | None = None, log: Path | None = None, reuse: bool = False) -> str:
+    """Run `command`, keep its output in `log`; with `reuse`, an existing log is read instead
+    (to finish an interrupted alternation without rerunning the runs it already made)."""
+    if reuse and log is not None and log.exists():
+        print(f"  (reused {log})", flush=True)
+        return log.read_text()
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     output = done.stdout + done.stderr
@@ -81,15 +87,15 @@ def combined_rate(rates: list[float]) -> float:
     return len(rates) / sum(1 / r for r in rates)
 
 
-def keras_zoo(recipe: str, overrides: list[str], out: Path, name: str) -> dict:
-    """One `keras-zoo train` run: its per-epoch training rates, the reported figure, its wall time."""
+def keras_zoo(recipe: str, overrides: list[str], out: Path, name: str, reuse: bool) -> tuple[dict, list[float]]:
+    """One `keras-zoo train` run: its metrics.json and its training examples/s per epoch."""
     command = [sys.executable, "-m", "keras_zoo_cli", "train", recipe, "--name", name, "--overwrite",
                "--set", f"run.runs_dir={out / 'runs'}", *[a for o in overrides for a in ("--set", o)]]
-    run(command, log=out / f"{name}.log")
+    run(command, log=out / f"{name}.log", reuse=reuse)
     run_dir = out / "runs" / recipe / name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    task = json.loads((run_dir / "task.json").read_text())
-    return {"metrics": metrics, "task": task}
+    with open(run_dir / "history.csv") as f:
+        rates = [float(v) for row in csv.DictReader(f) if (v := row.get("examples_per_second")) not in (None, "", "nan")]
+    return json.loads((run_dir / "metrics.json").read_text()), rates
 
 
 def sst2(args, out: Path, python: str) -> tuple[list, list]:
@@ -108,13 +114,12 @@ def sst2(args, out: Path, python: str) -> tuple[list, list]:
                 "inference_per_second": float(inference)}
 
     def run_kz(name):
-        m = keras_zoo("sentiment", overrides + args.overrides, out, name)["metrics"]
-        rates = m["train_examples_per_second"]
+        m, rates = keras_zoo("sentiment", overrides + args.overrides, out, name, args.reuse)
         inference = run([sys.executable, str(ROOT / "benchmarks" / "text_inference.py"), str(out / "runs" / "sentiment" / name),
-                         str(SST2 / "dev.tsv")], log=out / f"{name}-inference.log")
+                         str(SST2 / "dev.tsv")], log=out / f"{name}-inference.log", reuse=args.reuse)
         return {"rate": combined_rate(rates), "score": 100 * m["validation"]["accuracy"],
-                "last_epoch_score": 100 * m["last_epoch"]["validation"]["accuracy"], "chosen_epoch": m["chosen_epoch"],
-                **json.loads(inference.split("RESULT ")[-1])}
+                "last_epoch_score": 100 * m["last_epoch"].get("validation", {}).get("accuracy", float("nan")), "chosen_epoch": m["chosen_epoch"],
+                **json.loads(re.search(r"^RESULT (\{.*\})$", inference, re.M).group(1))}
 
     return alternate(args, out, peer_cmd, parse_peer, run_kz)
 
@@ -143,15 +148,13 @@ def conll(args, out: Path, python: str):
         f1 = re.search(r"test entity F1 ([\d.]+)", text).group(1)
         return {"rate": combined_rate(rates), "score": float(f1)}
 
-    def parse_kz(result):
-        m = result["metrics"]
-        rates = m["train_examples_per_second"]
+    def run_kz(name):
+        m, rates = keras_zoo("ner", overrides + args.overrides, out, name, args.reuse)
         return {"rate": combined_rate(rates), "score": 100 * m["test"]["f1"],
-                "validation_f1": 100 * m["validation"]["f1"], "last_epoch_score": 100 * m["last_epoch"]["test"]["f1"],
+                "validation_f1": 100 * m["validation"]["f1"], "last_epoch_score": 100 * m["last_epoch"].get("test", {}).get("f1", float("nan")),
                 "chosen_epoch": m["chosen_epoch"]}
 
-    return alternate(args, out, peer_cmd, parse_peer, lambda name: parse_kz(
-        keras_zoo("ner", overrides + args.overrides, out, name)))
+    return alternate(args, out, peer_cmd, parse_peer, run_kz)
 
 
 def images(args, out: Path, python: str):
@@ -165,14 +168,12 @@ def images(args, out: Path, python: str):
         accuracy = re.search(r"validation accuracy ([\d.]+)", text).group(1)
         return {"rate": combined_rate(rates), "score": float(accuracy)}
 
-    def parse_kz(result):
-        m = result["metrics"]
-        rates = m["train_examples_per_second"]
+    def run_kz(name):
+        m, rates = keras_zoo("image_classification", overrides + args.overrides, out, name, args.reuse)
         return {"rate": combined_rate(rates), "score": 100 * m["validation"]["accuracy"],
-                "last_epoch_score": 100 * m["last_epoch"]["validation"]["accuracy"], "chosen_epoch": m["chosen_epoch"]}
+                "last_epoch_score": 100 * m["last_epoch"].get("validation", {}).get("accuracy", float("nan")), "chosen_epoch": m["chosen_epoch"]}
 
-    return alternate(args, out, peer_cmd, parse_peer, lambda name: parse_kz(
-        keras_zoo("image_classification", overrides + args.overrides, out, name)))
+    return alternate(args, out, peer_cmd, parse_peer, run_kz)
 
 
 def alternate(args, out: Path, peer_cmd: list[str], parse_peer, run_kz) -> tuple[list, list]:
@@ -181,7 +182,7 @@ def alternate(args, out: Path, peer_cmd: list[str], parse_peer, run_kz) -> tuple
     for i in range(args.runs):
         if i % 2 == 0:
             print(f"run {i + 1}/{args.runs}: peer", flush=True)
-            peers.append(parse_peer(run(peer_cmd, env, out / f"peer{len(peers) + 1}.log")))
+            peers.append(parse_peer(run(peer_cmd, env, out / f"peer{len(peers) + 1}.log", args.reuse)))
             print(f"  {peers[-1]}", flush=True)
         else:
             print(f"run {i + 1}/{args.runs}: keras-zoo", flush=True)
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="keras-zoo config overrides")
     parser.add_argument("--peer-venv", default=str(ROOT / "benchmarks" / "out" / "peer-venv"))
     parser.add_argument("--out", default="")
+    parser.add_argument("--reuse", action="store_true",
+                        help="finish an interrupted alternation: read the runs whose logs --out holds instead of rerunning them")
     args = parser.parse_args()
     if args.runs < 3 or args.runs % 2 == 0:
         parser.error("--runs must be odd and at least 3 (peer, keras-zoo, peer, ...)")

@@ -5,7 +5,8 @@ predictions, export); the engine (recipes/engine.py) owns everything every task 
 checks, the run directory and its status, resume, seeds and precision, training, TensorBoard,
 metrics.json, the command line. The engine calls a recipe in this order:
 
-    train     read_data -> build -> (fit, by the engine) -> load -> evaluate per split -> export
+    train     read_data -> build -> (fit, by the engine) -> load -> evaluate per split
+              (again with the last epoch's weights when another epoch was kept) -> export
     evaluate  read_data or read_split -> load -> evaluate
     predict   load -> predict (-> format_prediction, prediction_table for the CLI)
     export    load -> export
@@ -99,7 +100,9 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def read_data(self, cfg: Any) -> Any:
         """Every split the config names, read and checked (labels across splits, decodable
-        images, ...): an object with `train`, `validation` and `test` (None when absent)."""
+        images, ...): an object with `train`, `validation` and `test` (None when absent), and
+        optionally `selection` (held out of train to choose the epoch on; `build` then scores
+        epochs on it, and the engine reports that the epoch was chosen there)."""
 
     @abc.abstractmethod
     def read_split(self, cfg: Any, source: str, split: str) -> Any:

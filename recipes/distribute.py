@@ -12,7 +12,7 @@ around building, compiling and fitting every recipe's model.
   else `none`.
 
 `train.batch_size` is the global batch: each of R replicas computes global / R examples of every
-batch, so a length-bucketed text batch stays one bucket across the replicas, and the loss, the
+batch, so a length-grouped text batch keeps one padded length across the replicas, and the loss, the
 gradients and the learning rate schedule are those of one device (`train.scale_learning_rate:
 linear` multiplies the rate by R instead).
 

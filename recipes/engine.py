@@ -39,7 +39,8 @@ SAFE_ON_RESUME = ("run.",)
 def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bool = False,
           changed_keys: Sequence[str] = (), verbose: int | str = "auto", export: bool = True) -> tuple[RunDir, dict]:
     """Train `cfg` into `runs/<recipe>/<run.name>/` (or `run.dir`); returns the run and its report
-    (`validation`, `test` when there is test data, `train_examples_per_second`), which is empty in
+    (`validation`, `test` when there is test data, `chosen_epoch`, `last_epoch`,
+    `train_examples_per_second`), which is empty in
     the workers of a cluster other than the chief (see recipes/distribute.py).
 
     `overwrite` replaces an existing run once the new one has finished; `resume` continues an
@@ -92,7 +93,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
             report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
                       for split in REPORTED_SPLITS if (examples := getattr(splits, split, None)) is not None}
             metrics = final_metrics(run, cfg.train.monitor)
-            report.update(_chosen_and_last_epoch(recipe, built, run, cfg, splits, metrics, report))
+            report.update(_chosen_and_last_epoch(recipe, built, run, cfg, splits, metrics, report, export))
             report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
             if cfg.run.hparams and run.tensorboard:
                 log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
@@ -106,29 +107,34 @@ REPORTED_SPLITS = ("validation", "test")
 
 
 def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, splits: Any, metrics: dict,
-                           report: dict) -> dict:
+                           report: dict, evaluate_last: bool = True) -> dict:
     """Which epoch the run kept and on which split it was chosen (`selection`, held out of train by
     `data.selection_split`, else `validation`), and the reported splits' figures with the last
     epoch's weights beside the kept epoch's: a report chosen on its own split is optimistic, and
-    the two figures show by how much. Both go into metrics.json."""
+    the two figures show by how much. Both go into metrics.json. `evaluate_last=False` (search
+    trials) skips the second evaluation that a last epoch other than the kept one needs."""
     chosen_on = "validation" if getattr(splits, "selection", None) is None else "selection"
     best, epochs = int(metrics.get("best_epoch", 0)), int(metrics.get("epochs", 0))
+    saved = run.read_json(run.metrics)
     last: dict = {"epoch": epochs}
     if best == epochs:
         last.update({split: report[split] for split in REPORTED_SPLITS if split in report})
-    elif run.last_weights.exists():  # (not after a resume that found training already finished)
+    elif saved.get("last_epoch", {}).get("epoch") == epochs:  # a resume after they were written
+        last = saved["last_epoch"]
+    elif run.last_weights.exists() and evaluate_last:
         training.load_best_weights(built.model, run, run.last_weights)
-        predictor = recipe.load(run.path, cfg, built.task, inference_copy(built.model))
-        for split in REPORTED_SPLITS:
-            if (examples := getattr(splits, split, None)) is not None:
-                last[split] = recipe.evaluate(predictor, examples, split, cfg).report
-        training.load_best_weights(built.model, run)  # back to the kept epoch (it may be the exported model)
+        try:
+            predictor = recipe.load(run.path, cfg, built.task, inference_copy(built.model))
+            for split in REPORTED_SPLITS:
+                if (examples := getattr(splits, split, None)) is not None:
+                    last[split] = recipe.evaluate(predictor, examples, split, cfg).report
+        finally:  # back to the kept epoch: built.model may be the very model that is exported
+            built.model.load_weights(str(run.best_weights))
     run.last_weights.unlink(missing_ok=True)
     scalars = {split: {k: v for k, v in figures.items() if isinstance(v, float)} if isinstance(figures, dict)
                else figures for split, figures in last.items()}
     added = {"chosen_epoch": {"epoch": best, "of": epochs, "chosen_on": chosen_on, "monitor": cfg.train.monitor},
              "last_epoch": scalars}
-    saved = run.read_json(run.metrics)
     run.write_json(run.metrics, {**saved, **added})
     return added
 

@@ -238,7 +238,9 @@ class ImageClassification(Recipe):
         task = {"labels": data.labels, "image_size": image_size, "side": images.side,
                 "interpolation": images.interpolation, "undecodable": len(undecodable),
                 "examples": {s: len(getattr(decoded, s)) if getattr(decoded, s) else 0
-                             for s in ("train", "selection", "validation", "test")}}
+                             for s in ("train", "validation", "test")}}
+        if decoded.selection is not None:
+            task["examples"]["selection"] = len(decoded.selection)
         notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
             if undecodable else []
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,

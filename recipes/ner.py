@@ -189,7 +189,6 @@ class Ner(Recipe):
         return self._read(cfg, source, split, cfg.data.tag_scheme)
 
     def build(self, cfg: NerConfig, data: NerData) -> Training:
-        from recipes import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import set_finetune_mode, token_classifier  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415

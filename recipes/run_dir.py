@@ -49,7 +49,8 @@ class RunDir:
     status = property(lambda self: self.path / STATUS_FILE)
     task = property(lambda self: self.path / "task.json")
     best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
-    # the last epoch's weights, kept from the end of training until the engine has reported them
+    # checkpoints/last.weights.h5: the last epoch's weights, from the end of training until the
+    # engine has reported their figures (metrics.json's last_epoch)
     last_weights = property(lambda self: self.path / "checkpoints" / "last.weights.h5")
     backup = property(lambda self: self.path / "backup")
     logs = property(lambda self: self.path / "logs")

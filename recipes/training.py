@@ -116,8 +116,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
                    extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose,
                    logging=logging)
         epoch = len(history_rows(run.history))
-        if i == len(phases) - 1:  # for the report's last-epoch figures (the engine deletes it)
-            model.save_weights(str(run.last_weights))
+        if not any(later.epochs > 0 for later in phases[i + 1:]):  # the last epoch: for the report's
+            model.save_weights(str(run.last_weights))  # last-epoch figures (the engine deletes it)
         load_best_weights(model, run)
         run.write_json(marker, {"end_epoch": epoch})
     shutil.rmtree(run.backup, ignore_errors=True)  # each phase's BackupAndRestore removed its own state

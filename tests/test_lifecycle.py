@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, make_image_folder, make_reviews, run_cli, write_jsonl
@@ -423,3 +424,27 @@ def test_a_search_with_a_bad_max_time_leaves_nothing(tmp_path):
     result = run_cli("tune", TOY, "--dir", str(tmp_path / "s"), "--max-time", "abc")
     assert result.returncode == 2 and "tuning.max_time" in error_line(result.stderr)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_kept_epoch_before_the_last_is_exported_and_the_last_epoch_is_reported_beside_it(tmp_path):
+    """`train.monitor=learning_rate` (highest is best) keeps an early epoch for certain: the
+    schedule decays to 0 at the end. The exported model must hold the kept epoch's weights, and
+    metrics.json the last epoch's figures beside the kept one's."""
+    import keras
+
+    runs = tmp_path / "runs"
+    code, out, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--set", "train.epochs=3",
+                         "--set", "train.monitor=learning_rate", "--set", "train.early_stopping_patience=0",
+                         "--set", "run.tensorboard=false")
+    assert code == 0, err
+    run = runs / "toy" / "a"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["chosen_epoch"] == {"epoch": 1, "of": 3, "chosen_on": "validation", "monitor": "learning_rate"}
+    assert metrics["last_epoch"]["epoch"] == 3 and 0 <= metrics["last_epoch"]["validation"]["accuracy"] <= 1
+    assert "kept epoch 1 of 3" in out and "last epoch (3): validation accuracy" in out
+    assert not (run / "checkpoints" / "last.weights.h5").exists()
+    exported = keras.models.load_model(run / "export" / "model.keras")
+    best = keras.models.load_model(run / "export" / "model.keras")
+    best.load_weights(run / "checkpoints" / "best.weights.h5")
+    for a, b in zip(exported.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)

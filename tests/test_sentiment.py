@@ -53,11 +53,8 @@ def test_the_epoch_is_chosen_on_the_selection_split_and_the_last_epoch_is_report
     assert chosen["of"] == len(rows) and scores[chosen["epoch"] - 1] == max(scores)
     # The epoch was scored on the 48 held-out training reviews (20% of 240), not on the 60 dev ones.
     assert all(abs(s * 48 - round(s * 48)) < 1e-4 for s in scores)
-    assert any(abs(s * 60 - round(s * 60)) > 1e-4 for s in scores)
     last = metrics["last_epoch"]
     assert last["epoch"] == len(rows) and 0 <= last["validation"]["accuracy"] <= 1
-    if chosen["epoch"] == chosen["of"]:
-        assert last["validation"]["accuracy"] == metrics["validation"]["accuracy"]
     assert not (run / "checkpoints" / "last.weights.h5").exists()
 
 

@@ -88,3 +88,18 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every
         group = np.concatenate([x["padding_mask"].numpy().sum(axis=1) for x, _ in batches[:3]])
         assert (np.diff(group) <= 0).all()
     assert not all(tf.reduce_all(a[1] == b[1]) for a, b in zip(*epochs))  # reshuffled each epoch
+
+
+def test_tensorflow_cpu_settings_are_defaults_the_environment_overrides():
+    from zoo.runtime import configure_tensorflow_cpu
+
+    env = {}
+    configure_tensorflow_cpu(env, frozenset({"avx2", "fma"}))  # the AVX2 CPU it was measured on
+    assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    for flags in ({"avx2", "avx512f", "avx512_bf16"}, {"avx2", "avx512f"}, set()):  # AVX-512, unknown: oneDNN kept
+        env = {}
+        configure_tensorflow_cpu(env, frozenset(flags))
+        assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
+    env = {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "1"}  # the user's values win
+    configure_tensorflow_cpu(env, frozenset({"avx2"}))
+    assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "1"}

@@ -9,9 +9,13 @@ AMD EPYC (AVX2, no native bf16), a MiniLM-L6 training step on SST-2 batches
   back to the OS when it is freed (glibc mmap/munmap), so each step page-faults its buffers in
   again (38% of the step's CPU time was in the kernel). The BFC allocator keeps freed memory for
   the next step: 47.0 -> 51.2 examples/s.
-- `TF_ENABLE_ONEDNN_OPTS=0` on CPUs without native bf16: TensorFlow's own (Eigen) kernels beat
-  its oneDNN ones there, 51.2 -> 56.7 examples/s. Where the CPU has AVX512-BF16 or AMX, oneDNN
-  stays on: its kernels are what makes mixed bfloat16 fast.
+- `TF_ENABLE_ONEDNN_OPTS=0` on x86 CPUs with AVX2 but no AVX-512 (so no native bf16 either):
+  TensorFlow's own (Eigen) kernels beat its oneDNN ones there, 51.2 -> 56.7 examples/s. On
+  AVX-512 CPUs oneDNN stays on (TensorFlow's default, and what makes mixed bfloat16 fast on
+  AVX512-BF16 / AMX); elsewhere (ARM, no /proc/cpuinfo) nothing is changed: not measured.
+
+The BFC allocator keeps the memory it has taken until the process ends (up to
+`TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GiB by default): a process's resident memory stays at its peak.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 from pathlib import Path
 from typing import MutableMapping
 
-NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})
+NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
 
 
 def cpu_flags() -> frozenset[str]:
@@ -37,5 +41,6 @@ def configure_tensorflow_cpu(environ: MutableMapping[str, str] = os.environ,
                              flags: frozenset[str] | None = None) -> None:
     """Set the defaults above in `environ`, leaving every variable that is already set."""
     environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    if not (cpu_flags() if flags is None else flags) & NATIVE_BF16:
+    flags = cpu_flags() if flags is None else flags
+    if "avx2" in flags and "avx512f" not in flags:
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
