@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
 
     from recipes import devices, engine, sentiment, training
     from recipes.labels import label_ids
-    from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches
+    from zoo.text_inputs import TextEncoder, training_batches
 
     out = Path(args.out)
     cfg = sentiment.RECIPE.load_config(overrides=[
@@ -75,10 +75,8 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input),
                           sentiment.pick_max_length(lengths, cfg.data, backbone.max_sequence_length))
     y = label_ids(data.train, data.labels)
-    steps = training.steps_for_buckets(np.minimum(lengths, encoder.max_length), bucket_lengths(encoder.max_length),
-                                       cfg.train.batch_size)
-    batches = list(bucketed_batches(encoder, data.train.texts, y, cfg.train.batch_size, cfg.train.seed, steps)
-                   .take(args.steps))
+    train_ds, steps = training_batches(encoder, data.train.texts, y, cfg.train.batch_size, cfg.train.seed, lengths)
+    batches = list(train_ds.take(args.steps))
     same = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
         {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()}, tf.TensorSpec([None], tf.int32)))
     same = same.apply(tf.data.experimental.assert_cardinality(len(batches)))

@@ -74,15 +74,14 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     # Identical batches for both: the recipe's own bucketed training batches, held in memory.
     data = sentiment.RECIPE.read_data(cfg)
     task = json.loads(run.task.read_text())
-    from zoo.text_inputs import TextEncoder, bucket_lengths, bucketed_batches, load_tokenizer
+    from zoo.text_inputs import TextEncoder, bucket_lengths, load_tokenizer, training_batches
 
     tokenizer = load_tokenizer(str(run.path / "tokenizer"))
     encoder = TextEncoder(tokenizer, ["token_ids", "segment_ids", "padding_mask"], task["max_length"])
     y = label_ids(data.train, data.labels)
-    lengths = np.minimum(encoder.lengths(data.train.texts), encoder.max_length)
-    steps = training.steps_for_buckets(lengths, bucket_lengths(encoder.max_length), cfg.train.batch_size)
-    batches = list(bucketed_batches(encoder, data.train.texts, y, cfg.train.batch_size, 0, steps)
-                   .take(args.overhead_steps))
+    train_ds, steps = training_batches(encoder, data.train.texts, y, cfg.train.batch_size, 0,
+                                       encoder.lengths(data.train.texts))
+    batches = list(train_ds.take(args.overhead_steps))
     same = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=(
         {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()},
         tf.TensorSpec([None], tf.int32)))

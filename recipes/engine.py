@@ -129,7 +129,7 @@ def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, sp
                 if (examples := getattr(splits, split, None)) is not None:
                     last[split] = recipe.evaluate(predictor, examples, split, cfg).report
         finally:  # back to the kept epoch: built.model may be the very model that is exported
-            built.model.load_weights(str(run.best_weights))
+            training.load_best_weights(built.model, run)
     run.last_weights.unlink(missing_ok=True)
     scalars = {split: {k: v for k, v in figures.items() if isinstance(v, float)} if isinstance(figures, dict)
                else figures for split, figures in last.items()}

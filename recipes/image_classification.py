@@ -45,9 +45,7 @@ class ImageDataConfig:
     path_column: str = "path"  # CSV columns
     label_column: str = "label"
     validation_split: float = 0.2
-    # > 0: hold out this share of train (stratified) to choose the best epoch on, so the validation
-    # figures are not chosen on themselves; 0: the epoch is chosen on validation
-    selection_split: float = 0.0
+    selection_split: float = 0.0  # > 0: this share of train (stratified) chooses the epoch, not validation
     crop_fraction: float = 0.875  # evaluation crops the centre 87.5% of the resized square (224 of 256)
     cache_max_gb: float = 4.0  # decoded squares are kept in memory up to this size, else decoded each epoch
 
@@ -85,12 +83,10 @@ class ImageModelConfig(ModelConfig):
 class ImageTrainConfig(TrainConfig):
     # Either phase may be skipped (0 epochs); the engine refuses a run where both are.
     LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 0", "head_epochs": ">= 0", "frozen_epochs": ">= 1",
-                                        "head_learning_rate": "> 0",
-                                        "label_smoothing": "[0, 1)", "top_k": ">= 1"}
+                                        "head_learning_rate": "> 0", "label_smoothing": "[0, 1)", "top_k": ">= 1"}
 
     head_epochs: int = 4  # phase 1 of finetune: full: the new head on the frozen backbone
-    # finetune: frozen: the head is all that trains; 4 epochs under-fit (benchmarks/RESULTS.md)
-    frozen_epochs: int = 15
+    frozen_epochs: int = 15  # finetune: frozen: the head alone trains (4 epochs under-fit: benchmarks/RESULTS.md)
     head_learning_rate: float = 1e-3
     epochs: int = 8  # phase 2: fine-tuning the backbone
     learning_rate: float = 1e-4
@@ -101,9 +97,8 @@ class ImageTrainConfig(TrainConfig):
     class_weights: Literal["auto", "balanced", "none"] = "auto"  # auto: balanced when classes differ by > 1.5x
     top_k: int = 5  # top-k accuracy is reported when there are more than k classes
     early_stopping_patience: int = 0
-    # auto stays float32 on CPUs even with native bf16: mixed bfloat16 fine-tuned EfficientNet 2.3x
-    # *slower* on an AMX CPU (depthwise convolutions; measured 12.2 vs 5.3 s per batch of 32),
-    # unlike the text encoders. GPUs get their mixed precision (recipes/devices.py).
+    # precision auto: float32 on CPUs even with native bf16 (EfficientNet's depthwise convolutions
+    # trained 2.3x *slower* in bf16 on an AMX CPU: 12.2 vs 5.3 s per batch, measured)
     CPU_BF16: ClassVar[bool] = False
 
 
@@ -142,8 +137,7 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
             metrics.append(keras.metrics.TopKCategoricalAccuracy(t.top_k, name=f"top{t.top_k}_accuracy"))
         model.compile(optimizer=training.make_optimizer(t, steps_per_epoch, learning_rate, epochs),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t.label_smoothing),
-                      metrics=metrics, jit_compile=t.jit_compile,
-                      run_eagerly=t.run_eagerly)
+                      metrics=metrics, jit_compile=t.jit_compile, run_eagerly=t.run_eagerly)
 
     def head(model, epochs: int):
         backbone.trainable = False  # frozen: BatchNorm runs in inference mode too
@@ -213,9 +207,9 @@ class ImageClassification(Recipe):
         image_size = input_size(converter)
         images = ImageClassifier(None, data.labels, round(image_size / cfg.data.crop_fraction),
                                  getattr(converter, "interpolation", "bilinear"), cfg.data.cache_max_gb * 2**30)
-        decode = lambda split: images.decode(split) if split is not None else None  # noqa: E731
-        decoded = ImageSplits(decode(data.train), decode(data.validation), decode(data.test), data.labels,
-                              decode(data.selection))
+        decoded = ImageSplits(*(images.decode(s) if s is not None else None
+                                for s in (data.train, data.validation, data.test)), data.labels,
+                              images.decode(data.selection) if data.selection is not None else None)
         for split, source in (("train", cfg.data.train), ("validation", cfg.data.validation or cfg.data.train),
                               ("test", cfg.data.test or cfg.data.train), ("selection", cfg.data.train)):
             if getattr(decoded, split) is None:
@@ -225,7 +219,7 @@ class ImageClassification(Recipe):
                 raise UserError(f"{source}: class {', '.join(missing)} has no decodable training images")
             if not len(getattr(decoded, split)):
                 raise UserError(f"{source}: no {split} image decodes ({len(getattr(data, split))} files tried)")
-        undecodable = [o for d in (decoded.train, decoded.validation, decoded.test, decoded.selection) if d
+        undecodable = [o for d in (decoded.train, decoded.selection, decoded.validation, decoded.test) if d
                        for o in d.undecodable]
         k = len(data.labels)
         y_train = label_ids(decoded.train, data.labels)
@@ -237,10 +231,8 @@ class ImageClassification(Recipe):
         steps = math.ceil(len(y_train) / cfg.train.batch_size)
         task = {"labels": data.labels, "image_size": image_size, "side": images.side,
                 "interpolation": images.interpolation, "undecodable": len(undecodable),
-                "examples": {s: len(getattr(decoded, s)) if getattr(decoded, s) else 0
-                             for s in ("train", "validation", "test")}}
-        if decoded.selection is not None:
-            task["examples"]["selection"] = len(decoded.selection)
+                "examples": {s: len(getattr(decoded, s) or ()) for s in ("train", "validation", "test")}
+                | ({"selection": len(decoded.selection)} if decoded.selection is not None else {})}
         notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
             if undecodable else []
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,

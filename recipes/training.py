@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import time
 import warnings
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from zoo import keras_compat
@@ -185,12 +183,6 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
 
 def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
-
-
-def steps_for_buckets(lengths: np.ndarray, boundaries: list[int], batch_size: int) -> int:
-    """How many batches length-bucketed batching makes from examples of these lengths."""
-    bucket = np.searchsorted(np.asarray(boundaries), lengths)
-    return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
 
 
 class ResumeState(keras.callbacks.BackupAndRestore):
