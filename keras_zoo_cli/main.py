@@ -5,18 +5,23 @@ imported only by the commands that need them, so `keras-zoo --help` and `keras-z
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
 from recipes.cli import add_config_options, add_recipe_commands, config_overrides, guarded, run_recipe_command
+from zoo.catalog import TASKS, format_catalog
 from zoo.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-zoo",
                                      description="Fine-tune pretrained KerasHub backbones: train, evaluate, predict, export.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up lines and INFO/WARNING logs (same as KERAS_ZOO_VERBOSE=1)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="print the backbone catalog")
+    commands.add_parser("list", help="print the backbone catalog").add_argument(
+        "--task", choices=TASKS, help="only the backbones that suit this recipe")
     board = commands.add_parser("tensorboard", help="serve TensorBoard over runs (127.0.0.1 only by default)",
                                 description="Serve TensorBoard over a runs directory (every run, trial and search "
                                             "in it) until Ctrl-C.")
@@ -25,6 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1); e.g. 0.0.0.0 exposes the runs to your "
                             "network, without authentication")
+    runs = commands.add_parser("runs", help="a table of the runs and searches (--delete NAME ... removes some)",
+                               description="One line per run and search under the runs directory: status, "
+                                           "backbone, epochs, key metrics, duration, date.")
+    runs.add_argument("patterns", nargs="*", metavar="PATTERN",
+                      help="globs or run directories, e.g. 'runs/sentiment/*' (default: all of --runs-dir)")
+    runs.add_argument("--runs-dir", default="runs", help="default: runs")
+    runs.add_argument("--sort", metavar="METRIC", help="best first by this metric, e.g. val_accuracy, test_macro_f1")
+    runs.add_argument("--json", action="store_true", help="print the rows as JSON, every metric included")
+    runs.add_argument("--delete", nargs="+", metavar="NAME",
+                      help="delete these finished, failed or interrupted runs or searches (names under --runs-dir, "
+                           "or paths); nothing is deleted when one is refused")
+    show = commands.add_parser("show", help="print a run's report, or a search's results table")
+    show.add_argument("run", metavar="RUN", help="a run or search: its name under --runs-dir, or its path")
+    show.add_argument("--runs-dir", default="runs", help="default: runs")
     add_recipe_commands(commands, recipe_argument=True)
     tune = commands.add_parser("tune", help="search the config's tuning.space with Keras Tuner into runs/<recipe>/<name>/",
                                description="Search the config's tuning.space with Keras Tuner.")
@@ -65,15 +84,21 @@ def _tune(args: argparse.Namespace) -> None:
 
 def _command(args: argparse.Namespace) -> None:
     if args.command == "list":
-        from zoo.catalog import format_catalog  # noqa: PLC0415
-
-        print(format_catalog())
+        print(format_catalog(args.task))
     elif args.command == "tensorboard":
         from keras_zoo_cli.board import serve  # noqa: PLC0415
 
         serve(args.runs_dir, host=args.host, port=args.port)
     elif args.command == "tune":
         _tune(args)
+    elif args.command == "runs":
+        from keras_zoo_cli.runs import runs_command  # noqa: PLC0415
+
+        print(runs_command(args.patterns, args.runs_dir, args.sort, args.json, args.delete))
+    elif args.command == "show":
+        from keras_zoo_cli.show import show  # noqa: PLC0415
+
+        print(show(args.run, args.runs_dir))
     else:
         from recipes.registry import load_recipe  # noqa: PLC0415
 
@@ -83,6 +108,9 @@ def _command(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --workers N` reruns it in each worker
+    args.origin = ["keras-zoo", *args.argv]  # the model card's command
+    if args.verbose:
+        os.environ["KERAS_ZOO_VERBOSE"] = "1"  # read by zoo.runtime, here and in the processes this one starts
     return guarded(lambda: _command(args))
 
 

@@ -62,8 +62,10 @@ def add_recipe_commands(commands, recipe_argument: bool) -> None:
     predict.add_argument("--file", help="a text file, one input per line")
     predict.add_argument("--jsonl", action="store_true", help="print one JSON object per input")
     predict.add_argument("--csv", help="also write the predictions to this CSV file")
-    export = add("export", "write export/model.keras and export/saved_model for a run")
+    export = add("export", "write export/model.keras and export/saved_model for a run, or a KerasHub preset")
     export.add_argument("run", help="run directory")
+    export.add_argument("--preset", metavar="DIR",
+                        help="write a KerasHub preset directory instead (to share with keras_hub.upload_preset)")
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -80,6 +82,9 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     """Carry out train / evaluate / predict / export for `recipe` (a `recipes.contract.Recipe`)."""
+    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
+
+    load_tensorflow_quietly()
     from recipes import engine  # noqa: PLC0415
     from recipes.config import load_config_and_keys  # noqa: PLC0415
 
@@ -89,7 +94,7 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
             _train_workers(recipe, cfg, args)
             return
         run, report = engine.train(recipe, cfg, overwrite=args.overwrite, resume=args.resume, changed_keys=keys,
-                                   verbose=2)
+                                   verbose=1 if sys.stdout.isatty() else 2, origin=getattr(args, "origin", ""))
         if not report:  # a worker of a cluster other than the chief: the chief reports
             print("this worker's part is done; the chief writes the run")
             return
@@ -104,7 +109,10 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     elif args.command == "predict":
         _predict(recipe, args)
     elif args.command == "export":
-        print(f"exported: {engine.export(recipe, args.run)}")
+        if args.preset:
+            print(f"preset written: {engine.export_preset(recipe, args.run, args.preset)}")
+        else:
+            print(f"exported: {engine.export(recipe, args.run)}")
 
 
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
@@ -161,7 +169,10 @@ def kept_epoch_line(report: dict) -> str:
 
 def guarded(command) -> int:
     """Run `command()`: a user error is one line on stderr and exit status 2, Ctrl-C exit 130."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo.runtime import native_logs_shown  # noqa: PLC0415
+
+    if not native_logs_shown():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         command()
     except UserError as e:
@@ -179,4 +190,5 @@ def script_main(recipe, argv: Sequence[str] | None = None) -> int:
                                      description=f"The {recipe.name} recipe: train, evaluate, predict, export.")
     add_recipe_commands(parser.add_subparsers(dest="command", required=True), recipe_argument=False)
     args = parser.parse_args(argv)
+    args.origin = ["python", "-m", f"recipes.{recipe.name}", *(sys.argv[1:] if argv is None else argv)]
     return guarded(lambda: run_recipe_command(recipe, args))

@@ -91,6 +91,7 @@ class Recipe(abc.ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]  # dataclass with sections data, model, train (a TrainConfig), run, tuning
     pretokenized_input: ClassVar[bool] = False  # predict accepts whitespace-tokenised inputs (--tokens)
+    hub_task: ClassVar[str] = "other"  # the Hugging Face pipeline tag of the task, for model cards
 
     def load_config(self, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
         """This recipe's config from its defaults, a YAML file and `key=value` overrides, checked."""

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
 
-from recipes import devices, distribute, summaries, training
+from recipes import devices, distribute, model_card, summaries, training
 from recipes.config import check_config, flat_values, save_config, value_at, with_values
 from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
+from recipes.run_metrics import final_metrics
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 
@@ -37,7 +39,8 @@ SAFE_ON_RESUME = ("run.",)
 
 
 def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bool = False,
-          changed_keys: Sequence[str] = (), verbose: int | str = "auto", export: bool = True) -> tuple[RunDir, dict]:
+          changed_keys: Sequence[str] = (), verbose: int | str = "auto", export: bool = True,
+          origin: Sequence[str] | str = "") -> tuple[RunDir, dict]:
     """Train `cfg` into `runs/<recipe>/<run.name>/` (or `run.dir`); returns the run and its report
     (`validation`, `test` when there is test data, `chosen_epoch`, `last_epoch`,
     `train_examples_per_second`), which is empty in
@@ -45,7 +48,8 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
 
     `overwrite` replaces an existing run once the new one has finished; `resume` continues an
     interrupted (or failed) run with its own config, changing only `changed_keys` (the keys the
-    user set on the command line), which may only be logging keys (`run.*`).
+    user set on the command line), which may only be logging keys (`run.*`). `origin`, for the
+    model card, is the command line that started the run, or a sentence on where it came from.
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     check_config(cfg)
@@ -63,12 +67,16 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
             raise UserError("train.epochs: every training phase has 0 epochs; nothing would train")
         if plan.replaces and dist.is_chief:
             print(f"{plan.final}: the {plan.replaces} run there is replaced when this one finishes")
-        opened = (open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard) if dist.is_chief
+        opened = (open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard,
+                                       origin=origin or "Python: recipes.engine.train") if dist.is_chief
                   else distribute.scratch_run(dist.scratch, cfg.run.tensorboard))
         with opened as writer:
             run = writer.run
             save_config(cfg, run.config)
             run.write_json(run.task, built.task)
+            splits = built.data if built.data is not None else data
+            if dist.is_chief and not (plan.resume and run.data.exists()):
+                run.write_json(run.data, model_card.data_summary(cfg, splits))
             built.save_assets(run.path)
             if run.tensorboard:
                 summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
@@ -89,21 +97,31 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
                 return RunDir(plan.final, tensorboard=cfg.run.tensorboard), {}
             predictor = recipe.load(run.path, cfg, built.task, model)
             step = len(history["epoch"])
-            splits = built.data if built.data is not None else data
             report = {split: _evaluate(recipe, predictor, examples, run, split, cfg, step)
                       for split in REPORTED_SPLITS if (examples := getattr(splits, split, None)) is not None}
             metrics = final_metrics(run, cfg.train.monitor)
             report.update(_chosen_and_last_epoch(recipe, built, run, cfg, splits, metrics, report, export))
             report["train_examples_per_second"] = [v for v in history.get("examples_per_second", []) if v == v]
             if cfg.run.hparams and run.tensorboard:
-                log_hparams_session(run.logs, flat_values(cfg), metrics, session_id=str(plan.final.resolve()))
+                log_hparams_session(run.logs, flat_values(cfg), metrics,
+                                    session_id=session_name(plan.final, cfg.run.runs_dir))
+            model_card.write_model_card(recipe, run.path)
             if export:
                 predictor.model.save(str(run.keras_model))
                 recipe.export(predictor, run.export)
+                model_card.write_model_card(recipe, run.path, run.export)
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 
 REPORTED_SPLITS = ("validation", "test")
+
+
+def session_name(path: Path, runs_dir: str | Path) -> str:
+    """A run's name for TensorBoard's HParams dashboard: its path relative to the runs directory
+    (`sentiment/demo`, `sentiment/lr-search/trials/trial_03/run0`), which is what TensorBoard
+    serving that directory calls it; a run outside it is named by its own folder name."""
+    path, root = Path(path).resolve(), Path(runs_dir).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
 
 def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, splits: Any, metrics: dict,
@@ -222,7 +240,67 @@ def export(recipe: Recipe | str, run_path: str | Path) -> Path:
     """Write a finished run's deployable models again (into its export/ folder)."""
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     run, _, predictor = open_finished(recipe, run_path)
-    return recipe.export(predictor, run.export)
+    path = recipe.export(predictor, run.export)
+    if (run.path / "data.json").exists():  # runs from before model cards have none to copy
+        model_card.write_model_card(recipe, run.path, run.export)
+    return path
+
+
+PRESET_CONFIG = "keras_zoo_config.yaml"  # the run's resolved config, in a preset directory
+
+
+def export_preset(recipe: Recipe | str, run_path: str | Path, directory: str | Path) -> Path:
+    """Write a finished run into `directory` as a KerasHub preset (zoo/presets.py) with its
+    config and model card. The fine-tuned backbone loads with plain KerasHub
+    (`keras_hub.models.Backbone.from_preset(directory)`); the whole task with `load_preset`.
+    An existing non-empty directory is refused; the preset appears whole or not at all."""
+    from zoo.presets import save_task_preset  # noqa: PLC0415
+
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target}: exists and is not empty; choose another --preset directory")
+    run, cfg, predictor = open_finished(recipe, run_path)
+    building = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(building, ignore_errors=True)
+    tokenizer = getattr(getattr(predictor, "encoder", None), "tokenizer", None)
+    save_task_preset(predictor.model, building, {"recipe": recipe.name, "task": run.read_json(run.task)}, tokenizer)
+    save_config(cfg, building / PRESET_CONFIG)
+    if run.data.exists():  # runs from before model cards have none
+        model_card.write_model_card(recipe, run.path, building)
+    if target.exists():
+        target.rmdir()
+    building.rename(target)
+    return target
+
+
+@dataclasses.dataclass
+class PresetModel:
+    """A task loaded from a preset directory: `predict` as `keras-zoo predict` does.
+
+        >>> model = load_preset("my_preset")  # doctest: +SKIP
+        >>> model.predict(["a fine film"])[0]["label"]  # doctest: +SKIP
+        'positive'
+    """
+
+    recipe: Recipe
+    predictor: Any  # the recipe's predictor: .model (Keras), labels, preprocessing
+
+    def predict(self, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
+        return self.recipe.predict(self.predictor, list(inputs), pretokenized=pretokenized)
+
+
+def load_preset(directory: str | Path) -> PresetModel:
+    """The whole task (model, labels, preprocessing) of a preset that `export_preset` wrote."""
+    from zoo.presets import TASK_CONFIG, load_task_model, read_task_record  # noqa: PLC0415
+
+    directory = Path(directory)
+    if not (directory / TASK_CONFIG).is_file():
+        raise UserError(f"{directory}: not a keras-zoo preset (no {TASK_CONFIG})")
+    record = read_task_record(directory)
+    recipe = load_recipe(record["recipe"])
+    cfg = recipe.load_config(directory / PRESET_CONFIG)
+    return PresetModel(recipe, recipe.load(directory, cfg, record["task"], load_task_model(directory)))
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -241,6 +319,9 @@ def write_report(run: RunDir, split: str, evaluation: Evaluation, step: int) -> 
     metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
     metrics[split] = report
     run.write_json(run.metrics, metrics)
+    if split in REPORTED_SPLITS:  # the model card shows them beside its figures
+        for name, png in evaluation.images.items():
+            (run.path / f"{split}_{name.split('/')[-1]}.png").write_bytes(png)
     if not run.tensorboard:
         return
     writer = tf.summary.create_file_writer(str(eval_logdir(run, split)))
@@ -263,25 +344,6 @@ def write_report(run: RunDir, split: str, evaluation: Evaluation, step: int) -> 
 def eval_logdir(run: RunDir, split: str) -> Path:
     """Where an evaluation's summaries (and its embedding projector) go."""
     return run.logs / f"eval_{split}"
-
-
-def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
-    """A finished run's results as named numbers: the logged epoch metrics of its best epoch (by
-    `monitor`, e.g. `val_loss`, `val_entity_f1`), overlaid by the final evaluation's scalars as
-    `val_<key>` and `test_<key>` (e.g. `val_macro_f1`), plus `epochs` run and `best_epoch`.
-    Tuning objectives and the HParams dashboard read these."""
-    metrics: dict[str, float] = {}
-    rows = [r for r in training.history_rows(run.history) if r.get(monitor)]
-    if rows:
-        pick = min if training.monitor_mode(monitor) == "min" else max
-        best = pick(rows, key=lambda r: float(r[monitor]))
-        metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
-        metrics["best_epoch"] = float(int(best["epoch"]) + 1)
-        metrics["epochs"] = float(len(rows))
-    report = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
-    for split, prefix in (("validation", "val_"), ("test", "test_")):
-        metrics.update({prefix + k: v for k, v in report.get(split, {}).items() if isinstance(v, float)})
-    return metrics
 
 
 def log_hparams_session(logdir: Path, hparams: dict, metrics: dict[str, float], session_id: str) -> None:

@@ -40,6 +40,7 @@ class ImageDataConfig:
                                         "crop_fraction": "(0, 1]", "cache_max_gb": ">= 0"}
 
     train: str = ""  # a folder of class folders (or of train/ validation/ test/ folders), a CSV, or tfds:NAME
+    licence: str = ""  # the data's licence, for the model card ("": not stated)
     validation: str = ""  # empty: the train folder's validation/ (or val/) folder, else `validation_split` of train
     test: str = ""  # empty: the train folder's test/ folder, if any
     path_column: str = "path"  # CSV columns
@@ -113,8 +114,7 @@ class ImageClassificationConfig:
         "train.head_learning_rate": {"min": 3e-4, "max": 3e-3, "sampling": "log"},
         "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
         "model.dropout": {"min": 0.0, "max": 0.4},
-        "model.unfreeze_blocks": [0, 2, 4],
-        "train.label_smoothing": [0.0, 0.1],
+        "model.unfreeze_blocks": [0, 2, 4], "train.label_smoothing": [0.0, 0.1],
         "augment.mixup": [0.0, 0.2],
     }))
 
@@ -177,7 +177,7 @@ class ImageClassifier:
 
 
 class ImageClassification(Recipe):
-    name = "image_classification"
+    name, hub_task = "image_classification", "image-classification"  # hub_task: the model card's pipeline tag
     config_class = ImageClassificationConfig
 
     def read_data(self, cfg: ImageClassificationConfig) -> ImageSplits:
@@ -202,7 +202,7 @@ class ImageClassification(Recipe):
         from zoo.heads import image_classifier  # noqa: PLC0415
         from zoo.image_inputs import augmented_batches, cropped_batches, input_size  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image")
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image", task=self.name)
         converter = preprocessor.image_converter
         image_size = input_size(converter)
         images = ImageClassifier(None, data.labels, round(image_size / cfg.data.crop_fraction),

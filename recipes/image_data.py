@@ -21,7 +21,7 @@ import numpy as np
 
 from recipes.labels import class_folders
 from zoo.errors import UserError
-from zoo.image_inputs import IMAGE_EXTENSIONS
+from zoo.progress import progress
 
 SPLIT_FOLDERS = {"train": ["train"], "validation": ["validation", "val", "valid"], "test": ["test"]}
 
@@ -69,6 +69,8 @@ def read_class_folders(root: Path) -> LabelledImages:
     classes = class_folders(root)
     if not classes:
         raise UserError(f"{root}: no class folders (expected {root}/<label>/<image files>)")
+    from zoo.image_inputs import IMAGE_EXTENSIONS  # noqa: PLC0415  (TensorFlow: `keras-zoo show` imports recipes)
+
     data = LabelledImages()
     for folder in classes:
         files = _image_files(folder)
@@ -84,6 +86,8 @@ def read_class_folders(root: Path) -> LabelledImages:
 def _image_files(folder: Path) -> list[Path]:
     """Image files under `folder`, sorted. Linked folders inside it are not entered (os.walk's default,
     as Path.rglob's before Python 3.13): a link loop would otherwise never end."""
+    from zoo.image_inputs import IMAGE_EXTENSIONS  # noqa: PLC0415
+
     return sorted(Path(parent) / name for parent, _, names in os.walk(folder) for name in names
                   if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (Path(parent) / name).is_file())
 
@@ -229,7 +233,7 @@ def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinea
     ds = ds.ignore_errors().batch(64).prefetch(2)  # a failed decode drops that image only
     pixels = np.empty((len(data), side, side, 3), np.uint8) if in_memory else None
     ok = np.zeros(len(data), bool)
-    for index, batch in ds.as_numpy_iterator():
+    for index, batch in progress(ds.as_numpy_iterator(), total=-(-len(data) // 64), desc="decoding images"):
         if in_memory:
             pixels[index] = batch
         ok[index] = True

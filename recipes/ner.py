@@ -36,6 +36,7 @@ class NerDataConfig:
     LIMITS: ClassVar[dict[str, str]] = {"validation_split": "(0, 1)", "max_length": ">= 8"}
 
     train: str = ""  # a CoNLL file, a JSONL file (tokens + tags, or text + spans) or tfds:NAME
+    licence: str = ""  # the data's licence, for the model card ("": not stated)
     validation: str = ""  # empty: carve `validation_split` of the training sentences
     test: str = ""
     token_column: int = 0  # CoNLL columns (0-based; negative counts from the end)
@@ -158,6 +159,7 @@ def mistagged_sentences(data: TaggedSentences, predicted: Sequence[Sequence[str]
 # ------------------------------------------------------------------------------------------- recipe
 class Ner(Recipe):
     name = "ner"
+    hub_task = "token-classification"
     config_class = NerConfig
     pretokenized_input = True
 
@@ -193,7 +195,7 @@ class Ner(Recipe):
         from zoo.heads import set_finetune_mode, token_classifier  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         case_feature = resolve_case_feature(cfg.model.case_feature, backbone)
         max_length = min(cfg.data.max_length, backbone.max_sequence_length)
         encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)
@@ -218,7 +220,7 @@ class Ner(Recipe):
         from zoo.text_inputs import load_tokenizer  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder  # noqa: PLC0415
 
-        tokenizer = load_tokenizer(str(run_path / "tokenizer"))
+        tokenizer = load_tokenizer(run_path)
         encoder = TokenEncoder(tokenizer, list(model.input), task["max_length"], task["case_feature"])
         return Tagger(model, encoder, task["tags"], cfg.model.decoding == "constrained")
 

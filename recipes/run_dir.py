@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from zoo.errors import UserError
 
@@ -56,6 +56,7 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     history = property(lambda self: self.path / "history.csv")
     metrics = property(lambda self: self.path / "metrics.json")
+    data = property(lambda self: self.path / "data.json")  # each split's source, size and fingerprint
     export = property(lambda self: self.path / "export")
     keras_model = property(lambda self: self.path / "export" / "model.keras")
 
@@ -254,15 +255,17 @@ class RunWriter:
         record = {"status": status, "pid": os.getpid(), "command": sys.argv, "updated_at": time.time(), **fields}
         if self.run.status.exists():
             previous = json.loads(self.run.status.read_text())
-            record = {**{k: v for k, v in previous.items() if k in ("created_at", "recipe")}, **record}
+            record = {**{k: v for k, v in previous.items() if k in ("created_at", "recipe", "origin")}, **record}
         write_json(self.run.status, record)
 
 
 @contextlib.contextmanager
-def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -> Iterator[RunWriter]:
+def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True,
+                         origin: Sequence[str] | str = "") -> Iterator[RunWriter]:
     """Lock the run's name, create (or reopen) the directory the plan writes, and keep its status:
     `running` inside, `finished` on success (a partial run is then swapped in), `failed` with the
-    one-line reason on an error, `interrupted` on Ctrl-C."""
+    one-line reason on an error, `interrupted` on Ctrl-C. A new run's record keeps `origin` (the
+    command that started it) for its model card."""
     lock = lock_path(plan.final)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +283,7 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -
             if plan.resume:
                 writer.set_status("running")
             else:
-                _create(plan, writer, recipe)
+                _create(plan, writer, recipe, origin)
         except OSError as e:
             raise UserError(f"{plan.work}: cannot write the run there ({e.strerror})") from None
         try:
@@ -296,7 +299,7 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True) -
             swap_in(plan.work, plan.final)
 
 
-def _create(plan: RunPlan, writer: RunWriter, recipe: str) -> None:
+def _create(plan: RunPlan, writer: RunWriter, recipe: str, origin: Sequence[str] | str = "") -> None:
     """Make the run's directory whole or not at all: built as a hidden sibling with its status
     record, then renamed into place (a kill leaves only hidden scratch, removed next time). A
     replacement's earlier partial is renamed away before it is deleted, for the same reason."""
@@ -311,7 +314,8 @@ def _create(plan: RunPlan, writer: RunWriter, recipe: str) -> None:
         shutil.rmtree(trash)
     (creating / "checkpoints").mkdir(parents=True)
     (creating / "export").mkdir()
-    RunWriter(plan, RunDir(creating)).set_status("running", recipe=recipe, created_at=time.time())
+    RunWriter(plan, RunDir(creating)).set_status("running", recipe=recipe, created_at=time.time(),
+                                                 origin=list(origin) if not isinstance(origin, str) else origin)
     creating.rename(plan.work)
 
 

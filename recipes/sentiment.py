@@ -35,6 +35,7 @@ class SentimentDataConfig:
                                         "max_length": ">= 0", "length_percentile": "(0, 100]"}
 
     train: str = "demo"  # a .csv/.tsv/.jsonl file, a folder of class folders, tfds:NAME, or "demo"
+    licence: str = ""  # the data's licence, for the model card ("": not stated)
     # empty: the demo set's own when train is "demo", else a stratified `validation_split` of train
     validation: str = ""
     test: str = ""
@@ -100,6 +101,7 @@ class TextClassifier:
 
 class Sentiment(Recipe):
     name = "sentiment"
+    hub_task = "text-classification"
     config_class = SentimentConfig
 
     def read_data(self, cfg: SentimentConfig) -> SentimentData:
@@ -118,7 +120,7 @@ class Sentiment(Recipe):
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
         from zoo.text_inputs import TextEncoder, length_sorted_batches, training_batches  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text")
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
         lengths = probe.lengths(data.train.texts)
         max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
@@ -142,7 +144,7 @@ class Sentiment(Recipe):
     def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
         from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415
 
-        tokenizer = load_tokenizer(str(run_path / "tokenizer"))
+        tokenizer = load_tokenizer(run_path)
         input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
         xla = getattr(model, "jit_compile", False) is True  # bucket lengths only for XLA, as in build
         return TextClassifier(model, TextEncoder(tokenizer, input_names, task["max_length"], pad_to_buckets=xla),

@@ -21,6 +21,7 @@ from zoo import keras_compat
 from recipes.config import RunConfig, TrainConfig
 from recipes.contract import Phase
 from recipes.run_dir import RunDir
+from recipes.run_metrics import history_rows, monitor_mode
 from zoo.errors import UserError
 
 
@@ -43,10 +44,6 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
-
-
-def monitor_mode(monitor: str) -> str:
-    return "min" if "loss" in monitor else "max"
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
@@ -135,21 +132,14 @@ def load_best_weights(model: keras.Model, run: RunDir, path: Path | None = None)
             model.load_weights(str(path))
 
 
-def history_rows(history: Path) -> list[dict[str, str]]:
-    """The rows of a run's history.csv (none before its first epoch)."""
-    if not history.exists():
-        return []
-    with history.open() as f:
-        return list(csv.DictReader(f))
-
-
 def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples_per_epoch: int,
                initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose,
                logging: RunConfig) -> None:
     callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
     try:
         model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
-                  callbacks=callbacks, class_weight=class_weight, verbose=verbose)
+                  callbacks=callbacks, class_weight=class_weight, verbose=verbose,
+                  shuffle=False)  # the datasets shuffle themselves (and Keras warns on shuffle=True)
     except RuntimeError as e:
         if "NaN" in str(e) or "Inf" in str(e):
             raise UserError(f"training diverged: the loss became NaN/Inf ({e}); lower train.learning_rate "

@@ -181,3 +181,75 @@ def ner_vocabulary() -> list[str]:
     words |= {w for t in NER_TEMPLATES for w in t.split() if not w.startswith("{")} | set(NER_FILLER)
     words -= {"novak", "haddad"}  # these split into pieces: "nov", "##ak", "had", "##dad"
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words | {"nov", "##ak", "had", "##dad", ".", ","})
+
+
+# Sharing a run: its model card and its KerasHub preset export (each recipe's tests call these).
+def check_model_card(run: Path) -> dict:
+    """The run's README.md has Hugging Face front matter whose figures are metrics.json's, the
+    per-class (or per-type) table, the pictures it links, and the command that made it; returns
+    the front matter."""
+    import yaml
+
+    text = (run / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = yaml.safe_load(text.split("---\n")[1])
+    metrics = json.loads((run / "metrics.json").read_text())
+    shown = {(r["task"]["type"], m["name"]): m["value"] for r in front["model-index"][0]["results"] for m in r["metrics"]}
+    expected = {(front["pipeline_tag"], f"{split} {key}"): value for split in ("validation", "test")
+                for key, value in metrics.get(split, {}).items() if isinstance(value, float)}
+    assert shown == expected and expected
+    for split in ("validation", "test"):
+        if split in metrics:
+            table_row = next(iter(metrics[split].get("per_class", metrics[split].get("per_type", {})).items()))
+            name, values = table_row
+            assert f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} |" in text
+    for picture in ("curves.png", "validation_"):
+        assert picture in text
+    for link in [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]:
+        assert (run / link).read_bytes()[:4] == b"\x89PNG", link
+    data = json.loads((run / "data.json").read_text())
+    assert f"| train | `{data['train']['source']}` | {data['train']['examples']} |" in text
+    return front
+
+
+def check_preset_export(recipe: str, run: Path, inputs: list[str], preset: Path) -> None:
+    """`keras-zoo export RECIPE RUN --preset DIR` writes a preset whose backbone loads with plain
+    KerasHub, and whose task, reloaded in a fresh process, predicts what the run predicts."""
+    from recipes import engine
+
+    result = run_cli("export", recipe, str(run), "--preset", str(preset))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"config.json", "metadata.json", "model.weights.h5", "README.md"} <= {p.name for p in preset.iterdir()}
+    assert json.loads((preset / "metadata.json").read_text())["keras_zoo_version"]
+    from zoo.errors import UserError
+
+    with pytest.raises(UserError, match="exists and is not empty"):
+        engine.export_preset(recipe, run, preset)
+    expected = engine.predict(recipe, run, inputs)
+    script = (
+        "import json, sys, keras_hub\n"
+        f"backbone = keras_hub.models.Backbone.from_preset({str(preset)!r})\n"
+        "assert not any(m.split('.')[0] in ('zoo', 'recipes') for m in sys.modules)\n"
+        "from recipes import engine\n"
+        f"model = engine.load_preset({str(preset)!r})\n"
+        "print(json.dumps({'backbone': type(backbone).__name__, 'rows': model.predict(json.loads(sys.stdin.read()))}))\n")
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(inputs), capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reloaded = json.loads(result.stdout.splitlines()[-1])
+    assert reloaded["backbone"].endswith("Backbone")
+    _assert_same_predictions(reloaded["rows"], expected)
+
+
+def _assert_same_predictions(got: list[dict], expected: list[dict]) -> None:
+    """Same labels (or entities) and probabilities (or scores) within 1e-5."""
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        if "entities" in e:
+            assert g["tags"] == e["tags"]
+            assert [(x["text"], x["type"]) for x in g["entities"]] == [(x["text"], x["type"]) for x in e["entities"]]
+            for x, y in zip(g["entities"], e["entities"]):
+                assert abs(x["score"] - y["score"]) < 1e-5
+        else:
+            assert g["label"] == e["label"]
+            assert max(abs(g["probabilities"][k] - e["probabilities"][k]) for k in e["probabilities"]) < 1e-5

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,3 +124,28 @@ def hparams_sessions(server: TensorBoardServer) -> list[dict]:
     body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
             "startIndex": 0, "sliceSize": 100_000}
     return server.post_json("/data/plugin/hparams/session_groups", body)["sessionGroups"]
+
+
+CHROMIUM_FLAGS = [  # headless, and nowhere but 127.0.0.1: no DNS, no proxy, no background traffic
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection", "--metrics-recording-only", "--no-pings",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=direct://",
+    "--proxy-bypass-list=*", "--window-size=1400,900",
+]
+
+
+def screenshot(url: str, path: Path, profile: Path, budget_ms: int = 15000) -> None:
+    """Headless Chromium's picture of `url` (after `budget_ms` of virtual time) at `path`; a test
+    without Chromium is skipped (`make browser` installs it from Debian's packages: apt, as root
+    or with sudo)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        import pytest  # noqa: PLC0415
+
+        pytest.skip("chromium is not installed (`make browser` installs it with apt, as root or with sudo)")
+    result = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}",
+                             f"--virtual-time-budget={budget_ms}", url],
+                            capture_output=True, text=True, timeout=120)
+    assert path.exists(), result.stderr[-2000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_image_folder, run_cli
+from tests.conftest import check_model_card, check_preset_export, make_image_folder, run_cli
 
 # Any attempt to reach the network fails at once: the recipe must not need it.
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
@@ -281,3 +281,14 @@ def test_frozen_mode_trains_the_head_alone_for_its_own_epochs():
     assert [(p.name, p.epochs) for p in phases] == [("head", 7)]
     cfg = RECIPE.load_config(overrides=["train.head_epochs=3", "train.epochs=5"])
     assert [(p.name, p.epochs) for p in training_phases(cfg, None, 10, 2)] == [("head", 3), ("finetune", 5)]
+
+
+def test_the_run_has_a_model_card_whose_figures_are_its_metrics(image_run):
+    front = check_model_card(image_run["run"])
+    assert front["pipeline_tag"] == "image-classification"
+    assert "undecodable" not in front  # front matter is model-card metadata only
+
+
+def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(image_run, tmp_path):
+    images = sorted(str(p) for p in (image_run["photos"] / "val").rglob("*.*"))[:12]
+    check_preset_export("image_classification", image_run["run"], images, tmp_path / "preset")

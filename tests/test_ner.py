@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import make_ner_sentences, write_conll
+from tests.conftest import check_model_card, check_preset_export, make_ner_sentences, write_conll
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +260,19 @@ def test_training_batches_are_cut_to_their_longest_window_and_see_every_window_o
     assert seen == sorted((int(n), int(row[1])) for row, n in zip(windows.ids, windows.lengths))
     group = np.concatenate(lengths[:3])  # the first group of 3 batches: longest first
     assert (np.diff(group) <= 0).all()
+
+
+def test_the_run_has_a_model_card_with_the_per_type_table_and_test_figures(trained):
+    _, run, _ = trained
+    front = check_model_card(run)
+    assert front["pipeline_tag"] == "token-classification"
+    results = {r["dataset"]["split"] for r in front["model-index"][0]["results"]}
+    assert results == {"validation", "test"}
+    assert "Python: recipes.engine.train" in (run / "README.md").read_text()  # trained from Python, not the CLI
+
+
+def test_a_preset_export_reloads_in_a_fresh_process_and_tags_as_the_run(trained, tmp_path):
+    _, run, _ = trained
+    texts = ["Anna Smith visited Paris on monday .", "Acme Corp hired Li Wei in Oslo .",
+             " ".join(["the market was quiet"] * 8) + " and Maria Garcia spoke in Tokyo ."]  # windowed
+    check_preset_export("ner", run, texts, tmp_path / "preset")

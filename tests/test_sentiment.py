@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, make_reviews, run_cli, write_jsonl
+from tests.conftest import ROOT, check_model_card, check_preset_export, make_reviews, run_cli, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +215,20 @@ def test_an_older_run_with_a_carved_validation_set_is_not_recarved(trained, tmp_
     assert result.returncode == 2 and "made by an older keras-zoo, whose split of the training data differs" in result.stderr
     result = run_cli("evaluate", "sentiment", str(old), "--data", str(work / "dev.jsonl"))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_run_and_its_export_have_a_model_card_whose_figures_are_its_metrics(trained):
+    _, run, _ = trained
+    front = check_model_card(run)
+    assert front["pipeline_tag"] == "text-classification" and front["license"] == "other"  # a local backbone
+    card = (run / "README.md").read_text()
+    assert "keras-zoo train sentiment --name tiny --runs-dir" in card  # the command that made it
+    assert "chosen by the best `val_accuracy` on the selection split" in card
+    assert (run / "export" / "README.md").read_text() == card
+    assert (run / "export" / "curves.png").exists()
+
+
+def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(trained, tmp_path):
+    work, run, _ = trained
+    dev = [json.loads(line)["text"] for line in (work / "dev.jsonl").read_text().splitlines()]
+    check_preset_export("sentiment", run, dev[:24], tmp_path / "preset")

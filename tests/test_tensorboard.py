@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, make_image_folder, make_ner_sentences, make_reviews, write_conll, write_jsonl
-from tests.tensorboard_server import hparams_sessions, scalars, serve_tensorboard
+from tests.tensorboard_server import hparams_sessions, scalars, screenshot, serve_tensorboard
 
 EVERY = 2  # run.log_every_steps in these runs
 EMBEDDINGS = 30  # run.embeddings: fewer than the sentiment validation set, to check the cap
@@ -192,14 +192,16 @@ def test_every_run_is_an_hparams_session_with_its_final_metrics(board):
     from recipes.run_dir import RunDir
 
     sessions = {group["name"]: group for group in hparams_sessions(server)}
+    assert set(sessions) == {f"{recipe}/tiny" for recipe in runs}  # named relative to the runs directory served
     for recipe, run in runs.items():
-        group = sessions[str(run.resolve())]
+        group = sessions[f"{recipe}/tiny"]
+        assert [s["name"] for s in group["sessions"]] == [f"{recipe}/tiny/logs"]  # TensorBoard's own run name
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         monitor = "val_entity_f1" if recipe == "ner" else "val_accuracy"
         expected = final_metrics(RunDir(run), monitor)
         assert values[monitor] == pytest.approx(expected[monitor], abs=1e-6)
         assert group["hparams"]["train.run_eagerly"] is True
-    assert sessions[str(runs["sentiment"].resolve())]["hparams"]["model.backbone"].endswith("tiny_bert0")
+    assert sessions["sentiment/tiny"]["hparams"]["model.backbone"].endswith("tiny_bert0")
 
 
 @pytest.mark.parametrize("recipe", ["sentiment", "ner"])
@@ -242,25 +244,6 @@ def test_profile_of_a_few_steps_is_written_with_run_profile(board):
     traces = list((runs["sentiment"] / "logs" / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert traces and traces[0].stat().st_size > 1000
     assert not (runs["ner"] / "logs" / "train" / "plugins").exists()  # off by default
-
-
-CHROMIUM_FLAGS = [  # headless, and nowhere but 127.0.0.1: no DNS, no proxy, no background traffic
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection", "--metrics-recording-only", "--no-pings",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=direct://",
-    "--proxy-bypass-list=*", "--window-size=1400,900",
-]
-
-
-def screenshot(url: str, path: Path, profile: Path, budget_ms: int = 15000) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "chromium is not installed: `make browser` installs it from Debian's packages"
-    result = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}",
-                             f"--virtual-time-budget={budget_ms}", url],
-                            capture_output=True, text=True, timeout=120)
-    assert path.exists(), result.stderr[-2000:]
 
 
 def palette_pixels(picture: np.ndarray) -> int:

@@ -178,6 +178,8 @@ def test_the_hparams_dashboard_shows_every_trial_with_named_metrics(toy_search):
     assert {"val_loss", "val_macro_f1", "accuracy"} <= metrics.keys()
     by_trial = {Path(g["sessions"][0]["name"]).name: g for g in groups}
     assert sorted(by_trial) == [f"trial_{i}" for i in range(6)] and all(len(g["sessions"]) == 1 for g in groups)
+    # Trial ids are relative names (the search is outside the runs directory: relative to its parent)
+    assert sorted(g["name"] for g in groups) == [f"search/trials/trial_{i}" for i in range(6)]
     for t in results(search)["trials"]:
         group = by_trial[f"trial_{t['trial_id']}"]
         assert group["hparams"]["model.units"] == t["hyperparameters"]["model.units"]

@@ -1,12 +1,18 @@
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import requires_shared
+import zoo.catalog
+from keras_zoo_cli.main import main
+from recipes.registry import RECIPES
+from tests.conftest import ROOT, requires_shared
 from zoo.backbones import load_backbone, local_format, resolve_spec
-from zoo.catalog import CATALOG, format_catalog
+from zoo.catalog import CATALOG, TASKS, format_catalog
 from zoo.errors import UserError
 
 
@@ -18,6 +24,63 @@ def test_catalog_presets_exist_in_keras_hub():
     assert CATALOG["minilm-l6"].preset == "all_minilm_l6_v2_en"
     assert {e.modality for e in CATALOG.values()} == {"text", "image"}
     assert all(name in format_catalog() for name in CATALOG)
+    assert set(TASKS) == set(RECIPES)
+    assert all(e.tasks and set(e.tasks + e.usable_for) <= set(TASKS) for e in CATALOG.values())
+
+
+def _rows(table: str) -> dict[str, str]:
+    """Table lines by their first word (the entry name), header and footnote left out."""
+    return {line.split()[0]: line for line in table.splitlines()[1:] if not line.startswith("*")}
+
+
+def _installed(*names: str):
+    return lambda entry: Path("/installed") / entry.name if entry.name in names else None
+
+
+TOKEN_LEVEL = ["bert-base", "distilbert", "roberta-base", "deberta-v3-small", "xlm-roberta-base"]
+
+
+def test_catalog_for_ner_lists_the_default_and_says_which_suit_better(monkeypatch):
+    monkeypatch.setattr(zoo.catalog, "installed_dir", _installed("minilm-l6"))
+    table = format_catalog(task="ner")
+    header = table.splitlines()[0].split()
+    assert header[4:6] == ["tasks", "installed"]
+    rows = _rows(table)
+    assert list(rows) == ["minilm-l6"] + TOKEN_LEVEL  # the recipe default stays listed; no image backbones
+    assert rows["minilm-l6"].split()[4:7] == ["sentiment,", "ner*", "yes"]
+    assert rows["bert-base"].split()[4:7] == ["sentiment,", "ner", "bert_base_en_uncased"]  # installed: blank
+    assert table.splitlines()[-1] == f"* minilm-l6 runs with ner, but {', '.join(TOKEN_LEVEL)} are the usual choice"
+
+    monkeypatch.setattr(zoo.catalog, "installed_dir", _installed("bert-base"))
+    rows = _rows(format_catalog(task="ner"))
+    assert "yes" not in rows["minilm-l6"].split() and "yes" in rows["bert-base"].split()
+    assert zoo.catalog.installed_for("ner") == ["bert-base"]
+
+    rows = _rows(format_catalog(task="image_classification"))
+    assert list(rows) == [e.name for e in CATALOG.values() if e.modality == "image"]
+    assert "*" not in format_catalog(task="image_classification")
+
+
+def test_list_command_filters_by_task(monkeypatch, capsys):
+    monkeypatch.setattr(zoo.catalog, "installed_dir", _installed("minilm-l6"))
+    assert main(["list", "--task", "ner"]) == 0
+    out = capsys.readouterr().out
+    assert list(_rows(out)) == ["minilm-l6"] + TOKEN_LEVEL
+    assert "are the usual choice" in out
+    assert main(["list"]) == 0
+    assert list(_rows(capsys.readouterr().out)) == list(CATALOG)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list", "--task", "pos-tagging"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'pos-tagging'" in capsys.readouterr().err
+
+
+def test_list_command_imports_no_tensorflow_or_keras():
+    script = ("import sys; from keras_zoo_cli.main import main; main(['list', '--task', 'ner']); "
+              "print(sorted(m for m in ('tensorflow', 'keras', 'keras_hub', 'jax', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_minilm_resolves_offline_to_the_installed_package():
@@ -62,6 +125,28 @@ def test_failed_download_says_how_to_pass_a_local_directory():
     with pytest.raises(UserError, match=r"could not download backbone 'bert-base'.*pass a local directory"):
         load_backbone("bert-base")  # no network here: the Kaggle download fails
     assert time.time() - start < 60
+
+
+def test_failed_download_names_the_installed_backbones_for_the_task(monkeypatch):
+    import keras_hub
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", staticmethod(no_network))
+    monkeypatch.setattr(zoo.catalog, "installed_dir", _installed("minilm-l6"))
+    with pytest.raises(UserError) as error:
+        load_backbone("bert-base", modality="text", task="ner")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "could not download backbone 'bert-base' (preset bert_base_en_uncased): OSError." in message
+    assert "use one installed here for ner: minilm-l6, or pass a local directory instead" in message
+
+    monkeypatch.setattr(zoo.catalog, "installed_dir", _installed())
+    with pytest.raises(UserError, match=r"No catalog backbone for image_classification is installed here: "
+                                        r"without network access, pass a local directory instead") as error:
+        load_backbone("resnet-50", modality="image", task="image_classification")
+    assert "\n" not in str(error.value)
 
 
 def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every_text_once(tiny_bert):

@@ -35,14 +35,16 @@ def train_trial(recipe: str, cfg: Any, resume: bool, verbose: int | str) -> None
     recipe_object = load_recipe(recipe)
     if isinstance(cfg, (str, Path)):  # the trial process gets the config as a file
         cfg = recipe_object.load_config(cfg)
-    engine.train(recipe_object, cfg, overwrite=not resume, resume=resume, verbose=verbose, export=False)
+    engine.train(recipe_object, cfg, overwrite=not resume, resume=resume, verbose=verbose, export=False,
+                 origin=f"a trial of a keras-zoo tune search (this run is {cfg.run.dir}; the search's search.yaml "
+                        "and this run's config.yaml reproduce it)")
 
 
 def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dict[str, Any], verbose: int = 0) -> dict:
     """Train the trial's config (`executions_per_trial` runs, seeds seed, seed+1, ...) and return its
     metrics, averaged over the runs. A trial finished before an interruption is not trained again;
     an interrupted run continues from its last epoch."""
-    from recipes.engine import final_metrics, log_hparams_session  # noqa: PLC0415
+    from recipes.engine import final_metrics, log_hparams_session, session_name  # noqa: PLC0415
     from recipes.run_dir import RunDir, is_run, run_status, write_json  # noqa: PLC0415
 
     trial_dir = search.trial(trial_id)
@@ -53,7 +55,10 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
             return done["metrics"]
     trial_dir.mkdir(parents=True, exist_ok=True)
     trial_cfg = trial_config(cfg, hp_values, trial_id)
-    session = dict(logdir=trial_dir, hparams=flat_values(trial_cfg), session_id=str(trial_dir.resolve()))
+    # Named as TensorBoard names it when it serves the runs directory (or the search's parent)
+    runs_dir = Path(cfg.run.runs_dir)
+    root = runs_dir if search.path.resolve().is_relative_to(runs_dir.resolve()) else search.path.parent
+    session = dict(logdir=trial_dir, hparams=flat_values(trial_cfg), session_id=session_name(trial_dir, root))
     result = {"trial_id": trial_id, "values": config_values(hp_values), "started_at": time.time(),
               "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0")}
     try:

@@ -17,13 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.catalog import CATALOG
+from zoo.catalog import CATALOG, installed_dir, installed_for
 from zoo.errors import UserError, closest
 
 REMOTE_PREFIXES = ("hf://", "kaggle://", "gs://", "modelscope://")
@@ -35,14 +34,6 @@ class ResolvedSpec:
 
     preset: str  # the argument for keras_hub `from_preset`
     source: str  # "catalog-offline", "catalog", "preset", "remote" or "local-<format>"
-
-
-def _offline_package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    model_dir = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return model_dir if (model_dir / "config.json").exists() else None
 
 
 def local_format(directory: Path) -> str:
@@ -68,7 +59,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     """Turn a user's backbone spec into something `from_preset` can load, without loading it."""
     if spec in CATALOG:
         entry = CATALOG[spec]
-        if entry.offline_package and (model_dir := _offline_package_dir(entry.offline_package)):
+        if model_dir := installed_dir(entry):
             return ResolvedSpec(str(model_dir), "catalog-offline")
         return ResolvedSpec(entry.preset, "catalog")
     if spec.startswith(REMOTE_PREFIXES):
@@ -87,11 +78,12 @@ def resolve_spec(spec: str) -> ResolvedSpec:
                     "run `keras-zoo list` for the catalog, or pass a local model directory")
 
 
-def load_backbone(spec: str, modality: str | None = None) -> tuple[Any, Any]:
+def load_backbone(spec: str, modality: str | None = None, task: str | None = None) -> tuple[Any, Any]:
     """Load `(backbone, preprocessor)` for a spec: a text classifier preprocessor for text
     backbones (its `.tokenizer` is what recipes use), an image classifier preprocessor for
     image backbones (its `.image_converter` sets input size and normalisation).
-    `modality` ("text" or "image") is what the caller needs; another kind of backbone is an error."""
+    `modality` ("text" or "image") is what the caller needs; another kind of backbone is an error.
+    `task` (the recipe's name) lets a failed download name the installed backbones to use instead."""
     import keras_hub  # noqa: PLC0415
 
     resolved = resolve_spec(spec)
@@ -106,7 +98,7 @@ def load_backbone(spec: str, modality: str | None = None) -> tuple[Any, Any]:
             raise UserError(f"{resolved.preset}: could not load the model ({str(e).splitlines()[0]})") from None
         raise UserError(
             f"could not download backbone '{spec}' (preset {resolved.preset}): {type(e).__name__}. "
-            "Without network access, pass a local directory instead (a KerasHub preset saved with "
+            f"{_offline_choices(task)}pass a local directory instead (a KerasHub preset saved with "
             "`backbone.save_to_preset(DIR)`, or a Hugging Face transformers / timm checkpoint folder), "
             "e.g. --set model.backbone=/path/to/model"
         ) from None
@@ -115,3 +107,14 @@ def load_backbone(spec: str, modality: str | None = None) -> tuple[Any, Any]:
         raise UserError(f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
                         f"this recipe needs {'an image' if modality == 'image' else 'a text'} one")
     return backbone, preprocessor
+
+
+def _offline_choices(task: str | None) -> str:
+    """The start of the offline advice: the installed catalog backbones that suit `task` load without
+    network, and the user may not know any is there."""
+    if task is None:
+        return "Without network access, "
+    names = installed_for(task)
+    if not names:
+        return f"No catalog backbone for {task} is installed here: without network access, "
+    return f"Without network access, use one installed here for {task}: {', '.join(names)}, or "

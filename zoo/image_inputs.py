@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.progress import predict_callbacks
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -173,5 +175,6 @@ def cropped_batches(images, y: np.ndarray | None, num_classes: int, image_size: 
 def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
     """Class probabilities for decoded images, in their order (centre crops)."""
     size = int(model.input.shape[1])
-    logits = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0)
+    logits = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0,
+                           callbacks=predict_callbacks(-(-len(images) // batch_size)))
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))

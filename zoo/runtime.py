@@ -20,9 +20,13 @@ The BFC allocator keeps the memory it has taken until the process ends (up to
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
-from typing import MutableMapping
+from typing import Iterator, MutableMapping
 
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
 
@@ -44,3 +48,58 @@ def configure_tensorflow_cpu(environ: MutableMapping[str, str] = os.environ,
     flags = cpu_flags() if flags is None else flags
     if "avx2" in flags and "avx512f" not in flags:
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+# ------------------------------------------------------------------------------- native log lines
+# Lines TensorFlow's C++ side prints while it loads and looks for GPUs, that say nothing is wrong.
+# They bypass TF_CPP_MIN_LOG_LEVEL: they are logged before TensorFlow initialises absl logging
+# (TensorFlow issue #100442), so the level is not applied yet, and cuInit's is an ERROR line.
+HARMLESS_NATIVE_LOG = re.compile(
+    r"absl::InitializeLog\(\) is called|cudart_stub\.cc.*Could not find cuda drivers"
+    r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc.*already registered"
+    r"|oneDNN custom operations are on|cpu_feature_guard\.cc|rebuild TensorFlow with the appropriate compiler"
+    r"|This TensorFlow binary is optimized")
+
+
+def native_logs_shown() -> bool:
+    """`keras-zoo --verbose` (or KERAS_ZOO_VERBOSE=1) shows TensorFlow's C++ log lines."""
+    return os.environ.get("KERAS_ZOO_VERBOSE", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def filtered_native_logs(harmless: re.Pattern = HARMLESS_NATIVE_LOG) -> Iterator[None]:
+    """Hold what the process writes to file descriptor 2 (C++ logs included) in a temporary file
+    while the block runs, then write every line back to stderr except the harmless ones. Nothing
+    else is dropped: a traceback or a real error line comes out when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not harmless.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def load_tensorflow_quietly() -> None:
+    """Import TensorFlow and let it look for GPUs (where cuInit logs) without the harmless C++
+    lines, unless `native_logs_shown()`. TF_CPP_MIN_LOG_LEVEL=2 (set here unless the user set it)
+    keeps TensorFlow's later INFO and WARNING lines out."""
+    if native_logs_shown():
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with filtered_native_logs():
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()

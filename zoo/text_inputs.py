@@ -17,10 +17,13 @@ Example:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from zoo.progress import predict_callbacks, progress
 
 # Fine steps at short lengths, where most sentences are (SST-2's median is about 10 tokens).
 BUCKET_LENGTHS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -80,25 +83,28 @@ class TextEncoder(tf.Module):
     def lengths(self, texts: Sequence[str], chunk: int = 4096) -> np.ndarray:
         """Token lengths (with start/end tokens, before truncation) of every text, for bucketing."""
         out = []
-        for i in range(0, len(texts), chunk):
+        for i in progress(range(0, len(texts), chunk), desc="tokenising", unit="chunk"):
             out.append(self._token_counts(tf.constant(list(texts[i : i + chunk]))).numpy() + 2)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def load_tokenizer(directory: str) -> "keras_hub.tokenizers.Tokenizer":  # noqa: F821
-    """Reload a tokenizer written by `tokenizer.save_to_preset(directory)`.
+def load_tokenizer(directory: str | Path) -> "keras_hub.tokenizers.Tokenizer":  # noqa: F821
+    """Reload a tokenizer written by `tokenizer.save_to_preset(...)`: into a run's `tokenizer/`
+    folder, or into a preset directory (`directory` is either one's parent, or the folder itself).
 
     KerasHub's `Tokenizer.from_preset` also wants the backbone's config.json beside it (to pick the
     class); the tokenizer's own tokenizer.json already names its class, so read that directly.
     """
     import json
-    import os
 
     import keras
 
-    with open(os.path.join(directory, "tokenizer.json")) as f:
+    directory = Path(directory)
+    if (directory / "tokenizer" / "tokenizer.json").exists():
+        directory = directory / "tokenizer"
+    with open(directory / "tokenizer.json") as f:
         tokenizer = keras.saving.deserialize_keras_object(json.load(f))
-    tokenizer.load_preset_assets(directory)
+    tokenizer.load_preset_assets(str(directory))
     return tokenizer
 
 
@@ -175,7 +181,8 @@ def predict_probabilities(model, encoder, texts: Sequence[str], batch_size: int 
     from zoo.heads import head_features  # noqa: PLC0415
 
     ds, order = length_sorted_batches(encoder, texts, None, batch_size)
-    outputs = (head_features(model, with_logits=True) if features else model).predict(ds, verbose=0)
+    outputs = (head_features(model, with_logits=True) if features else model).predict(
+        ds, verbose=0, callbacks=predict_callbacks(math.ceil(len(texts) / batch_size)))
     logits, vectors = outputs if features else (outputs, None)
     probabilities = np.empty_like(logits)
     probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))

@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from zoo.progress import progress
+
 # A word is a run of letters, digits and combining marks, or any other single visible character
 # (punctuation, symbols, emoji): "U.S.-based" -> U . S . - based, as BERT's basic tokenizer splits.
 WORD_PATTERN = r"[\pL\pN\pM]+|[^\s\p{Z}\p{C}\pL\pN\pM]"
@@ -339,7 +341,7 @@ class Tagger:
         order = np.argsort([sum(len(w) for w in s) for s in sentences], kind="stable")
         tags: list = [None] * len(sentences)
         scores: list = [None] * len(sentences)
-        for i in range(0, len(order), self.batch_size):
+        for i in progress(range(0, len(order), self.batch_size), desc="tagging"):
             chunk = order[i : i + self.batch_size]
             batch = [list(sentences[j]) or [""] for j in chunk]  # an empty sentence: one empty word
             ids, probabilities = self._decode(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))

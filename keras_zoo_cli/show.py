@@ -1,0 +1,57 @@
+"""`keras-zoo show RUN`: a run's report (the recipe's own tables of metrics.json, the kept epoch),
+or a search's results table, read from the files without TensorFlow (see keras_zoo_cli/runs.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from keras_zoo_cli.runs import is_search, read_mapping, resolve, run_row, search_row
+from recipes.cli import kept_epoch_line
+from recipes.registry import load_recipe
+from recipes.run_dir import is_run
+from tuning.common import SearchDir, SearchResult
+from tuning.results import format_table
+from zoo.errors import UserError
+
+
+def show(name: str, runs_dir: str) -> str:
+    """What `keras-zoo show` prints for a run or search named under `runs_dir`, or by its path."""
+    path = resolve(name, runs_dir)
+    if is_search(path):
+        return _show_search(path, runs_dir)
+    if not path.is_dir() or not is_run(path):
+        raise UserError(f"{name}: not a keras-zoo run or search (no run.json, nor search.yaml)")
+    r, report, config = run_row(path, runs_dir), read_mapping(path / "metrics.json"), path / "config.yaml"
+    status = f"failed: {r['reason']}" if r["reason"] else r["status"]  # the whole reason
+    lines = [f"run:      {r['name']} ({r['recipe']})", f"status:   {status}", f"backbone: {r['backbone']}",
+             f"epochs:   {r['epochs']}", f"config:   {config if config.exists() else '-'}"]
+    format_report = _report_format(r["recipe"])
+    lines += [f"\n{split} metrics:\n{format_report(report[split])}" for split in ("validation", "test")
+              if split in report]
+    if "chosen_epoch" in report and "last_epoch" in report:
+        lines.append("\n" + kept_epoch_line(report))
+    return "\n".join(lines if report else [*lines, "\nno metrics.json: the run has no final evaluation"])
+
+
+def _report_format(recipe: str) -> Callable[[dict], str]:
+    """The recipe's own report table; plain figures for a recipe known only by its module path
+    (run.json keeps the recipe's short name)."""
+    try:
+        return load_recipe(recipe).format_report
+    except UserError:
+        return lambda report: ", ".join(f"{k} {v:.4f}" for k, v in report.items() if isinstance(v, float))
+
+
+def _show_search(path: Path, runs_dir: str) -> str:
+    r, search = search_row(path, runs_dir), SearchDir(path)
+    lines = [f"search:   {r['name']} ({r['recipe']})", f"status:   {r['status']}", f"backbone: {r['backbone']}",
+             f"config:   {search.config}"]
+    lines += [f"best:     {search.best_config}"] if search.best_config.exists() else []
+    results = read_mapping(search.results_json)
+    if not results:
+        return "\n".join(lines + ["\nno results.json yet: the search is running, or stopped before its end (--resume)"])
+    trials = results["trials"]
+    best = next((t for t in trials if t.get("rank") == 1), None)
+    table = format_table(SearchResult(search, trials, best, results["objective"], results["direction"]))
+    return "\n".join(lines + ["", table])

@@ -1,0 +1,227 @@
+"""A model card for every run: `README.md` with Hugging Face model-card front matter (YAML), so
+it renders on the hubs, and the training curves and confusion matrix as PNG files beside it.
+
+It is written from the run's own files, so a run, its `export/` and a `--preset` export carry
+the same card:
+
+    run.json      how the run was started (`origin`)        config.yaml   the resolved config
+    data.json     each split's source, size, fingerprint      metrics.json  the evaluation reports
+    task.json     labels, lengths                             history.csv   the per-epoch figures
+    *.png         the evaluations' pictures (`<split>_<name>.png`, written by the engine)
+
+    >>> write_model_card(load_recipe("sentiment"), Path("runs/sentiment/demo"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from zoo.catalog import CATALOG
+
+CARD = "README.md"
+CURVES = "curves.png"
+
+
+# ---------------------------------------------------------------------------------------- data facts
+def fingerprint(source: str) -> str:
+    """A SHA-256 of a data source's content: a file's bytes, or every file under a folder (relative
+    path and bytes, in sorted order). Sources that are not local paths (tfds:NAME, demo) give ""."""
+    path = Path(source)
+    if not source or not path.exists():
+        return ""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def data_summary(cfg: Any, splits: Any) -> dict[str, dict]:
+    """`{split: {source, examples, part_of_train, sha256}}` of the data a run trained and was
+    evaluated on. Splits taken from train's source (`validation_split`, `selection_split`, or a
+    validation folder inside train's folder) say so."""
+    from recipes.text_data import DEMO_DIR, DEMO_FILES  # noqa: PLC0415
+
+    d = cfg.data
+    train = str(getattr(d, "train", ""))  # "": a recipe that makes its own data
+    validation = getattr(d, "validation", "") or ("demo" if train == "demo" else "")
+    sources = {"train": (train, False), "validation": (validation or train, not validation),
+               "test": (getattr(d, "test", ""), False), "selection": (train, True)}
+    summary = {}
+    for split, (source, part_of_train) in sources.items():
+        examples = getattr(splits, split, None)
+        if examples is None:
+            continue
+        file = str(DEMO_DIR / DEMO_FILES[split]) if source == "demo" and split in DEMO_FILES else str(source)
+        count = len(examples[0]) if isinstance(examples, tuple) else len(examples)  # (inputs, targets) or a split
+        summary[split] = {"source": str(source), "examples": count, "part_of_train": part_of_train,
+                          "sha256": fingerprint(file)}
+    return summary
+
+
+# -------------------------------------------------------------------------------------------- card
+def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None) -> Path:
+    """Write `README.md`, `curves.png` and the evaluation PNGs for the run at `run_path` into
+    `directory` (default: the run itself); returns the card's path."""
+    directory = Path(directory or run_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    facts = _run_facts(run_path)
+    pictures = sorted(p.name for p in run_path.glob("*.png") if p.name != CURVES)
+    if directory != run_path:
+        for name in pictures:
+            shutil.copyfile(run_path / name, directory / name)
+    if _write_curves(facts["history"], facts["cfg"]["train"]["monitor"], directory / CURVES):
+        pictures.insert(0, CURVES)
+    card = directory / CARD
+    card.write_text(f"---\n{yaml.safe_dump(front_matter(recipe, facts), sort_keys=False)}---\n\n"
+                    + card_body(recipe, facts, pictures))
+    return card
+
+
+def _run_facts(run_path: Path) -> dict:
+    def read_json(name: str) -> dict:
+        path = run_path / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    history = []
+    if (run_path / "history.csv").exists():
+        with open(run_path / "history.csv") as f:
+            history = list(csv.DictReader(f))
+    return {"name": run_path.name, "status": read_json("run.json"), "data": read_json("data.json"),
+            "metrics": read_json("metrics.json"), "task": read_json("task.json"), "history": history,
+            "cfg": yaml.safe_load((run_path / "config.yaml").read_text()),
+            "config_text": (run_path / "config.yaml").read_text()}
+
+
+def scalar_metrics(report: dict) -> dict[str, float]:
+    """An evaluation report's headline numbers (its float values: accuracy, macro_f1, f1, ...)."""
+    return {k: v for k, v in report.items() if isinstance(v, float)}
+
+
+def front_matter(recipe: Any, facts: dict) -> dict:
+    """Hugging Face model-card metadata: licence, library, pipeline tag, base model and the
+    reported figures as a `model-index` (the values are metrics.json's, unrounded)."""
+    backbone = _backbone(facts["cfg"])
+    entry = CATALOG.get(backbone)
+    results = [{"task": {"type": recipe.hub_task},
+                "dataset": {"name": Path(str(facts["cfg"]["data"].get("train", ""))).name or "data", "type": split,
+                            "split": split},
+                "metrics": [{"type": key, "value": value, "name": f"{split} {key}"}
+                            for key, value in scalar_metrics(facts["metrics"][split]).items()]}
+               for split in ("validation", "test") if split in facts["metrics"]]
+    meta = {"license": entry.licence.lower() if entry else "other", "library_name": "keras",
+            "pipeline_tag": recipe.hub_task, "tags": ["keras", "keras-hub", "keras-zoo", recipe.name]}
+    if entry or backbone.startswith("hf://"):
+        meta["base_model"] = backbone.removeprefix("hf://") if not entry else entry.preset
+    meta["model-index"] = [{"name": facts["name"], "results": results}]
+    return meta
+
+
+def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
+    cfg, metrics, task = facts["cfg"], facts["metrics"], facts["task"]
+    backbone = _backbone(cfg)
+    entry = CATALOG.get(backbone)
+    labels = task.get("labels") or task.get("tags") or []
+    lines = [f"# {facts['name']}: {recipe.name}", "",
+             f"A `{recipe.hub_task}` model fine-tuned with keras-zoo's `{recipe.name}` recipe.", "",
+             "## Task and labels", "", f"{len(labels)} labels: " + ", ".join(f"`{label}`" for label in labels), "",
+             "## Backbone", ""]
+    if entry:
+        lines.append(f"`{backbone}`: {entry.description} ({entry.params} parameters), KerasHub preset "
+                     f"`{entry.preset}`, licence **{entry.licence}** (keras-zoo catalog).")
+    else:
+        lines.append(f"`{backbone}` (not in keras-zoo's catalog: its licence is the one its source states).")
+    lines += [f"Fine-tuning mode: `{cfg['model'].get('finetune', 'full')}`.", "", "## Data", "",
+              "| split | source | examples | SHA-256 of the source |", "|---|---|---|---|"]
+    for split, row in facts["data"].items():
+        source = f"`{row['source']}`" + (" (part of train's source)" if row.get("part_of_train") else "")
+        lines.append(f"| {split} | {source} | {row['examples']} | {row['sha256'][:16] or 'not fingerprinted'} |")
+    lines += ["", f"Data licence: {cfg['data'].get('licence') or 'not stated'}.", "", "## Results", ""]
+    chosen = metrics.get("chosen_epoch")
+    if chosen:
+        lines += [f"Kept epoch {chosen['epoch']} of {chosen['of']}, chosen by the best `{chosen['monitor']}` on "
+                  f"the {chosen['chosen_on']} split.", ""]
+    for split in ("validation", "test"):
+        if split in metrics:
+            lines += [f"### {split}", "", recipe.format_report(metrics[split]), ""]
+    last = metrics.get("last_epoch", {})
+    if chosen and chosen["epoch"] != chosen["of"] and any(split in last for split in ("validation", "test")):
+        figures = ", ".join(f"{split} {key} {value:.4f}" for split in ("validation", "test")
+                            for key, value in scalar_metrics(last.get(split, {})).items())
+        lines += [f"The last epoch ({chosen['of']}) scored: {figures}.", ""]
+    lines += [f"![{Path(name).stem}]({name})" for name in pictures]
+    lines += ["", "## How to reproduce", "", "```bash", reproduce_command(recipe.name, facts), "```", "",
+              f"or from this run's resolved config: `keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
+              "", "## Limitations", ""]
+    lines += [f"- {line}" for line in limitations(facts, recipe.name)]
+    lines += ["", "## Training config (resolved)", "", "```yaml", facts["config_text"].rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _backbone(cfg: dict) -> str:
+    return str(cfg.get("model", {}).get("backbone", ""))
+
+
+def reproduce_command(recipe: str, facts: dict) -> str:
+    """The command that trained the run (`run.json`'s `origin`), without --overwrite / --resume."""
+    origin = facts["status"].get("origin")
+    if isinstance(origin, list):
+        return shlex.join(arg for arg in origin if arg not in ("--overwrite", "--resume"))
+    if origin:
+        return f"# {origin}"
+    return f"keras-zoo train {recipe} --config config.yaml"
+
+
+def limitations(facts: dict, recipe: str) -> list[str]:
+    metrics, task, cfg = facts["metrics"], facts["task"], facts["cfg"]
+    notes = []
+    chosen = metrics.get("chosen_epoch", {})
+    if chosen.get("chosen_on") == "validation" and "test" not in metrics:
+        notes.append("The kept epoch was chosen on the validation set these figures come from, so they are "
+                     "slightly optimistic; `data.selection_split` chooses on held-out training data instead.")
+    elif chosen:
+        notes.append(f"The kept epoch was chosen on the {chosen['chosen_on']} split.")
+    if task.get("truncated_train_examples"):
+        notes.append(f"{task['truncated_train_examples']} training examples were longer than "
+                     f"{task.get('max_length')} tokens and were truncated; longer inputs are truncated too.")
+    entry = CATALOG.get(_backbone(cfg))
+    if entry and recipe in entry.usable_for:  # e.g. a sentence-embedding checkpoint tagging entities
+        better = ", ".join(e.name for e in CATALOG.values() if recipe in e.tasks)
+        notes.append(f"`{entry.name}` ({entry.description}) runs with this task but is not the usual choice; "
+                     f"{better} usually do better.")
+    notes.append("Evaluated only on the data above; expect lower figures on text or images unlike it.")
+    return notes
+
+
+def _write_curves(history: list[dict], monitor: str, path: Path) -> bool:
+    """Loss and `monitor` per epoch, train and validation, as a PNG; False without history."""
+    if not history:
+        return False
+    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: leaves the user's backend alone)
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    for ax, key in zip(fig.subplots(1, 2), ("loss", monitor.removeprefix("val_"))):
+        for prefix, style in (("", "o-"), ("val_", "s--")):
+            values = [float(row[prefix + key]) if row.get(prefix + key) else float("nan") for row in history]
+            ax.plot(epochs, values, style, label=f"{'validation' if prefix else 'train'} {key}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return True

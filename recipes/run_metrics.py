@@ -1,0 +1,49 @@
+"""A run's results as named numbers, read from its files (history.csv, metrics.json) without
+TensorFlow: the search, the HParams dashboard and `keras-zoo runs` all name a run's figures this
+way (`val_accuracy`, `test_macro_f1`, ...), and `keras-zoo runs` must answer without loading
+TensorFlow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from recipes.run_dir import RunDir
+
+
+def monitor_mode(monitor: str) -> str:
+    """Whether less (`min`: a loss) or more (`max`) of the metric is better."""
+    return "min" if "loss" in monitor else "max"
+
+
+def history_rows(history: Path) -> list[dict[str, str]]:
+    """The rows of a run's history.csv (none before its first epoch)."""
+    if not history.exists():
+        return []
+    with history.open() as f:
+        return list(csv.DictReader(f))
+
+
+def report_metrics(report: dict) -> dict[str, float]:
+    """metrics.json's scalars as `val_<key>` and `test_<key>` (e.g. `val_macro_f1`)."""
+    return {prefix + k: v for split, prefix in (("validation", "val_"), ("test", "test_"))
+            for k, v in report.get(split, {}).items() if isinstance(v, float)}
+
+
+def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
+    """A finished run's results as named numbers: the logged epoch metrics of its best epoch (by
+    `monitor`, e.g. `val_loss`, `val_entity_f1`), overlaid by the final evaluation's scalars as
+    `val_<key>` and `test_<key>` (e.g. `val_macro_f1`), plus `epochs` run and `best_epoch`.
+    Tuning objectives and the HParams dashboard read these."""
+    metrics: dict[str, float] = {}
+    rows = [r for r in history_rows(run.history) if r.get(monitor)]
+    if rows:
+        pick = min if monitor_mode(monitor) == "min" else max
+        best = pick(rows, key=lambda r: float(r[monitor]))
+        metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
+        metrics["best_epoch"] = float(int(best["epoch"]) + 1)
+        metrics["epochs"] = float(len(rows))
+    report = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    metrics.update(report_metrics(report))
+    return metrics
