@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,11 +83,21 @@ def train_runs(work: Path) -> Path:
     return runs
 
 
+# What each picture shows: the per-epoch curves of the three runs (not the search's trials, nor the
+# HParams sessions' step-0 scalars), the confusion matrices, the HParams table.
+VIEWS = {
+    "scalars": "scalars&_smoothingWeight=0&tagFilter=" + quote("^epoch_(loss|accuracy|entity_f1)$")
+               + "&regexInput=" + quote("^(sentiment/sst2|image|ner).*/(train|validation)$"),
+    "images": "images",
+    "hparams": "hparams",
+}
+
+
 def take_screenshots(runs: Path, out: Path, work: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with serve_tensorboard(runs, ready=lambda server: len(hparams_sessions(server)) >= 6, timeout=180) as server:
-        for dashboard in ("scalars", "images", "hparams"):
-            screenshot(f"{server.url}/#{dashboard}", out / f"{dashboard}.png", work / "chromium", budget_ms=20000)
+        for dashboard, view in VIEWS.items():
+            screenshot(f"{server.url}/#{view}", out / f"{dashboard}.png", work / "chromium", budget_ms=60000)
             print(f"wrote {out / dashboard}.png")
 
 

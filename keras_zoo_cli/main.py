@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tune(args: argparse.Namespace) -> None:
+    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
+
+    load_tensorflow_quietly()
     from recipes.registry import load_recipe  # noqa: PLC0415
     from tuning import tune  # noqa: PLC0415
     from tuning.results import format_table  # noqa: PLC0415

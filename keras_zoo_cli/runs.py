@@ -157,10 +157,14 @@ def _row(kind: str, path: Path, runs_dir: str, created_at: float | None, end: fl
 
 
 def _key_metrics(metrics: dict, monitor: str) -> list[str]:
-    """The monitored figure, and the test figure that matches it (else the first test figure)."""
+    """The monitored figure, and the test figure that matches it: `test_<key>`, or for an epoch
+    metric the report names without its prefix (NER's `val_entity_f1` is the test report's `f1`);
+    else the first test figure."""
     test = [k for k in metrics if k.startswith("test_")]
-    counterpart = "test_" + monitor.removeprefix("val_")
-    return [k for k in (monitor, counterpart if counterpart in test else next(iter(test), "")) if k in metrics]
+    key = monitor.removeprefix("val_")
+    matches = [f"test_{key}", f"test_{key.removeprefix('entity_')}"]
+    counterpart = next((k for k in matches if k in test), next(iter(test), ""))
+    return [k for k in (monitor, counterpart) if k in metrics]
 
 
 def _backbone(cfg: dict) -> str:

@@ -154,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
+
+    load_tensorflow_quietly()  # the trial's log: no native start-up lines
     try:
         train_trial(args.recipe, Path(args.config), args.resume, verbose=2)
     except UserError as e:
