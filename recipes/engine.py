@@ -190,6 +190,9 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
     import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
 
     run = open_finished_run(path)
+    made_by = run.read_json(run.status).get("recipe") if run.status.exists() else None
+    if made_by and made_by != recipe.name:
+        raise UserError(f"{run.path}: a run of the {made_by} recipe, not {recipe.name}")
     cfg = recipe.load_config(run.config)
     run = dataclasses.replace(run, tensorboard=cfg.run.tensorboard)
     task = run.read_json(run.task)
@@ -259,7 +262,8 @@ def export_preset(recipe: Recipe | str, run_path: str | Path, directory: str | P
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target}: exists and is not empty; choose another --preset directory")
+        what = "is not empty" if target.is_dir() else "is a file"
+        raise UserError(f"{target}: exists and {what}; choose another --preset directory")
     run, cfg, predictor = open_finished(recipe, run_path)
     building = target.with_name(f".{target.name}.partial")
     shutil.rmtree(building, ignore_errors=True)

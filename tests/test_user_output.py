@@ -82,3 +82,15 @@ def test_native_log_lines_are_filtered_and_everything_else_is_kept(capfd):
     err = capfd.readouterr().err
     assert "a real error" in err and "Traceback (most recent call last): kept" in err
     assert "cuInit" not in err and "absl" not in err
+
+
+def test_slow_steps_get_a_delayed_bar_on_a_terminal_and_nothing_in_logs(monkeypatch):
+    from zoo import progress
+
+    items = range(3)
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    assert progress.progress(items, total=3) is items and progress.predict_callbacks(10) == []
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    bar = progress.progress(items, total=3, desc="tokenising")
+    assert list(bar) == [0, 1, 2] and bar.delay == progress.DELAY_S > 0  # appears only after DELAY_S seconds
+    assert len(progress.predict_callbacks(10)) == 1
