@@ -29,7 +29,7 @@ browser:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; }
 
 try-browser:
-	-@$(MAKE) --no-print-directory browser || echo "make: no Chromium (needs apt with root or sudo): the TensorBoard screenshot test will be skipped"
+	-@$(MAKE) --no-print-directory browser SUDO="$(if $(SUDO),sudo -n)" || echo "make: no Chromium (needs apt with root or sudo): the TensorBoard screenshot test will be skipped"
 
 # Two workers, a test file each at a time: much of a test's time is process start-up, graph
 # tracing and waiting on subprocesses, so two files share 2 cores well (15 min -> 9 min measured).

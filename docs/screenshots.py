@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED}: the shared benchmark data is not there")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        raise SystemExit("chromium is not installed (`make browser` installs it with apt, as root or with sudo)")
     runs = train_runs(args.work)
     take_screenshots(runs, ROOT / "docs" / "screenshots", args.work)
 

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import yaml
 
-from recipes.run_dir import RunDir, is_run, lock_path, old_path, partial_path, run_status
+from recipes.run_dir import RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
 from recipes.run_metrics import final_metrics, history_rows, monitor_mode
 from tuning.common import SearchDir
 from zoo.backbones import REMOTE_PREFIXES
@@ -134,11 +134,11 @@ def _best(trials: list[dict], objective: str, direction: str) -> dict:
 
 
 def search_is_running(path: Path) -> bool:
-    """A trial's run is being trained, or a worker's heartbeat is fresh (a distributed search
-    whose chief serves no trial of its own). A single search between two trials shows neither."""
+    """The search's chief (or single process) holds its lock, a trial's run is being trained, or a
+    worker's heartbeat is fresh (a worker whose chief is on another host)."""
     timeout = read_mapping(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
     runs = [run for run in path.glob("trials/trial_*/run*") if is_run(run)]
-    return (any(run_status(run)["status"] == "running" for run in runs)
+    return (is_locked(lock_path(path)) or any(run_status(run)["status"] == "running" for run in runs)
             or any(_age(beat) < timeout for beat in SearchDir(path).workers.glob("*.alive")))
 
 
@@ -238,10 +238,11 @@ def delete(names: Sequence[str], runs_dir: str) -> list[str]:
 def _refusal(path: Path, locks: contextlib.ExitStack) -> str:
     """Why `path` may not be deleted ("" when it may); a run's lock is taken and kept in `locks`."""
     if is_search(path):
-        return "a trial of this search is running" if search_is_running(path) else ""
-    if not path.is_dir() or not is_run(path):
+        if search_is_running(path):
+            return "the search is running; stop it first"
+    elif not path.is_dir() or not is_run(path):
         return "not a keras-zoo run or search; refusing to delete it"
-    if run_status(path)["status"] == "running":
+    elif run_status(path)["status"] == "running":
         return "running; stop it first"
     try:
         handle = locks.enter_context(lock_path(path).open("a"))
@@ -264,7 +265,7 @@ def _delete(path: Path, runs_dir: str) -> str:
     if run:
         for sibling in (partial_path(path), old_path(path)):
             shutil.rmtree(sibling, ignore_errors=True)
-        lock_path(path).unlink(missing_ok=True)
+    lock_path(path).unlink(missing_ok=True)
     return f"deleted {_name(path, runs_dir)} ({_size(size)} freed)"
 
 

@@ -94,7 +94,7 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
             _train_workers(recipe, cfg, args)
             return
         run, report = engine.train(recipe, cfg, overwrite=args.overwrite, resume=args.resume, changed_keys=keys,
-                                   verbose=1 if sys.stdout.isatty() else 2, origin=getattr(args, "origin", ""))
+                                   verbose=1 if sys.stdout.isatty() else 2, origin=_origin(args))
         if not report:  # a worker of a cluster other than the chief: the chief reports
             print("this worker's part is done; the chief writes the run")
             return
@@ -127,7 +127,20 @@ def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
         import time  # noqa: PLC0415
 
         args.argv = [*args.argv, "--name", time.strftime("%Y%m%d-%H%M%S")]
-    run_local_cluster([sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")], args.workers)
+    os.environ[ORIGIN_VARIABLE] = json.dumps(getattr(args, "origin", ""))  # the workers' model card: this command
+    try:
+        run_local_cluster([sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")], args.workers)
+    finally:
+        del os.environ[ORIGIN_VARIABLE]
+
+
+ORIGIN_VARIABLE = "KERAS_ZOO_ORIGIN"
+
+
+def _origin(args: argparse.Namespace) -> list[str] | str:
+    """The command that started the run, for its model card (`train --workers N` passes its own to the workers)."""
+    inherited = os.environ.get(ORIGIN_VARIABLE)
+    return json.loads(inherited) if inherited else getattr(args, "origin", "")
 
 
 def _predict(recipe, args: argparse.Namespace) -> None:

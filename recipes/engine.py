@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +77,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
             run.write_json(run.task, built.task)
             splits = built.data if built.data is not None else data
             if dist.is_chief and not (plan.resume and run.data.exists()):
-                run.write_json(run.data, model_card.data_summary(cfg, splits))
+                run.write_json(run.data, model_card.data_summary(splits))
             built.save_assets(run.path)
             if run.tensorboard:
                 summaries.write_text_summary(run.logs, "config", summaries.config_text(cfg))
@@ -105,21 +106,33 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
             if cfg.run.hparams and run.tensorboard:
                 log_hparams_session(run.logs, flat_values(cfg), metrics,
                                     session_id=session_name(plan.final, cfg.run.runs_dir))
-            model_card.write_model_card(recipe, run.path)
             if export:
                 predictor.model.save(str(run.keras_model))
                 recipe.export(predictor, run.export)
-                model_card.write_model_card(recipe, run.path, run.export)
+            _write_cards(recipe, run, plan.final.name, export)
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 
 REPORTED_SPLITS = ("validation", "test")
 
 
+def _write_cards(recipe: Recipe, run: RunDir, name: str, export: bool) -> None:
+    """The model card, into the run and its export; a card that cannot be written is a warning,
+    never a failed run (the model is trained and exported by then)."""
+    try:
+        model_card.write_model_card(recipe, run.path, name=name)
+        if export:
+            model_card.write_model_card(recipe, run.path, run.export, name=name)
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: the model card was not written ({type(e).__name__}: {e}); "
+              f"`keras-zoo export {recipe.name} {run.path}` writes it again", file=sys.stderr)
+
+
 def session_name(path: Path, runs_dir: str | Path) -> str:
     """A run's name for TensorBoard's HParams dashboard: its path relative to the runs directory
-    (`sentiment/demo`, `sentiment/lr-search/trials/trial_03/run0`), which is what TensorBoard
-    serving that directory calls it; a run outside it is named by its own folder name."""
+    (`sentiment/demo`; a search's trial: `sentiment/lr-search/trials/trial_3`), the prefix of the
+    names TensorBoard serving that directory gives its event folders (`sentiment/demo/logs`,
+    `.../logs/train`). A run outside the runs directory is named by its own folder name."""
     path, root = Path(path).resolve(), Path(runs_dir).resolve()
     return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
 
@@ -227,6 +240,12 @@ def evaluate(recipe: Recipe | str, run_path: str | Path, source: str = "", split
 def predict(recipe: Recipe | str, run_path: str | Path, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
     """One row per input (texts, or image files and folders), from a finished run."""
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    inputs = _checked_inputs(recipe, inputs, pretokenized)
+    _, _, predictor = open_finished(recipe, run_path)
+    return recipe.predict(predictor, inputs, pretokenized=pretokenized)
+
+
+def _checked_inputs(recipe: Recipe, inputs: Sequence[str], pretokenized: bool) -> list[str]:
     inputs = list(inputs)
     if not inputs:
         raise UserError("predict: no inputs; give texts or files as arguments, or --file FILE")
@@ -235,8 +254,7 @@ def predict(recipe: Recipe | str, run_path: str | Path, inputs: Sequence[str], p
         raise UserError(f"predict: input {empty[0]} is empty; give a text or a path")
     if pretokenized and not recipe.pretokenized_input:
         raise UserError(f"--tokens: only for token classification (ner), not {recipe.name}")
-    _, _, predictor = open_finished(recipe, run_path)
-    return recipe.predict(predictor, inputs, pretokenized=pretokenized)
+    return inputs
 
 
 def export(recipe: Recipe | str, run_path: str | Path) -> Path:
@@ -267,8 +285,8 @@ def export_preset(recipe: Recipe | str, run_path: str | Path, directory: str | P
     run, cfg, predictor = open_finished(recipe, run_path)
     building = target.with_name(f".{target.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
-    tokenizer = getattr(getattr(predictor, "encoder", None), "tokenizer", None)
-    save_task_preset(predictor.model, building, {"recipe": recipe.name, "task": run.read_json(run.task)}, tokenizer)
+    record = {"recipe": recipe.name, "recipe_module": type(recipe).__module__, "task": run.read_json(run.task)}
+    save_task_preset(predictor.model, building, record, [run.path / "tokenizer", run.path / "image_converter"])
     save_config(cfg, building / PRESET_CONFIG)
     if run.data.exists():  # runs from before model cards have none
         model_card.write_model_card(recipe, run.path, building)
@@ -291,7 +309,8 @@ class PresetModel:
     predictor: Any  # the recipe's predictor: .model (Keras), labels, preprocessing
 
     def predict(self, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
-        return self.recipe.predict(self.predictor, list(inputs), pretokenized=pretokenized)
+        inputs = _checked_inputs(self.recipe, inputs, pretokenized)
+        return self.recipe.predict(self.predictor, inputs, pretokenized=pretokenized)
 
 
 def load_preset(directory: str | Path) -> PresetModel:
@@ -302,7 +321,10 @@ def load_preset(directory: str | Path) -> PresetModel:
     if not (directory / TASK_CONFIG).is_file():
         raise UserError(f"{directory}: not a keras-zoo preset (no {TASK_CONFIG})")
     record = read_task_record(directory)
-    recipe = load_recipe(record["recipe"])
+    try:  # a recipe of your own is found by its module path
+        recipe = load_recipe(record["recipe"])
+    except UserError:
+        recipe = load_recipe(record.get("recipe_module", record["recipe"]))
     cfg = recipe.load_config(directory / PRESET_CONFIG)
     return PresetModel(recipe, recipe.load(directory, cfg, record["task"], load_task_model(directory)))
 
@@ -325,7 +347,8 @@ def write_report(run: RunDir, split: str, evaluation: Evaluation, step: int) -> 
     run.write_json(run.metrics, metrics)
     if split in REPORTED_SPLITS:  # the model card shows them beside its figures
         for name, png in evaluation.images.items():
-            (run.path / f"{split}_{name.split('/')[-1]}.png").write_bytes(png)
+            if "confusion" in name:  # not the grids of misclassified images: a card is shared
+                (run.path / f"{split}_{name.split('/')[-1]}.png").write_bytes(png)
     if not run.tensorboard:
         return
     writer = tf.summary.create_file_writer(str(eval_logdir(run, split)))

@@ -200,7 +200,7 @@ class ImageClassification(Recipe):
         """Decode every image once (files that do not decode are skipped and listed), then the model."""
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import image_classifier  # noqa: PLC0415
-        from zoo.image_inputs import augmented_batches, cropped_batches, input_size  # noqa: PLC0415
+        from zoo.image_inputs import augmented_batches, cropped_batches, input_size, save_run_assets  # noqa: PLC0415
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image", task=self.name)
         converter = preprocessor.image_converter
@@ -236,7 +236,7 @@ class ImageClassification(Recipe):
         notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
             if undecodable else []
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,
-                        save_assets=lambda path: (path / "undecodable.txt").write_text("".join(f"{o}\n" for o in undecodable)),
+                        save_assets=lambda path: save_run_assets(path, converter, undecodable),
                         class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights), notes=notes,
                         data=decoded)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -33,13 +35,15 @@ CURVES = "curves.png"
 # ---------------------------------------------------------------------------------------- data facts
 def fingerprint(source: str) -> str:
     """A SHA-256 of a data source's content: a file's bytes, or every file under a folder (relative
-    path and bytes, in sorted order). Sources that are not local paths (tfds:NAME, demo) give ""."""
+    path and bytes, in sorted order). Sources that are not local paths (tfds:NAME) give ""."""
+    from zoo.progress import progress  # noqa: PLC0415
+
     path = Path(source)
     if not source or not path.exists():
         return ""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
+    for file in progress(files, total=len(files), desc=f"fingerprinting {path.name}", unit="file"):
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         with file.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -47,36 +51,51 @@ def fingerprint(source: str) -> str:
     return digest.hexdigest()
 
 
-def data_summary(cfg: Any, splits: Any) -> dict[str, dict]:
-    """`{split: {source, examples, part_of_train, sha256}}` of the data a run trained and was
-    evaluated on. Splits taken from train's source (`validation_split`, `selection_split`, or a
-    validation folder inside train's folder) say so."""
-    from recipes.text_data import DEMO_DIR, DEMO_FILES  # noqa: PLC0415
+def split_source(examples: Any) -> str:
+    """Where a split's examples were read from: the file or folder holding all of them, from their
+    origins ("file:line", image paths, "tfds:name/split[i]"); "" when they do not say."""
+    origins = getattr(examples, "origins", None)
+    if not origins:
+        return ""
+    places = sorted({re.sub(r"(:\d+|\[\d+\])$", "", str(origin)) for origin in origins})
+    if len(places) == 1:
+        return places[0]
+    try:
+        return os.path.commonpath(places) if not any(p.startswith("tfds:") for p in places) else ""
+    except ValueError:  # absolute and relative paths mixed
+        return ""
 
-    d = cfg.data
-    train = str(getattr(d, "train", ""))  # "": a recipe that makes its own data
-    validation = getattr(d, "validation", "") or ("demo" if train == "demo" else "")
-    sources = {"train": (train, False), "validation": (validation or train, not validation),
-               "test": (getattr(d, "test", ""), False), "selection": (train, True)}
-    summary = {}
-    for split, (source, part_of_train) in sources.items():
+
+def data_summary(splits: Any) -> dict[str, dict]:
+    """`{split: {source, examples, part_of_train, sha256}}` of the data a run trained and was
+    evaluated on. A split that came out of train's file or folder (`validation_split`,
+    `selection_split`, a validation folder inside train's folder) says so."""
+    summary: dict[str, dict] = {}
+    hashes: dict[str, str] = {}
+    for split in ("train", "validation", "test", "selection"):
         examples = getattr(splits, split, None)
         if examples is None:
             continue
-        file = str(DEMO_DIR / DEMO_FILES[split]) if source == "demo" and split in DEMO_FILES else str(source)
+        source = split_source(examples)
+        train = summary.get("train", {}).get("source", "")
+        within_train = bool(source and train and split != "train"
+                            and (source == train or Path(source).is_relative_to(train)))
+        if source not in hashes:
+            hashes[source] = fingerprint(source)
         count = len(examples[0]) if isinstance(examples, tuple) else len(examples)  # (inputs, targets) or a split
-        summary[split] = {"source": str(source), "examples": count, "part_of_train": part_of_train,
-                          "sha256": fingerprint(file)}
+        summary[split] = {"source": source, "examples": count, "part_of_train": within_train,
+                          "sha256": hashes[source]}
     return summary
 
 
 # -------------------------------------------------------------------------------------------- card
-def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None) -> Path:
+def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None, name: str = "") -> Path:
     """Write `README.md`, `curves.png` and the evaluation PNGs for the run at `run_path` into
-    `directory` (default: the run itself); returns the card's path."""
+    `directory` (default: the run itself); returns the card's path. `name`: the run's name
+    (default: its folder's; a replacement is trained in a hidden folder of another name)."""
     directory = Path(directory or run_path)
     directory.mkdir(parents=True, exist_ok=True)
-    facts = _run_facts(run_path)
+    facts = {**_run_facts(run_path), **({"name": name} if name else {})}
     pictures = sorted(p.name for p in run_path.glob("*.png") if p.name != CURVES)
     if directory != run_path:
         for name in pictures:
@@ -114,16 +133,15 @@ def front_matter(recipe: Any, facts: dict) -> dict:
     reported figures as a `model-index` (the values are metrics.json's, unrounded)."""
     backbone = _backbone(facts["cfg"])
     entry = CATALOG.get(backbone)
-    results = [{"task": {"type": recipe.hub_task},
-                "dataset": {"name": Path(str(facts["cfg"]["data"].get("train", ""))).name or "data", "type": split,
-                            "split": split},
+    dataset = Path(facts["data"].get("train", {}).get("source", "")).name or "data"
+    results = [{"task": {"type": recipe.hub_task}, "dataset": {"name": dataset, "type": dataset, "split": split},
                 "metrics": [{"type": key, "value": value, "name": f"{split} {key}"}
                             for key, value in scalar_metrics(facts["metrics"][split]).items()]}
                for split in ("validation", "test") if split in facts["metrics"]]
     meta = {"license": entry.licence.lower() if entry else "other", "library_name": "keras",
             "pipeline_tag": recipe.hub_task, "tags": ["keras", "keras-hub", "keras-zoo", recipe.name]}
-    if entry or backbone.startswith("hf://"):
-        meta["base_model"] = backbone.removeprefix("hf://") if not entry else entry.preset
+    if backbone.startswith("hf://"):  # a Hub repo id; catalog names and local folders are not
+        meta["base_model"] = backbone.removeprefix("hf://")
     meta["model-index"] = [{"name": facts["name"], "results": results}]
     return meta
 
@@ -143,10 +161,11 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
     else:
         lines.append(f"`{backbone}` (not in keras-zoo's catalog: its licence is the one its source states).")
     lines += [f"Fine-tuning mode: `{cfg['model'].get('finetune', 'full')}`.", "", "## Data", "",
-              "| split | source | examples | SHA-256 of the source |", "|---|---|---|---|"]
+              "| split | source | examples | SHA-256 of the source's content |", "|---|---|---|---|"]
     for split, row in facts["data"].items():
-        source = f"`{row['source']}`" + (" (part of train's source)" if row.get("part_of_train") else "")
-        lines.append(f"| {split} | {source} | {row['examples']} | {row['sha256'][:16] or 'not fingerprinted'} |")
+        source = (f"`{row['source']}`" if row["source"] else "not recorded") + (
+            " (part of train's source)" if row.get("part_of_train") else "")
+        lines.append(f"| {split} | {source} | {row['examples']} | {row['sha256'] or 'not fingerprinted'} |")
     lines += ["", f"Data licence: {cfg['data'].get('licence') or 'not stated'}.", "", "## Results", ""]
     chosen = metrics.get("chosen_epoch")
     if chosen:
@@ -162,7 +181,8 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
         lines += [f"The last epoch ({chosen['of']}) scored: {figures}.", ""]
     lines += [f"![{Path(name).stem}]({name})" for name in pictures]
     lines += ["", "## How to reproduce", "", "```bash", reproduce_command(recipe.name, facts), "```", "",
-              f"or from this run's resolved config: `keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
+              f"or from the resolved config below (the run's `config.yaml`): "
+              f"`keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
               "", "## Limitations", ""]
     lines += [f"- {line}" for line in limitations(facts, recipe.name)]
     lines += ["", "## Training config (resolved)", "", "```yaml", facts["config_text"].rstrip(), "```", ""]

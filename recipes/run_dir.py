@@ -92,7 +92,7 @@ def run_status(path: Path) -> dict:
         status = {"status": "finished" if (path / "export" / "model.keras").exists() else "interrupted"}
     except (OSError, json.JSONDecodeError):
         status = {"status": "interrupted"}
-    if status.get("status") == "running" and not _locked(lock_path(_final_path(path))):
+    if status.get("status") == "running" and not is_locked(lock_path(_final_path(path))):
         status["status"] = "interrupted"
     return status
 
@@ -339,6 +339,21 @@ def swap_in(partial: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+@contextlib.contextmanager
+def hold_lock(final: Path, busy: str) -> Iterator[None]:
+    """Hold the lock beside `final` (`.NAME.lock`) while the block runs, as a training command holds
+    its run's (a hyperparameter search holds its directory's); `busy` is the error when another
+    live command holds it."""
+    lock = lock_path(final)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(busy) from None
+        yield
+
+
 def open_finished_run(path: str | Path) -> RunDir:
     """An existing run, for evaluate / predict / export."""
     if not str(path).strip():
@@ -352,7 +367,7 @@ def open_finished_run(path: str | Path) -> RunDir:
     return run
 
 
-def _locked(lock: Path) -> bool:
+def is_locked(lock: Path) -> bool:
     """Whether a live process holds `lock`."""
     try:
         with lock.open("r") as handle:  # a shared lock conflicts with the writer's exclusive one

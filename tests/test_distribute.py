@@ -287,6 +287,7 @@ def test_two_workers_train_each_recipe_as_one_device(in_process_runs, data, tiny
     assert "[worker 1] this worker's part is done" in result.stdout
     assert_trains_as_one_device(runs / recipe / "mw", in_process_runs / recipe / "one_device")
     assert sorted(p.name for p in (runs / recipe).iterdir()) == [".mw.lock", "mw"]
+    assert f"keras-zoo train {recipe} --workers 2 --name mw" in (runs / recipe / "mw" / "README.md").read_text()
     plan = RunPlan(runs / recipe / "mw", runs / recipe / "mw", resume=False)
     assert not distribute.worker_scratch_path(plan, distribute.Cluster(2, "worker", 1)).exists()
 

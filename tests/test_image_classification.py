@@ -287,8 +287,15 @@ def test_the_run_has_a_model_card_whose_figures_are_its_metrics(image_run):
     front = check_model_card(image_run["run"])
     assert front["pipeline_tag"] == "image-classification"
     assert "undecodable" not in front  # front matter is model-card metadata only
+    run, photos = image_run["run"], image_run["photos"]
+    data = json.loads((run / "data.json").read_text())
+    assert (data["train"]["source"], data["validation"]["source"]) == (str(photos / "train"), str(photos / "val"))
+    assert not data["validation"]["part_of_train"] and len(data["train"]["sha256"]) == 64
+    assert not list(run.glob("*misclassified*.png"))  # the user's own images stay out of a shared card
 
 
 def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(image_run, tmp_path):
     images = sorted(str(p) for p in (image_run["photos"] / "val").rglob("*.*"))[:12]
     check_preset_export("image_classification", image_run["run"], images, tmp_path / "preset")
+    # The backbone's own input normalisation goes with it, for plain KerasHub users
+    assert (tmp_path / "preset" / "image_converter.json").exists()

@@ -210,6 +210,17 @@ def test_a_replacement_being_trained_shows_and_blocks_deleting_its_run(copy, cap
     assert (copy / "toy" / "good").is_dir()
 
 
+def test_a_search_whose_chief_is_running_shows_running_and_is_not_deleted(copy, capsys):
+    """Between two trials nothing but the chief's lock says the search is alive."""
+    from recipes.run_dir import hold_lock
+
+    with hold_lock(copy / "toy" / "search", "busy"):
+        assert "search 1/2 trials, 1 failed, running" in table(capsys, copy)["toy/search"]
+        code, _, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/search")
+        assert "toy/search: the search is running; stop it first" in error_line(code, err)
+    assert (copy / "toy" / "search" / "search.yaml").exists()
+
+
 # -------------------------------------------------------------------------------------------- show
 def test_show_prints_the_figures_of_metrics_json(runs, capsys):
     code, out, err = cli(capsys, "show", "toy/good", "--runs-dir", str(runs))

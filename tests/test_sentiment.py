@@ -218,13 +218,17 @@ def test_an_older_run_with_a_carved_validation_set_is_not_recarved(trained, tmp_
 
 
 def test_the_run_and_its_export_have_a_model_card_whose_figures_are_its_metrics(trained):
-    _, run, _ = trained
+    work, run, _ = trained
     front = check_model_card(run)
     assert front["pipeline_tag"] == "text-classification" and front["license"] == "other"  # a local backbone
     card = (run / "README.md").read_text()
     assert "keras-zoo train sentiment --name tiny --runs-dir" in card  # the command that made it
     assert "chosen by the best `val_accuracy` on the selection split" in card
     assert (run / "export" / "README.md").read_text() == card
+    data = json.loads((run / "data.json").read_text())
+    assert data["selection"]["source"] == data["train"]["source"] == str(work / "train.jsonl")
+    assert data["selection"]["part_of_train"] and not data["validation"]["part_of_train"]
+    assert data["train"]["examples"] + data["selection"]["examples"] == 240
     assert (run / "export" / "curves.png").exists()
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from recipes.config import check_config, load_config, save_config, with_values
 from recipes.launch import free_port
-from recipes.run_dir import is_run
+from recipes.run_dir import hold_lock, is_run
 from tuning import distributed, results
 from tuning.common import TUNER_DIR, SearchDir, SearchResult, objective_of
 from tuning.space import build_hyperparameters, parse_duration
@@ -167,20 +167,25 @@ def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = F
         port = port or free_port(host or "127.0.0.1")
     search, cfg = plan_search(recipe, cfg, directory, resume, role)
     budget = check_search(cfg)  # before anything is written: a bad value must not leave a directory behind
-    if role != "worker" and not resume:
-        create_search(search, cfg, overwrite)
-    if role != "single":
-        distributed.set_role(role, host, port)
-    tuner = make_tuner(recipe, cfg, search, verbose)
     if role == "worker":
+        distributed.set_role(role, host, port)
+        tuner = make_tuner(recipe, cfg, search, verbose)
         with distributed.heartbeat(search, tuner.tuner_id), _search_errors():
             tuner.search()
         return None
-    tuner.oracle.deadline = None if budget is None else time.time() + budget
-    results.write_experiment(search, tuner.oracle, cfg)
-    with distributed.local_workers(recipe, search, workers), _search_errors():
-        tuner.search()
-    return results.write_results(search, tuner.oracle, cfg)
+    # The chief (or single process) holds the search's lock for its life: `keras-zoo runs` shows
+    # it running, `--delete` and a second `tune` of the same search are refused.
+    with hold_lock(search.path, f"{search.path}: another command is running this search right now"):
+        if not resume:
+            create_search(search, cfg, overwrite)
+        if role != "single":
+            distributed.set_role(role, host, port)
+        tuner = make_tuner(recipe, cfg, search, verbose)
+        tuner.oracle.deadline = None if budget is None else time.time() + budget
+        results.write_experiment(search, tuner.oracle, cfg)
+        with distributed.local_workers(recipe, search, workers), _search_errors():
+            tuner.search()
+        return results.write_results(search, tuner.oracle, cfg)
 
 
 @contextlib.contextmanager

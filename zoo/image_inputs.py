@@ -18,6 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -178,3 +181,11 @@ def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
     logits = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0,
                            callbacks=predict_callbacks(-(-len(images) // batch_size)))
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+
+
+def save_run_assets(path, converter, undecodable: Sequence[str]) -> None:
+    """What an image run keeps beside its model: the backbone's KerasHub image converter (a preset
+    export carries it, for plain KerasHub users of the backbone; the run's own model normalises
+    pixels in its first layer), and the files that did not decode (undecodable.txt)."""
+    converter.save_to_preset(str(Path(path) / "image_converter"))
+    (Path(path) / "undecodable.txt").write_text("".join(f"{origin}\n" for origin in undecodable))

@@ -6,6 +6,8 @@ pooling, token classification):
 
     config.json, metadata.json, model.weights.h5   the fine-tuned backbone: `Backbone.from_preset(DIR)`
     tokenizer.json, assets/tokenizer/              its tokenizer: `Tokenizer.from_preset(DIR)` (text)
+    image_converter.json                           its input resizing and normalisation (images):
+                                                   `ImageConverter.from_preset(DIR)`
     keras_zoo_task.json                            the whole model's Keras config (backbone inside) and
                                                    what the recipe needs (recipe, labels, lengths)
     keras_zoo_task.weights.h5                      the weights outside the backbone (the head)
@@ -17,9 +19,10 @@ no weight is stored twice. The recipes' `engine.load_preset(DIR)` adds labels an
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 TASK_CONFIG = "keras_zoo_task.json"
 TASK_WEIGHTS = "keras_zoo_task.weights.h5"
@@ -42,16 +45,19 @@ def head_variables(model) -> list:
     return [v for v in model.weights if id(v) not in backbone]
 
 
-def save_task_preset(model, directory: Path, task: dict, tokenizer=None) -> None:
+def save_task_preset(model, directory: Path, task: dict, preprocessing: Sequence[Path] = ()) -> None:
     """Write `model` (a task model around one KerasHub backbone) into `directory` as described
-    above; `task` is what loading it needs beside the model (JSON)."""
+    above; `task` is what loading it needs beside the model (JSON). `preprocessing`: folders that
+    KerasHub preprocessing was saved into with `save_to_preset` (a run's `tokenizer/`,
+    `image_converter/`); their files go to the preset's top level, where KerasHub looks."""
     import h5py  # noqa: PLC0415
     import keras  # noqa: PLC0415
 
     directory = Path(directory)
     find_backbone(model).save_to_preset(str(directory))
-    if tokenizer is not None:
-        tokenizer.save_to_preset(str(directory))
+    for folder in preprocessing:
+        if Path(folder).is_dir():
+            shutil.copytree(folder, directory, dirs_exist_ok=True)
     with h5py.File(directory / TASK_WEIGHTS, "w") as f:
         for variable in head_variables(model):
             f[variable.path] = keras.ops.convert_to_numpy(variable.value)

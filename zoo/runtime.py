@@ -55,11 +55,18 @@ def configure_tensorflow_cpu(environ: MutableMapping[str, str] = os.environ,
 # They bypass TF_CPP_MIN_LOG_LEVEL: they are logged before TensorFlow initialises absl logging
 # (TensorFlow issue #100442), so the level is not applied yet, and cuInit's is an ERROR line.
 HARMLESS_NATIVE_LOG = re.compile(
-    r"absl::InitializeLog\(\) is called|cudart_stub\.cc.*Could not find cuda drivers"
-    r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit"
-    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc.*already registered"
-    r"|oneDNN custom operations are on|cpu_feature_guard\.cc|rebuild TensorFlow with the appropriate compiler"
-    r"|This TensorFlow binary is optimized")
+    r"absl::InitializeLog\(\) is called|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation_placer\.cc.*already registered|oneDNN custom operations are on|cpu_feature_guard\.cc"
+    r"|rebuild TensorFlow with the appropriate compiler|This TensorFlow binary is optimized")
+# On a machine without an NVIDIA device, TensorFlow's failing search for one is harmless too; where
+# there is one, these lines may say why TensorFlow cannot use it, and are kept.
+NO_GPU_NATIVE_LOG = re.compile(HARMLESS_NATIVE_LOG.pattern + r"|cudart_stub\.cc.*Could not find cuda drivers"
+                               r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit")
+
+
+def harmless_native_log() -> re.Pattern:
+    """The start-up lines to drop on this machine."""
+    return HARMLESS_NATIVE_LOG if list(Path("/dev").glob("nvidia[0-9]*")) else NO_GPU_NATIVE_LOG
 
 
 def native_logs_shown() -> bool:
@@ -68,10 +75,11 @@ def native_logs_shown() -> bool:
 
 
 @contextlib.contextmanager
-def filtered_native_logs(harmless: re.Pattern = HARMLESS_NATIVE_LOG) -> Iterator[None]:
+def filtered_native_logs(harmless: re.Pattern | None = None) -> Iterator[None]:
     """Hold what the process writes to file descriptor 2 (C++ logs included) in a temporary file
     while the block runs, then write every line back to stderr except the harmless ones. Nothing
     else is dropped: a traceback or a real error line comes out when the block ends."""
+    harmless = harmless or harmless_native_log()
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
