@@ -155,7 +155,8 @@ def _read_tfds(name: str, split: str) -> LabelledImages:
     # Still encoded: the recipe decodes every image itself, the same way as files.
     dataset = builder.as_dataset(split=tfds_split, decoders={image_key: tfds.decode.SkipDecoding()})
     data = LabelledImages()
-    for i, example in enumerate(tfds.as_numpy(dataset)):
+    examples = progress(tfds.as_numpy(dataset), desc=f"reading {name}", unit="example")
+    for i, example in enumerate(examples):
         data.encoded.append(example[image_key])
         data.labels.append(names[int(example[label_key])])
         data.origins.append(f"tfds:{name}/{tfds_split}[{i}]")

@@ -27,6 +27,7 @@ from typing import Sequence
 from recipes import ner_tags
 from recipes.text_data import read_lines
 from zoo.errors import UserError
+from zoo.progress import progress
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -248,7 +249,8 @@ def _read_tfds(name: str, split: str) -> TaggedSentences:
         raise UserError(f"tfds:{name}: no token sequence and NER tag sequence among its features ({', '.join(features)})")
     names = features[tag_keys[0]].feature.names
     tokens, tags, origins = [], [], []
-    for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
+    examples = progress(tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example")
+    for i, example in enumerate(examples):
         words = [w.decode("utf-8") for w in example[token_keys[0]]]
         origin = f"tfds:{name}/{tfds_split}[{i}]"
         if len(words) != len(example[tag_keys[0]]):

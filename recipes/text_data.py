@@ -20,6 +20,7 @@ from typing import Iterator
 
 from recipes.labels import class_folders
 from zoo.errors import UserError
+from zoo.progress import progress
 
 DEMO_DIR = Path(__file__).parent / "demo_data"
 DEMO_FILES = {"train": "sentiment_train.jsonl", "validation": "sentiment_dev.jsonl"}
@@ -228,7 +229,8 @@ def _read_tfds(name: str, split: str) -> LabelledTexts:
     label_key = next(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
     names = features[label_key].names
     texts, labels, origins = [], [], []
-    for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
+    examples = progress(tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example")
+    for i, example in enumerate(examples):
         if example[label_key] < 0:  # GLUE test splits carry label -1: unlabelled
             continue
         texts.append(example[text_key].decode("utf-8").strip())
