@@ -10,6 +10,7 @@ from keras_zoo_cli.runs import is_search, read_mapping, resolve, run_row, search
 from recipes.cli import kept_epoch_line
 from recipes.registry import load_recipe
 from recipes.run_dir import is_run
+from recipes.run_metrics import scalar_metrics
 from tuning.common import SearchDir, SearchResult
 from tuning.results import format_table
 from zoo.errors import UserError
@@ -40,7 +41,7 @@ def _report_format(recipe: str) -> Callable[[dict], str]:
     try:
         return load_recipe(recipe).format_report
     except UserError:
-        return lambda report: ", ".join(f"{k} {v:.4f}" for k, v in report.items() if isinstance(v, float))
+        return lambda report: ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(report).items())
 
 
 def _show_search(path: Path, runs_dir: str) -> str:

@@ -30,7 +30,7 @@ from recipes.config import check_config, flat_values, save_config, value_at, wit
 from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
-from recipes.run_metrics import final_metrics
+from recipes.run_metrics import final_metrics, scalar_metrics
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 
@@ -162,8 +162,8 @@ def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, sp
         finally:  # back to the kept epoch: built.model may be the very model that is exported
             training.load_best_weights(built.model, run)
     run.last_weights.unlink(missing_ok=True)
-    scalars = {split: {k: v for k, v in figures.items() if isinstance(v, float)} if isinstance(figures, dict)
-               else figures for split, figures in last.items()}
+    scalars = {split: scalar_metrics(figures) if isinstance(figures, dict) else figures
+               for split, figures in last.items()}
     added = {"chosen_epoch": {"epoch": best, "of": epochs, "chosen_on": chosen_on, "monitor": cfg.train.monitor},
              "last_epoch": scalars}
     run.write_json(run.metrics, {**saved, **added})

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from recipes.run_metrics import scalar_metrics
 from zoo.catalog import CATALOG
 
 CARD = "README.md"
@@ -121,11 +122,6 @@ def _run_facts(run_path: Path) -> dict:
             "metrics": read_json("metrics.json"), "task": read_json("task.json"), "history": history,
             "cfg": yaml.safe_load((run_path / "config.yaml").read_text()),
             "config_text": (run_path / "config.yaml").read_text()}
-
-
-def scalar_metrics(report: dict) -> dict[str, float]:
-    """An evaluation report's headline numbers (its float values: accuracy, macro_f1, f1, ...)."""
-    return {k: v for k, v in report.items() if isinstance(v, float)}
 
 
 def front_matter(recipe: Any, facts: dict) -> dict:

@@ -25,10 +25,15 @@ def history_rows(history: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def scalar_metrics(report: dict) -> dict[str, float]:
+    """An evaluation report's headline numbers (its float values: accuracy, macro_f1, f1, ...)."""
+    return {k: v for k, v in report.items() if isinstance(v, float)}
+
+
 def report_metrics(report: dict) -> dict[str, float]:
     """metrics.json's scalars as `val_<key>` and `test_<key>` (e.g. `val_macro_f1`)."""
     return {prefix + k: v for split, prefix in (("validation", "val_"), ("test", "test_"))
-            for k, v in report.get(split, {}).items() if isinstance(v, float)}
+            for k, v in scalar_metrics(report.get(split, {})).items()}
 
 
 def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
