@@ -99,6 +99,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
     epoch = 0
     for i, phase in enumerate(phases):
         phase.prepare(model)
+        build_optimizer(model)
         marker = run.path / "checkpoints" / f"phase{i}-{phase.name}.done.json"
         if marker.exists():  # finished before an interruption: keep its result, go on
             epoch = json.loads(marker.read_text())["end_epoch"]
@@ -121,6 +122,16 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
         known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
         raise UserError(f"train.monitor: '{cfg.monitor}' is not a logged metric (logged: {known})")
     return {key: [float(r[key]) if r[key] else float("nan") for r in rows] for key in rows[0]}
+
+
+def build_optimizer(model: keras.Model) -> None:
+    """Make the compiled optimizer's variables now, before `fit` traces its train step.
+
+    Without a distribution strategy Keras leaves them to the first traced step, and TensorFlow
+    traces a function that created variables a second time: the whole forward and backward graph
+    twice, 8-10 s of a MiniLM-L6 fit's start on 2 cores (benchmarks/RESULTS.md, "Tracing")."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def load_best_weights(model: keras.Model, run: RunDir, path: Path | None = None) -> None:
