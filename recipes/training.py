@@ -52,8 +52,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float 
     total = max((cfg.epochs if epochs is None else epochs) * steps_per_epoch, 1)
     peak = cfg.learning_rate if learning_rate is None else learning_rate
     schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
-                                       clipnorm=cfg.clipnorm or None)
+    optimizer = keras_compat.FusedAdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
+                                        clipnorm=cfg.clipnorm or None)
     # No weight decay on biases and normalisation scales, as in BERT's original recipe.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer

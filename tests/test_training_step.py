@@ -43,3 +43,77 @@ def test_an_optimizer_built_before_fit_saves_the_second_trace(built_first, trace
     x, y = np.random.default_rng(0).normal(size=(16, 4)).astype("float32"), np.arange(16) % 2
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert counter.training_traces == traces
+
+
+class OneHotEmbedding(keras.layers.Layer):
+    """An embedding looked up by a one-hot product: its gradient is dense, never tf.IndexedSlices."""
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight((50, 8), name="embeddings")
+
+    def call(self, ids):
+        return keras.ops.matmul(keras.ops.one_hot(ids, 50), self.embeddings)
+
+
+def embedding_model(seed: int, dense_gradient: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((5,), dtype="int32")
+    lookup = OneHotEmbedding() if dense_gradient else keras.layers.Embedding(50, 8)
+    vectors = keras.layers.GlobalAveragePooling1D()(lookup(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LayerNormalization()(vectors)))
+
+
+def trained_weights(optimizer_class, x, y, dense_gradient=False, **optimizer_options) -> list[np.ndarray]:
+    model = embedding_model(seed=1, dense_gradient=dense_gradient)
+    model.set_weights(embedding_model(seed=1).get_weights())  # the same start for both lookups
+    schedule = training.WarmupLinearDecay(3e-2, warmup_steps=3, total_steps=40)
+    optimizer = optimizer_class(learning_rate=schedule, weight_decay=0.05, **optimizer_options)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return model.get_weights()
+
+
+def assert_same_weights(got, expected):
+    start = embedding_model(seed=1).get_weights()
+    for got_weight, expected_weight, start_weight in zip(got, expected, start):
+        assert not np.allclose(expected_weight, start_weight)  # it trained
+        np.testing.assert_allclose(got_weight, expected_weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer_options", [{}, {"clipnorm": 1.0}])
+def test_the_fused_adamw_is_keras_adamw_on_dense_gradients_and_on_embeddings(optimizer_options):
+    """zoo.keras_compat.FusedAdamW (TensorFlow's fused Adam kernel) trains to the weights of
+    keras.optimizers.AdamW given the dense gradient (dense kernels, weight decay with exclusions, a
+    learning-rate schedule, clipping), also for a word embedding whose gradient is tf.IndexedSlices
+    with repeated tokens in a batch."""
+    from zoo.keras_compat import FusedAdamW
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 50, size=(64, 5)), rng.integers(0, 3, size=64)  # tokens repeat within batches
+    assert_same_weights(trained_weights(FusedAdamW, x, y, **optimizer_options),
+                        trained_weights(keras.optimizers.AdamW, x, y, dense_gradient=True, **optimizer_options))
+
+
+def test_on_an_embedding_without_repeated_tokens_the_fused_adamw_is_keras_adamw():
+    # With repeated tokens Keras 3.15's AdamW differs: its element-wise ops keep the tf.IndexedSlices
+    # gradient sparse, so m and v take each repeat's share separately (v gets the sum of the squares,
+    # not the square of the sum). The fused update first sums the repeats, as dense AdamW (and PyTorch) do.
+    from zoo.keras_compat import FusedAdamW
+
+    rng = np.random.default_rng(0)
+    x, y = np.tile(rng.permutation(50)[:40].reshape(8, 5), (3, 1)), rng.integers(0, 3, size=24)
+    assert_same_weights(trained_weights(FusedAdamW, x, y), trained_weights(keras.optimizers.AdamW, x, y))
+
+
+def test_the_engine_trains_with_the_fused_adamw_and_it_reloads_from_a_saved_model(tmp_path):
+    from zoo.keras_compat import FusedAdamW
+
+    optimizer = training.make_optimizer(TrainConfig(), steps_per_epoch=4)
+    assert isinstance(optimizer, FusedAdamW)
+    model = embedding_model(seed=0)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(np.zeros((8, 5), "int32"), np.zeros(8), verbose=0)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(reloaded.optimizer, FusedAdamW)
