@@ -2,6 +2,8 @@
 
     python benchmarks/step_options.py --steps 80 [--set train.jit_compile=true] [--threads 2,1]
     ONEDNN=0 python benchmarks/step_options.py ...   # TF_ENABLE_ONEDNN_OPTS=0
+    python benchmarks/step_options.py --keras-adamw       # Keras's AdamW instead of the fused one
+    python benchmarks/step_options.py --lazy-optimizer    # the optimizer built in the traced step
 
 Builds the sentiment recipe's model and training batches exactly as `keras-zoo train sentiment`
 does (first 6,400 SST-2 rows, MiniLM-L6), holds the first `--steps` batches in memory, runs them
@@ -31,6 +33,9 @@ def main() -> None:
     parser.add_argument("--threads", default="", help="intra,inter op threads (TensorFlow's), e.g. 2,1")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--label", default="")
+    parser.add_argument("--keras-adamw", action="store_true", help="keras.optimizers.AdamW, not zoo's FusedAdamW")
+    parser.add_argument("--lazy-optimizer", action="store_true",
+                        help="leave the optimizer to be built in the first traced step (Keras's default)")
     parser.add_argument("--grappler", default="", help="comma-separated tf.config.optimizer experimental options set false, "
                         "e.g. disable_meta_optimizer (set true) or constant_folding,remapper")
     args = parser.parse_args()
@@ -46,7 +51,11 @@ def main() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     for option in filter(None, args.grappler.split(",")):
         tf.config.optimizer.set_experimental_options({option: option.startswith("disable")})
-    from recipes import devices, sentiment
+    from recipes import devices, sentiment, training
+    from zoo import keras_compat
+
+    if args.keras_adamw:  # recipes.training.make_optimizer looks the class up when it is called
+        keras_compat.FusedAdamW = keras.optimizers.AdamW
 
     out = ROOT / "benchmarks" / "out" / "peers"
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +73,8 @@ def main() -> None:
     data = sentiment.RECIPE.read_data(cfg)
     built = sentiment.RECIPE.build(cfg, data)
     built.phases[0].prepare(built.model)
+    if not args.lazy_optimizer:
+        training.build_optimizer(built.model)  # as recipes.training.fit does
     # Held in memory after the first pass, so every pass sees the same batches. (Not
     # Dataset.from_generator: it lowers glibc's trim threshold for the whole process, which
     # slows every step.)
@@ -80,7 +91,8 @@ def main() -> None:
         built.model.fit(same, epochs=1, verbose=0)
         rates.append(examples / (time.perf_counter() - start))
     result = {"label": args.label or " ".join(args.overrides) or "default", "threads": args.threads, "grappler": args.grappler,
-              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "steps": args.steps,
+              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+              "optimizer": type(built.model.optimizer).__name__, "lazy_optimizer": args.lazy_optimizer, "steps": args.steps,
               "examples_per_second": round(max(rates), 2), "padding_share": round(1 - real / tokens, 3),
               "precision": cfg.train.precision, "jit_compile": cfg.train.jit_compile,
               "first_pass_step_seconds": [round(t, 2) for t in first[:5]],
