@@ -395,7 +395,13 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     process = start("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--set", "run.seconds_per_epoch=60")
     wait_for_line(process, "toy: epoch 1 done")
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
+    try:
+        returncode = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill(process)
+        printed = "".join(iter(lambda: process.lines.get(timeout=1) if not process.lines.empty() else None, None))
+        raise AssertionError(f"still running 60 s after SIGINT; after the epoch line it printed:\n{printed[-3000:]}")
+    assert returncode == 130
     assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "interrupted"
 
 

@@ -92,7 +92,12 @@ class Predictor:
 def slow_step(what: str, seconds: float) -> None:
     if seconds:
         print(f"toy: {what}", flush=True)
-        time.sleep(seconds)
+        # Short sleeps: the kernel may hand a Ctrl-C to one of TensorFlow's threads, which does not
+        # wake the main thread's sleep; Python raises KeyboardInterrupt when the main thread next
+        # wakes (one long sleep made the SIGINT test wait out the whole 60 s under load).
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
 
 class Toy(Recipe):
