@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Mapping
 
 from recipes.run_dir import RunDir
 
@@ -15,6 +16,15 @@ from recipes.run_dir import RunDir
 def monitor_mode(monitor: str) -> str:
     """Whether less (`min`: a loss) or more (`max`) of the metric is better."""
     return "min" if "loss" in monitor else "max"
+
+
+def selection_key(row: Mapping[str, float | str], monitor: str) -> tuple[float, float]:
+    """How a run ranks its epochs to keep the best (greater is better): by `monitor`, ties broken
+    by the lower validation loss. Accuracy on a small split ties often (4 of 12 hymenoptera epochs
+    scored 36/37 on a 37-image selection split), and the loss is the finer measure of the same data."""
+    sign = 1.0 if monitor_mode(monitor) == "max" else -1.0
+    loss = row.get("val_loss")
+    return sign * float(row[monitor]), -float(loss) if loss not in (None, "") else 0.0
 
 
 def history_rows(history: Path) -> list[dict[str, str]]:
@@ -44,8 +54,7 @@ def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
     metrics: dict[str, float] = {}
     rows = [r for r in history_rows(run.history) if r.get(monitor)]
     if rows:
-        pick = min if monitor_mode(monitor) == "min" else max
-        best = pick(rows, key=lambda r: float(r[monitor]))
+        best = max(rows, key=lambda r: selection_key(r, monitor))
         metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
         metrics["best_epoch"] = float(int(best["epoch"]) + 1)
         metrics["epochs"] = float(len(rows))

@@ -7,7 +7,6 @@ stopping, resume from the last epoch, NaN guard, TensorBoard curves) lives here 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -21,7 +20,7 @@ from zoo import keras_compat
 from recipes.config import RunConfig, TrainConfig
 from recipes.contract import Phase
 from recipes.run_dir import RunDir
-from recipes.run_metrics import history_rows, monitor_mode
+from recipes.run_metrics import history_rows, monitor_mode, selection_key
 from zoo.errors import UserError
 
 
@@ -68,18 +67,6 @@ def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: in
         jit_compile=cfg.jit_compile,
         run_eagerly=cfg.run_eagerly,
     )
-
-
-def _best_so_far(history: Path, monitor: str) -> float | None:
-    """The best monitored value of the epochs already done (after --resume), so the best
-    checkpoint is not replaced by a worse epoch."""
-    if not history.exists():
-        return None
-    with history.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
-    if not values:
-        return None
-    return min(values) if monitor_mode(monitor) == "min" else max(values)
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
@@ -168,9 +155,7 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
         *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
         ResumeState(str(backup)),
-        keras.callbacks.ModelCheckpoint(str(run.best_weights), monitor=cfg.monitor, mode=mode,
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=_best_so_far(run.history, cfg.monitor)),
+        BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
@@ -184,6 +169,27 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
 
 def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
+
+
+class BestEpochCheckpoint(keras.callbacks.Callback):
+    """Saves the weights of the best epoch so far, ranked by `run_metrics.selection_key` (the
+    monitored value, ties to the lower validation loss), as `final_metrics` ranks them afterwards.
+    Keras's ModelCheckpoint compares the monitored value alone and keeps the first of tied epochs.
+    After a resume the epochs already in history.csv are the ones to beat."""
+
+    def __init__(self, path: Path, monitor: str, history: Path):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        done = [selection_key(r, monitor) for r in history_rows(history) if r.get(monitor)]
+        self.best = max(done) if done else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get(self.monitor) is None:
+            return  # no figure this epoch (training.fit says which metrics exist when it ends)
+        key = selection_key(logs, self.monitor)
+        if self.best is None or key > self.best:
+            self.best = key
+            self.model.save_weights(str(self.path), overwrite=True)
 
 
 class ResumeState(keras.callbacks.BackupAndRestore):

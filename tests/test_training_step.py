@@ -1,4 +1,4 @@
-"""The engine's training step is traced once per fit, not twice."""
+"""The engine's training step: traced once per fit, not twice; its optimizer; the epoch it keeps."""
 
 from __future__ import annotations
 
@@ -117,3 +117,31 @@ def test_the_engine_trains_with_the_fused_adamw_and_it_reloads_from_a_saved_mode
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(reloaded.optimizer, FusedAdamW)
+
+
+def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_validation_loss(tmp_path):
+    from recipes.run_dir import RunDir
+    from recipes.run_metrics import final_metrics
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,val_accuracy,val_loss\n0,0.90,0.50\n")  # an epoch before a resume
+    path = tmp_path / "best.weights.h5"
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    checkpoint = training.BestEpochCheckpoint(path, "val_accuracy", history)
+    checkpoint.set_model(model)
+    saved = {}
+    for epoch, (accuracy, loss) in enumerate([(0.9, 0.6), (0.9, 0.4), (0.9, 0.45), (0.8, 0.1), (None, 0.2)], 1):
+        model.set_weights([np.full((1, 1), float(epoch))])
+        logs = {"val_loss": loss} | ({"val_accuracy": accuracy} if accuracy is not None else {})
+        checkpoint.on_epoch_end(epoch, logs)
+        if path.exists():
+            saved[epoch] = path.stat().st_mtime_ns
+        if accuracy is not None:
+            with history.open("a") as f:
+                f.write(f"{epoch},{accuracy},{loss}\n")
+    model.load_weights(str(path))
+    assert model.get_weights()[0].item() == 2.0  # the tie with the lower loss; not the earlier epoch 0's
+    assert sorted(saved) == [2, 3, 4, 5] and len(set(saved.values())) == 1  # written once
+    (tmp_path / "run.json").write_text("{}")
+    assert final_metrics(RunDir(tmp_path), "val_accuracy")["best_epoch"] == 3.0  # epoch 2 of the file, 1-based
+    assert final_metrics(RunDir(tmp_path), "val_loss")["best_epoch"] == 5.0
