@@ -28,9 +28,10 @@ import numpy as np
 
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.contract import Evaluation, Phase, Recipe, Training
-from recipes.image_data import DecodedImages, LabelledImages, decode_images, list_image_files, read_images, split_folder
+from recipes.image_data import (DecodedImages, LabelledImages, check_decoded, decode_images, list_image_files,
+                                 read_images, split_folder)
 from recipes.labels import balanced_class_weights, label_ids, read_class_splits
-from recipes.metrics import classification_report, confusion_matrix_png, format_report, image_grid_png, top_k_accuracy
+from recipes.metrics import classification_report, confusion_matrix_png, format_report, misclassified_grid_png, top_k_accuracy
 from zoo.errors import UserError
 
 
@@ -88,9 +89,7 @@ class ImageTrainConfig(TrainConfig):
 
     head_epochs: int = 4  # phase 1 of finetune: full: the new head on the frozen backbone
     frozen_epochs: int = 30  # finetune: frozen: the head alone trains, to convergence (4 epochs under-fit)
-    # finetune: frozen: false trains the head on centre crops without label smoothing: the
-    # augmentation and smoothing meant for fine-tuning cost a frozen head accuracy (benchmarks/RESULTS.md)
-    frozen_augment: bool = False
+    frozen_augment: bool = False  # finetune: frozen: false: centre crops, no label smoothing (measured best)
     head_learning_rate: float = 1e-3
     epochs: int = 8  # phase 2: fine-tuning the backbone
     learning_rate: float = 1e-4
@@ -113,6 +112,9 @@ class ImageClassificationConfig:
     model: ImageModelConfig = field(default_factory=ImageModelConfig)
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # Whether training uses `augment` and label smoothing: when fine-tuning, or when asked for a frozen head
+    augmented = property(lambda self: self.model.finetune == "full" or self.train.frozen_augment)
+
     tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
         "train.head_learning_rate": {"min": 3e-4, "max": 3e-3, "sampling": "log"},
         "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
@@ -132,7 +134,7 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
     from zoo.heads import unfreeze_top  # noqa: PLC0415
 
     t = cfg.train
-    smoothing = t.label_smoothing if augmented(cfg) else 0.0
+    smoothing = t.label_smoothing if cfg.augmented else 0.0
 
     def compiled(model, learning_rate: float, epochs: int) -> None:
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
@@ -154,12 +156,6 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
     if cfg.model.finetune == "frozen":
         return [Phase("head", t.frozen_epochs, lambda model: head(model, t.frozen_epochs))]
     return [Phase("head", t.head_epochs, lambda model: head(model, t.head_epochs)), Phase("finetune", t.epochs, finetune)]
-
-
-def augmented(cfg: ImageClassificationConfig) -> bool:
-    """Whether training uses `augment` and label smoothing: always when fine-tuning the backbone;
-    with a frozen backbone only if `train.frozen_augment`."""
-    return cfg.model.finetune == "full" or cfg.train.frozen_augment
 
 
 # ------------------------------------------------------------------------------------------- recipe
@@ -222,20 +218,14 @@ class ImageClassification(Recipe):
                               images.decode(data.selection) if data.selection is not None else None)
         for split, source in (("train", cfg.data.train), ("validation", cfg.data.validation or cfg.data.train),
                               ("test", cfg.data.test or cfg.data.train), ("selection", cfg.data.train)):
-            if getattr(decoded, split) is None:
-                continue
-            missing = sorted(set(data.labels) - set(getattr(decoded, split).labels))
-            if split == "train" and missing:
-                raise UserError(f"{source}: class {', '.join(missing)} has no decodable training images")
-            if not len(getattr(decoded, split)):
-                raise UserError(f"{source}: no {split} image decodes ({len(getattr(data, split))} files tried)")
+            if getattr(decoded, split) is not None:
+                check_decoded(getattr(decoded, split), len(getattr(data, split)), split, source, data.labels)
         undecodable = [o for d in (decoded.train, decoded.selection, decoded.validation, decoded.test) if d
                        for o in d.undecodable]
         k = len(data.labels)
         y_train = label_ids(decoded.train, data.labels)
-        augment = cfg.augment if augmented(cfg) else AugmentConfig(crop_scale=[1.0, 1.0], flip=False)
-        train_ds = augmented_batches(decoded.train, y_train, k, cfg.train.batch_size, cfg.train.seed, augment,
-                                     image_size)
+        train_ds = augmented_batches(decoded.train, y_train, k, cfg.train.batch_size, cfg.train.seed,
+                                     cfg.augment if cfg.augmented else None, image_size)
         chooser = decoded.validation if decoded.selection is None else decoded.selection  # the split the best epoch is chosen on
         val_ds = cropped_batches(chooser, label_ids(chooser, data.labels), k, image_size, cfg.train.batch_size)
         model = image_classifier(backbone, k, converter, cfg.model.dropout)
@@ -246,9 +236,8 @@ class ImageClassification(Recipe):
                 | ({"selection": len(decoded.selection)} if decoded.selection is not None else {})}
         notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
             if undecodable else []
-        if not augmented(cfg) and (cfg.augment != AugmentConfig() or cfg.train.label_smoothing != ImageTrainConfig.label_smoothing):
-            notes.append("augment and train.label_smoothing: not used with model.finetune=frozen unless "
-                         "train.frozen_augment=true")
+        if not cfg.augmented and (cfg.augment != AugmentConfig() or cfg.train.label_smoothing != ImageTrainConfig.label_smoothing):
+            notes.append("augment, train.label_smoothing: unused by a frozen head unless train.frozen_augment=true")
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,
                         save_assets=lambda path: save_run_assets(path, converter, undecodable),
                         class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights), notes=notes,
@@ -275,11 +264,8 @@ class ImageClassification(Recipe):
                                     "probability": float(probabilities[i, predicted[i]])} for i in wrong]
         pictures = {f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)}
         if len(wrong):
-            shown = wrong[:16]
-            crops = center_crop(images.take(shown), int(predictor.model.input.shape[1])).numpy().astype(np.uint8)
-            captions = [f"true {labels[y[i]]}\npred {labels[predicted[i]]} {probabilities[i, predicted[i]]:.2f}"
-                        for i in shown]
-            pictures[f"{split}/misclassified"] = image_grid_png(crops, captions)
+            crops = center_crop(images.take(wrong[:16]), int(predictor.model.input.shape[1])).numpy().astype(np.uint8)
+            pictures[f"{split}/misclassified"] = misclassified_grid_png(crops, y[wrong[:16]], probabilities[wrong[:16]], labels)
         return Evaluation(report, text={f"{split}/report": format_report(report)}, images=pictures,
                           scores=(y, probabilities))
 

@@ -216,6 +216,15 @@ def _square_fn(encoded: bool, side: int, interpolation: str):
     return lambda x: square_resize(decode_rgb(read(x), side), side, interpolation)
 
 
+def check_decoded(decoded: "DecodedImages", files_tried: int, split: str, source: str, labels: list[str]) -> None:
+    """A one-line error when no image of a split decodes, or a class has no decodable training image."""
+    missing = sorted(set(labels) - set(decoded.labels))
+    if split == "train" and missing:
+        raise UserError(f"{source}: class {', '.join(missing)} has no decodable training images")
+    if not len(decoded):
+        raise UserError(f"{source}: no {split} image decodes ({files_tried} files tried)")
+
+
 def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinear",
                   max_bytes: float = 4 * 2**30) -> DecodedImages:
     """Decode every image once (parallel, in tf.data) to a `side` x `side` centre square, kept in

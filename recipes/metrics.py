@@ -100,3 +100,12 @@ def image_grid_png(images: np.ndarray, captions: Sequence[str], columns: int = 4
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def misclassified_grid_png(images: np.ndarray, y_true: Sequence[int], probabilities: np.ndarray,
+                           labels: Sequence[str]) -> bytes:
+    """`image_grid_png` of misclassified images (uint8 crops), each captioned with its true and
+    predicted class and the predicted class's probability."""
+    predicted = np.asarray(probabilities).argmax(axis=-1)
+    return image_grid_png(images, [f"true {labels[t]}\npred {labels[p]} {probabilities[i, p]:.2f}"
+                                   for i, (t, p) in enumerate(zip(y_true, predicted))])

@@ -121,7 +121,10 @@ def input_size(converter) -> int:
 def augmentation(cfg, image_size: int, seed: int):
     """A tf.data map function for training batches: random resized crop (or centre crop), then
     the Keras augmentation layers switched on in `cfg` (a recipe's augment section: crop_scale,
-    flip, rotation, zoom, rand_augment, mixup, cutmix), then MixUp / CutMix on the labels."""
+    flip, rotation, zoom, rand_augment, mixup, cutmix), then MixUp / CutMix on the labels.
+    `cfg` None: centre crops only, as evaluation sees the images."""
+    if cfg is None:
+        return lambda images, labels: (center_crop(images, image_size), labels)
     if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
         raise ValueError(f"augment.crop_scale must be [low, high] with 0 < low <= high <= 1, not {cfg.crop_scale}")
     layers = []
