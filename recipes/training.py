@@ -86,7 +86,6 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
     epoch = 0
     for i, phase in enumerate(phases):
         phase.prepare(model)
-        build_optimizer(model)
         marker = run.path / "checkpoints" / f"phase{i}-{phase.name}.done.json"
         if marker.exists():  # finished before an interruption: keep its result, go on
             epoch = json.loads(marker.read_text())["end_epoch"]
@@ -134,6 +133,7 @@ def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples
                initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose,
                logging: RunConfig) -> None:
     callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
+    build_optimizer(model)  # here, not for phases that are skipped or already done
     try:
         model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
                   callbacks=callbacks, class_weight=class_weight, verbose=verbose,
