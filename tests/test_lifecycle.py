@@ -399,7 +399,7 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
         returncode = process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         kill(process)
-        printed = "".join(iter(lambda: process.lines.get(timeout=1) if not process.lines.empty() else None, None))
+        printed = "".join(process.lines.get() for _ in range(process.lines.qsize()))
         raise AssertionError(f"still running 60 s after SIGINT; after the epoch line it printed:\n{printed[-3000:]}")
     assert returncode == 130
     assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "interrupted"
