@@ -3,6 +3,7 @@
     python benchmarks/peers.py sst2   [--runs 5] [--float32] [--set KEY=VALUE ...]
     python benchmarks/peers.py conll  [--runs 5] [--sentences 2000]
     python benchmarks/peers.py images [--runs 5]
+    python benchmarks/peers.py sst2-inference --run RUN_DIR [--runs 5]
 
 Runs peer, keras-zoo, peer, keras-zoo, peer, ... (`--runs` in all, starting and ending with the
 peer), each as its own process, one at a time, and prints for each run its training examples/s
@@ -15,6 +16,10 @@ each keras-zoo run against the mean of the two peer runs around it.
   dev accuracy for both. Also the dev-set inference speed of each.
 - conll: the first `--sentences` CoNLL-2003 training sentences, 3 epochs (keras-zoo's NER default),
   the peer benchmarks/peers/peer_conll_hf.py; test entity F1 for both.
+- sst2-inference: SST-2 dev inference only, of a finished keras-zoo sentiment run (`--run`):
+  benchmarks/text_inference.py (`predict` and `evaluate`, tokenising included) against the peer's
+  inference loop (benchmarks/peers/peer_sst2_inference.py: tokenising excluded, as the peer times
+  it); each the median of 3 timed passes after a warm one. The ratio is `predict`'s.
 - images: hymenoptera, the two phases of the image recipe, the peer benchmarks/peers/peer_images_timm.py
   (timm's efficientnet_lite0 from the same weights); validation accuracy for both.
 
@@ -157,6 +162,23 @@ def conll(args, out: Path, python: str):
     return alternate(args, out, peer_cmd, parse_peer, run_kz)
 
 
+def sst2_inference(args, out: Path, python: str):
+    if not args.run:
+        raise SystemExit("sst2-inference needs --run RUN_DIR (a finished sentiment run)")
+    peer_cmd = [python, str(ROOT / "benchmarks" / "peers" / "peer_sst2_inference.py"), str(MINILM), str(SST2 / "dev.tsv")]
+
+    def parse_peer(text):
+        return json.loads(re.search(r"^RESULT (\{.*\})$", text, re.M).group(1))
+
+    def run_kz(name):
+        text = run([sys.executable, str(ROOT / "benchmarks" / "text_inference.py"), args.run, str(SST2 / "dev.tsv")],
+                   log=out / f"{name}.log", reuse=args.reuse)
+        figures = json.loads(re.search(r"^RESULT (\{.*\})$", text, re.M).group(1))
+        return {"rate": figures["predict_examples_per_second"], "score": float("nan"), **figures}
+
+    return alternate(args, out, peer_cmd, parse_peer, run_kz)
+
+
 def images(args, out: Path, python: str):
     overrides = [f"data.train={HYMENOPTERA / 'train'}", f"data.validation={HYMENOPTERA / 'val'}",
                  f"model.backbone={EFFICIENTNET}"]
@@ -193,7 +215,8 @@ def alternate(args, out: Path, peer_cmd: list[str], parse_peer, run_kz) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=["sst2", "conll", "images"])
+    parser.add_argument("task", choices=["sst2", "conll", "images", "sst2-inference"])
+    parser.add_argument("--run", default="", help="sst2-inference: the keras-zoo sentiment run to time")
     parser.add_argument("--runs", type=int, default=5, help="odd, >= 3: peer first and last")
     parser.add_argument("--rows", type=int, default=0, help="sst2: training rows (default 6400)")
     parser.add_argument("--sentences", type=int, default=2000, help="conll: training sentences")
@@ -213,16 +236,21 @@ def main() -> None:
     if args.float32:
         args.overrides = ["train.precision=float32", *args.overrides]
     python = peer_python(Path(args.peer_venv))
-    peers, ours = {"sst2": sst2, "conll": conll, "images": images}[args.task](args, out, python)
+    peers, ours = {"sst2": sst2, "conll": conll, "images": images,
+                    "sst2-inference": sst2_inference}[args.task](args, out, python)
     ratios = [kz["rate"] / statistics.fmean([peers[i]["rate"], peers[i + 1]["rate"]]) for i, kz in enumerate(ours)]
     summary = {
         "task": args.task, "date": time.strftime("%Y-%m-%d %H:%M"), "float32": args.float32, "overrides": args.overrides,
         "peer_examples_per_second": [round(p["rate"], 2) for p in peers],
         "keras_zoo_examples_per_second": [round(k["rate"], 2) for k in ours],
         "throughput_ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3),
-        "peer_scores": [p["score"] for p in peers], "keras_zoo_scores": [round(k["score"], 2) for k in ours],
+        "peer_scores": [p.get("score") for p in peers], "keras_zoo_scores": [round(k["score"], 2) for k in ours],
         "peer_runs": peers, "keras_zoo_runs": ours,
     }
+    if args.task == "sst2-inference":  # evaluate's speed against the same peer figures
+        evaluate = [kz["evaluate_examples_per_second"] / statistics.fmean([peers[i]["rate"], peers[i + 1]["rate"]])
+                    for i, kz in enumerate(ours)]
+        summary |= {"evaluate_ratios": [round(r, 3) for r in evaluate], "median_evaluate_ratio": round(statistics.median(evaluate), 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_runs")}, indent=2))
 

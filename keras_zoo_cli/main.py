@@ -62,17 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
-
-    load_tensorflow_quietly()
+    from recipes.config import check_config  # noqa: PLC0415
     from recipes.registry import load_recipe  # noqa: PLC0415
-    from tuning import tune  # noqa: PLC0415
-    from tuning.results import format_table  # noqa: PLC0415
+    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
 
     if args.workers and args.role != "single":
         raise UserError("--workers starts its own chief and workers; leave out --role")
     overrides = config_overrides(args) + ([f"tuning.max_time={args.max_time}"] if args.max_time else [])
     cfg = load_recipe(args.recipe).load_config(args.config, overrides)
+    check_config(cfg)  # a bad key or value is said at once, not after TensorFlow's start-up
+    load_tensorflow_quietly()
+    from tuning import tune  # noqa: PLC0415
+    from tuning.results import format_table  # noqa: PLC0415
+
     result = tune(args.recipe, cfg, args.dir, resume=args.resume, overwrite=args.overwrite, role=args.role,
                   host=args.host, port=args.port, workers=args.workers)
     if result is None:  # a worker: the chief reports

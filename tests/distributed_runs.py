@@ -1,6 +1,7 @@
 """Train runs in this process, on logical CPU devices: `python tests/distributed_runs.py SPEC.json`.
 
-The spec: `{"logical_cpus": 2, "runs": [{"recipe": "sentiment", "overrides": ["key=value", ...]}, ...]}`.
+The spec: `{"logical_cpus": 2, "runs": [{"recipe": "sentiment", "overrides": ["key=value", ...],
+"export": false}, ...]}` (`export`, default true: save and export the model, as `keras-zoo train` does).
 TensorFlow splits the CPU into `logical_cpus` devices before anything else runs (it cannot do so
 later in a process that has run TensorFlow ops, hence a process of its own), so that
 `train.distribute=mirrored` has two replicas without a GPU.
@@ -22,7 +23,7 @@ def main(spec_path: str) -> None:
 
     for run in spec["runs"]:
         recipe = load_recipe(run["recipe"])
-        engine.train(recipe, recipe.load_config(overrides=run["overrides"]), verbose=0)
+        engine.train(recipe, recipe.load_config(overrides=run["overrides"]), verbose=0, export=run.get("export", True))
         print(f"trained {run['recipe']}: {run['overrides']}", flush=True)
 
 
