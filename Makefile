@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup browser try-browser clean
+.PHONY: demo test test-all setup browser try-browser clean
 
 $(BIN)/keras-zoo: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ try-browser:
 # Two workers, a test file each at a time: much of a test's time is process start-up, graph
 # tracing and waiting on subprocesses, so two files share 2 cores well (15 min -> 9 min measured).
 test: setup try-browser
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+
+# Everything, the tests marked slow included.
+test-all: setup try-browser
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 

@@ -18,7 +18,7 @@ def history_rows(path):
 
 
 def test_sigkill_in_epoch_two_then_resume_continues_from_epoch_two(tiny_bert, tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(3000, seed=3))
+    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(1200, seed=3))  # 300 steps an epoch
     dev = write_jsonl(tmp_path / "dev.jsonl", make_reviews(40, seed=4))
     args = ["train", "sentiment", "--name", "r", "--runs-dir", str(tmp_path / "runs"),
             "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}", "--set", f"data.validation={dev}",
@@ -54,7 +54,7 @@ def test_resume_without_a_run_and_overwrite_together_are_errors(tmp_path):
 def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backbone, tmp_path):
     from tests.conftest import make_image_folder
 
-    photos = make_image_folder(tmp_path / "photos", 300, seed=2)
+    photos = make_image_folder(tmp_path / "photos", 150, seed=2)  # 75 steps an epoch
     args = ["train", "image_classification", "--name", "r", "--runs-dir", str(tmp_path / "runs"),
             "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={photos}",
             "--set", "train.head_epochs=2", "--set", "train.epochs=3", "--set", "train.batch_size=4"]
