@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--text-column", default="sentence")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    from zoo.runtime import prefer_inference_kernels
+
+    prefer_inference_kernels()  # as `keras-zoo predict` and `evaluate` do, before TensorFlow loads
     from recipes import engine, sentiment
     from recipes.text_data import read_texts
     from zoo.text_inputs import predict_probabilities

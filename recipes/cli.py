@@ -83,11 +83,13 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     """Carry out train / evaluate / predict / export for `recipe` (a `recipes.contract.Recipe`)."""
     from recipes.config import check_config, load_config_and_keys  # noqa: PLC0415
-    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
+    from zoo.runtime import load_tensorflow_quietly, prefer_inference_kernels  # noqa: PLC0415
 
     if args.command == "train":  # a bad key or value is said at once, not after TensorFlow's start-up
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
         check_config(cfg)
+    else:
+        prefer_inference_kernels()
     load_tensorflow_quietly()
     from recipes import engine  # noqa: PLC0415
 

@@ -176,11 +176,19 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every
 
 
 def test_tensorflow_cpu_settings_are_defaults_the_environment_overrides():
-    from zoo.runtime import configure_tensorflow_cpu
+    from zoo.runtime import TRAINING_DEFAULTS, configure_tensorflow_cpu, prefer_inference_kernels
 
     env = {}
     configure_tensorflow_cpu(env, frozenset({"avx2", "fma"}))  # the AVX2 CPU it was measured on
-    assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0",
+                   TRAINING_DEFAULTS: "TF_ENABLE_ONEDNN_OPTS"}
+    prefer_inference_kernels(env)  # predict / evaluate / export: oneDNN's forward pass is faster there
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    for users in ("0", "1"):  # the user's own value stays, for inference too
+        env = {"TF_ENABLE_ONEDNN_OPTS": users}
+        configure_tensorflow_cpu(env, frozenset({"avx2"}))
+        prefer_inference_kernels(env)
+        assert env["TF_ENABLE_ONEDNN_OPTS"] == users
     for flags in ({"avx2", "avx512f", "avx512_bf16"}, {"avx2", "avx512f"}, set()):  # AVX-512, unknown: oneDNN kept
         env = {}
         configure_tensorflow_cpu(env, frozenset(flags))
