@@ -278,9 +278,11 @@ def test_mirrored_predictions_match_one_device(in_process_runs):
             assert b["probabilities"][label] == pytest.approx(p, abs=1e-4)
 
 
-# NER in the default suite: its loss (a global batch's token mean) is where two workers differ
-# most from one device. The other two recipes run with `make test-all` (1.5-2 minutes each).
-@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r != "ner" else r for r in RECIPES])
+# `make test-all` only (1-1.5 minutes each): the default suite keeps a real two-worker cluster in
+# test_a_killed_worker_stops_the_cluster_and_resume_finishes_it, and each recipe's cross-replica
+# arithmetic in the MirroredStrategy runs above, which share MultiWorkerMirroredStrategy's code path.
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_two_workers_train_each_recipe_as_one_device(in_process_runs, data, tiny_image_backbone, recipe, tmp_path):
     """`keras-zoo train RECIPE --workers 2`: MultiWorkerMirroredStrategy on 127.0.0.1. Only the
     chief's run exists afterwards; the other worker leaves nothing behind."""

@@ -1,6 +1,7 @@
 """Notebooks run top to bottom (on the tiny backbone, so the suite stays fast)."""
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
@@ -61,6 +62,7 @@ def test_ner_notebook_runs(tiny_ner_bert, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "ner" / "notebook" / "export" / "saved_model" / "saved_model.pb").exists()
 
 
+@pytest.mark.slow  # a search of two trials in a kernel (about a minute); tests/test_tuning.py covers search
 def test_tuning_notebook_runs(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_ZOO_BACKBONE", str(tiny_bert))
     monkeypatch.setenv("KERAS_ZOO_RUNS_DIR", str(tmp_path / "runs"))
