@@ -216,7 +216,7 @@ def _square_fn(encoded: bool, side: int, interpolation: str):
     return lambda x: square_resize(decode_rgb(read(x), side), side, interpolation)
 
 
-def check_decoded(decoded: "DecodedImages", files_tried: int, split: str, source: str, labels: list[str]) -> None:
+def check_decoded(decoded: DecodedImages, files_tried: int, split: str, source: str, labels: list[str]) -> None:
     """A one-line error when no image of a split decodes, or a class has no decodable training image."""
     missing = sorted(set(labels) - set(decoded.labels))
     if split == "train" and missing:
