@@ -171,7 +171,8 @@ def training_batches(encoder: TextEncoder, texts: Sequence[str], y: np.ndarray, 
 def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int,
                            group_batches: int = 50):
     """Shuffled batches, each padded only to its own longest text: the examples of every
-    `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length)."""
+    `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length),
+    and the batches are then shuffled."""
     ds = tf.data.Dataset.from_tensor_slices((list(texts), y))
     ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
 
@@ -184,6 +185,9 @@ def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_s
     ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     ds = ds.map(lambda ids, length, label: (ids[:length], label))
     ds = ds.padded_batch(batch_size, padding_values=(encoder.pad_id, None))
+    # Sorting leaves each group's batches longest first; shuffling the batches undoes that order
+    # (SGD should not see lengths, a proxy for the kind of text, in sequence).
+    ds = ds.shuffle(group_batches, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
     steps = -(-len(texts) // batch_size)  # groups hold whole batches, so only the last batch is short
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)

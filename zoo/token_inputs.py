@@ -292,7 +292,8 @@ def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, s
         return encoder.features(ids[:, :longest], capitals[:, :longest]), *token_loss_weights(labels[:, :longest])
 
     ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ds = ds.batch(batch_size).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).shuffle(group_batches, seed=seed + 1)  # undo the groups' longest-first order
+    ds = ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
     steps = math.ceil(len(windows.lengths) / batch_size)  # groups hold whole batches: only the last is short
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE), steps
 
