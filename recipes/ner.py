@@ -3,7 +3,8 @@
 The story of a run: read tagged sentences (CoNLL, JSONL or TFDS; IOB1, IOB2 or BIOES, converted to
 IOB2), load the backbone, split each word into subwords (the first subword carries the word's tag,
 the others are left out of the loss), split sentences longer than the sequence length into
-overlapping windows, fine-tune with length-grouped batches, score entity F1 on validation after
+overlapping windows, pack consecutive sentences of a document into shared windows (each sentence
+sees its neighbours, in training and evaluation), fine-tune with length-grouped batches, score entity F1 on validation after
 every epoch (the best epoch is kept), evaluate, export.
 
     keras-zoo train ner --set data.train=train.txt --set data.validation=valid.txt
@@ -27,7 +28,8 @@ import numpy as np
 from recipes import ner_tags
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.contract import Evaluation, Phase, Projector, Recipe, Training
-from recipes.ner_data import TaggedSentences, check_known_tags, normalise_tags, read_tagged, tag_set
+from recipes.ner_data import (TaggedSentences, check_known_tags, context_groups, join_groups, normalise_tags,
+                              read_tagged, split_groups, tag_set)
 from zoo.errors import UserError
 
 
@@ -46,6 +48,9 @@ class NerDataConfig:
     # Subword tokens per window, start and end tokens included; longer sentences are split into
     # overlapping windows (and merged back at prediction), never truncated.
     max_length: int = 128
+    # Tag each sentence with its neighbours: consecutive sentences of a document (CoNLL -DOCSTART-
+    # sections) share one window up to max_length, in training and evaluation alike.
+    document_context: bool = True
 
 
 @dataclass
@@ -94,16 +99,27 @@ class NerData:
 def _split(data: TaggedSentences, fraction: float, seed: int) -> tuple[TaggedSentences, TaggedSentences]:
     order = np.random.default_rng(seed).permutation(len(data))
     held = set(order[: max(1, round(fraction * len(data)))].tolist())
-
-    def subset(keep):
-        return TaggedSentences([data.tokens[i] for i in keep], [data.tags[i] for i in keep],
-                               [data.origins[i] for i in keep],
-                               [data.token_origins[i] for i in keep] if data.token_origins else [])
-
-    return subset([i for i in range(len(data)) if i not in held]), subset(sorted(held))
+    return data.subset([i for i in range(len(data)) if i not in held]), data.subset(sorted(held))
 
 
-def _entity_f1_callback(tagger, validation: TaggedSentences):
+def in_context(data: TaggedSentences, encoder, enabled: bool) -> list[list[int]]:
+    """The groups of sentences that share a window (`ner_data.context_groups`); one a sentence when
+    `enabled` is off."""
+    if not enabled:
+        return [[i] for i in range(len(data))]
+    return context_groups(data, encoder.subword_counts(data.tokens), encoder.window)
+
+
+def tag_in_context(tagger, data: TaggedSentences, enabled: bool) -> tuple[list[list[str]], list[list[float]]]:
+    """Tags and their probabilities per sentence, each sentence tagged together with its document
+    neighbours where `enabled` (as the model was trained)."""
+    groups = in_context(data, tagger.encoder, enabled)
+    tags, scores = tagger(join_groups(data.tokens, groups))
+    lengths = [len(t) for t in data.tokens]
+    return split_groups(tags, groups, lengths), split_groups(scores, groups, lengths)
+
+
+def _entity_f1_callback(tag_validation, validation: TaggedSentences):
     import keras  # noqa: PLC0415
 
     class EntityF1(keras.callbacks.Callback):
@@ -112,7 +128,7 @@ def _entity_f1_callback(tagger, validation: TaggedSentences):
         def on_epoch_end(self, epoch, logs=None):
             if logs is None:
                 return
-            predicted, _ = tagger(validation.tokens)
+            predicted, _ = tag_validation()
             report = ner_tags.entity_report(validation.tags, predicted)
             logs.update({"val_entity_f1": report["f1"], "val_entity_precision": report["precision"],
                          "val_entity_recall": report["recall"], "val_token_accuracy": report["token_accuracy"]})
@@ -200,19 +216,29 @@ class Ner(Recipe):
         max_length = min(cfg.data.max_length, backbone.max_sequence_length)
         encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)
         tag_id = {t: i for i, t in enumerate(data.tags)}
-        windows = encode_windows(encoder, data.train.tokens, [[tag_id[t] for t in tags] for tags in data.train.tags])
-        train_ds, steps = window_batches(encoder, windows, cfg.train.batch_size, cfg.train.seed)
+        groups = in_context(data.train, encoder, cfg.data.document_context)
+        windows = encode_windows(encoder, join_groups(data.train.tokens, groups),
+                                 join_groups([[tag_id[t] for t in tags] for tags in data.train.tags], groups))
+        # train.batch_size counts sentences: with several to a window, a batch holds as many windows as
+        # carry that many sentences on average (the same tokens a step, so the same learning rate suits).
+        batch_windows = max(1, round(cfg.train.batch_size * len(groups) / len(data.train)))
+        train_ds, steps = window_batches(encoder, windows, batch_windows, cfg.train.seed)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
         model = token_classifier(backbone, len(data.tags), cfg.model.dropout)
         tagger = Tagger(model, encoder, data.tags, cfg.model.decoding == "constrained")
         task = {"tags": data.tags, "scheme": data.scheme, "max_length": max_length, "case_feature": case_feature,
                 "sentences": {"train": len(data.train), "validation": len(data.validation),
                               "test": len(data.test) if data.test else 0},
-                "windowed_train_sentences": windows.windowed_sentences}
+                "windowed_train_sentences": windows.windowed_sentences, "train_windows": len(windows.lengths)}
         notes = [f"{windows.windowed_sentences} training sentences are longer than {max_length} tokens: "
                  "split into overlapping windows"] if windows.windowed_sentences else []
+        if len(groups) < len(data.train):
+            notes.append(f"document context: {len(data.train)} training sentences in {len(groups)} windows, "
+                         f"{batch_windows} windows a batch")
+        entity_f1 = _entity_f1_callback(lambda: tag_in_context(tagger, data.validation, cfg.data.document_context),
+                                        data.validation)
         return Training(model, [Phase("train", cfg.train.epochs, lambda m: compile_tagger(m, cfg.train, steps))],
-                        train_ds, None, len(data.train), task, callbacks=[_entity_f1_callback(tagger, data.validation)],
+                        train_ds, None, len(data.train), task, callbacks=[entity_f1],
                         save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
                         notes=notes)
 
@@ -228,7 +254,7 @@ class Ner(Recipe):
         """Entity metrics (seqeval / conlleval), the per-type table, the entity-type confusion, the
         mistagged sentences and (up to `run.embeddings` of) the true entities' vectors."""
         check_known_tags(data, tagger.tags)
-        predicted, _ = tagger(data.tokens)
+        predicted, _ = tag_in_context(tagger, data, cfg.data.document_context)
         report = ner_tags.entity_report(data.tags, predicted)
         report["windowed_sentences"] = tagger.count_windowed(data.tokens)
         projector = None

@@ -38,9 +38,20 @@ class TaggedSentences:
     tags: list[list[str]]  # IOB2 after `normalise_tags`; empty lists for unlabelled input
     origins: list[str]  # "file:line" of each sentence (its first token's line for CoNLL)
     token_origins: list[list[str]] = field(default_factory=list)  # per token, where the file has one line a token
+    # The document of each sentence (a CoNLL file's -DOCSTART- sections; a file without them is one
+    # document); empty where the format has none (JSONL, TFDS): each sentence then stands alone.
+    documents: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def subset(self, keep: Sequence[int]) -> "TaggedSentences":
+        """The sentences at the indices `keep`, in that order."""
+        def pick(rows):
+            return [rows[i] for i in keep] if rows else []
+
+        return TaggedSentences(pick(self.tokens), pick(self.tags), pick(self.origins), pick(self.token_origins),
+                               pick(self.documents))
 
 
 def read_tagged(source: str, split: str, token_column: int = 0, tag_column: int = -1) -> TaggedSentences:
@@ -102,11 +113,51 @@ def check_known_tags(data: TaggedSentences, tags: Sequence[str]) -> None:
                                 f"(types: {', '.join(types)})")
 
 
+def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window: int) -> list[list[int]]:
+    """Consecutive sentences of one document packed greedily into groups of at most `window`
+    subwords, so that each is tagged with its neighbours as context (one group a sentence where
+    the documents are unknown; a sentence longer than `window` is a group of its own).
+
+    Example:
+        >>> data = TaggedSentences([["a"]] * 4, [["O"]] * 4, [""] * 4, documents=[1, 1, 1, 2])
+        >>> context_groups(data, [3, 4, 2, 1], window=8)
+        [[0, 1], [2], [3]]
+    """
+    if not data.documents:
+        return [[i] for i in range(len(data))]
+    groups: list[list[int]] = []
+    used = 0
+    for i, (document, count) in enumerate(zip(data.documents, subword_counts)):
+        if not groups or document != data.documents[groups[-1][-1]] or used + count > window:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += count
+    return groups
+
+
+def join_groups(rows: Sequence[Sequence], groups: Sequence[Sequence[int]]) -> list[list]:
+    """Each group's rows (words, tags, ...) concatenated into one."""
+    return [[x for i in group for x in rows[i]] for group in groups]
+
+
+def split_groups(joined: Sequence[Sequence], groups: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[list]:
+    """The inverse of `join_groups`: row `i` back on its own, `lengths[i]` long."""
+    rows: list[list] = [[] for _ in lengths]
+    for group, row in zip(groups, joined):
+        start = 0
+        for i in group:
+            rows[i] = list(row[start:start + lengths[i]])
+            start += lengths[i]
+    return rows
+
+
 # ------------------------------------------------------------------------------------------- CoNLL
 def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentences:
-    tokens, tags, origins, token_origins = [], [], [], []
+    tokens, tags, origins, token_origins, documents = [], [], [], [], []
     sentence: list[tuple[str, str, str]] = []
     columns = None  # every token line of a file has the same number of columns
+    document = 0
 
     def close():
         if sentence:
@@ -114,6 +165,7 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
             tags.append([g for _, g, _ in sentence])
             token_origins.append([o for _, _, o in sentence])
             origins.append(sentence[0][2])
+            documents.append(document)
             sentence.clear()
 
     for number, line in enumerate(read_lines(path), start=1):
@@ -123,6 +175,7 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
             continue
         if fields[0] == "-DOCSTART-":
             close()
+            document += 1
             continue
         origin = f"{path}:{number}"
         if columns is None:
@@ -137,7 +190,7 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
                             f"({line.strip()[:60]!r})")
         sentence.append((fields[token_column], fields[tag_column], origin))
     close()
-    return TaggedSentences(tokens, tags, origins, token_origins)
+    return TaggedSentences(tokens, tags, origins, token_origins, documents)
 
 
 # ------------------------------------------------------------------------------------------- JSONL

@@ -24,6 +24,33 @@ def test_conll_skips_docstart_any_whitespace_and_chosen_columns(tmp_path):
     assert pos.tags[0] == ["NNP", "VBZ"]
 
 
+def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path):
+    from recipes.ner_data import context_groups, join_groups, split_groups
+
+    lines = ["a O", ""]  # a first sentence before any -DOCSTART-
+    for d in range(2):  # two documents of three sentences, 1, 2 and 3 words long
+        lines += ["-DOCSTART- O", ""]
+        for s in range(3):
+            lines += [f"w{d}{s} O"] * (s + 1) + [""]
+    data = read_tagged(write(tmp_path / "a.conll", "\n".join(lines)), "train")
+    assert data.documents == [0, 1, 1, 1, 2, 2, 2]
+    assert [len(t) for t in data.tokens] == [1, 1, 2, 3, 1, 2, 3]
+    words = [len(t) for t in data.tokens]  # one subword a word here
+    # never across documents; a group stops before it would pass the window
+    assert context_groups(data, words, window=3) == [[0], [1, 2], [3], [4, 5], [6]]
+    assert context_groups(data, words, window=100) == [[0], [1, 2, 3], [4, 5, 6]]
+    assert context_groups(data, words, window=1) == [[0], [1], [2], [3], [4], [5], [6]]  # 2 and 3 are each too long
+    groups = context_groups(data, words, window=3)
+    joined = join_groups(data.tokens, groups)
+    assert joined[1] == ["w00", "w01", "w01"]
+    assert split_groups(joined, groups, words) == data.tokens
+    # the same reading of a file without -DOCSTART- (one document) and of JSONL (no documents: one a sentence)
+    assert read_tagged(write(tmp_path / "b.txt", "a O\n\nb O\n"), "train").documents == [0, 0]
+    jsonl = read_tagged(write(tmp_path / "c.jsonl", '{"tokens": ["a"], "tags": ["O"]}\n' * 2), "train")
+    assert jsonl.documents == [] and context_groups(jsonl, [1, 1], window=100) == [[0], [1]]
+    assert data.subset([4, 1]).documents == [2, 1] and data.subset([4, 1]).tokens == [["w10"], ["w00"]]
+
+
 @pytest.mark.parametrize("scheme,tags", [
     ("IOB1", ["I-PER", "I-PER", "B-PER", "O", "I-LOC"]),
     ("BIOES", ["B-PER", "E-PER", "S-PER", "O", "S-LOC"]),

@@ -116,6 +116,14 @@ class TokenEncoder(tf.Module):
         ids = tf.concat([ids, unk], axis=1)
         return tf.RaggedTensor.from_row_splits(ids, words.row_splits)
 
+    def subword_counts(self, sentences: Sequence[Sequence[str]], chunk: int = 4096) -> np.ndarray:
+        """How many subwords each sentence has (start and end tokens not counted)."""
+        counts = [np.zeros(0, np.int64)]
+        for i in range(0, len(sentences), chunk):
+            words = tf.ragged.constant([list(s) for s in sentences[i:i + chunk]], dtype=tf.string, ragged_rank=1)
+            counts.append(self.subword_ids(words).merge_dims(1, 2).row_lengths().numpy())
+        return np.concatenate(counts)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def _tokenize(self, flat_words):
         # In a tf.function the tokenizer returns a RaggedTensor (eagerly it returns Python lists).
@@ -332,11 +340,7 @@ class Tagger:
 
     def count_windowed(self, sentences: Sequence[Sequence[str]]) -> int:
         """How many sentences are longer than one window (and so are tagged in overlapping windows)."""
-        sentences = [s for s in sentences if s]
-        if not sentences:
-            return 0
-        sub = self.encoder.subword_ids(tf.ragged.constant(sentences, dtype=tf.string))
-        return int(tf.reduce_sum(tf.cast(sub.merge_dims(1, 2).row_lengths() > self.encoder.window, tf.int32)))
+        return int((self.encoder.subword_counts(sentences) > self.encoder.window).sum())
 
     def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
         order = np.argsort([sum(len(w) for w in s) for s in sentences], kind="stable")
