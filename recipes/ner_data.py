@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from recipes import ner_tags
 from recipes.text_data import read_lines
 from zoo.errors import UserError
@@ -113,10 +115,14 @@ def check_known_tags(data: TaggedSentences, tags: Sequence[str]) -> None:
                                 f"(types: {', '.join(types)})")
 
 
-def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window: int) -> list[list[int]]:
+def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window: int,
+                   rng: np.random.Generator | None = None) -> list[list[int]]:
     """Consecutive sentences of one document packed greedily into groups of at most `window`
     subwords, so that each is tagged with its neighbours as context (one group a sentence where
     the documents are unknown; a sentence longer than `window` is a group of its own).
+
+    With `rng` (training), each group's size limit is drawn uniformly from 1 to `window` subwords,
+    so the model also learns from sentences with little or no context, as `predict` may give them.
 
     Example:
         >>> data = TaggedSentences([["a"]] * 4, [["O"]] * 4, [""] * 4, documents=[1, 1, 1, 2])
@@ -126,11 +132,11 @@ def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window:
     if not data.documents:
         return [[i] for i in range(len(data))]
     groups: list[list[int]] = []
-    used = 0
+    used = limit = 0
     for i, (document, count) in enumerate(zip(data.documents, subword_counts)):
-        if not groups or document != data.documents[groups[-1][-1]] or used + count > window:
+        if not groups or document != data.documents[groups[-1][-1]] or used + count > limit:
             groups.append([])
-            used = 0
+            used, limit = 0, window if rng is None else int(rng.integers(1, window + 1))
         groups[-1].append(i)
         used += count
     return groups

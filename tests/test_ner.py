@@ -66,7 +66,7 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     work, run, _ = trained
     _, _, tagger = engine.open_finished(ner.RECIPE, run)
     test = read_tagged(str(work / "test.txt"), "test")
-    predicted, _ = ner.tag_in_context(tagger, test, enabled=True)  # each sentence beside its neighbours
+    predicted, _ = ner.tag_in_context(tagger, test, "mixed")  # each sentence beside its neighbours
     assert [len(p) for p in predicted] == [len(t) for t in test.tokens]  # windowed sentences merged back whole
     report = json.loads((run / "metrics.json").read_text())["test"]
     assert report["f1"] == pytest.approx(seqeval.f1_score(test.tags, predicted), abs=5e-5)

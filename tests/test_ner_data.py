@@ -51,6 +51,24 @@ def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path
     assert data.subset([4, 1]).documents == [2, 1] and data.subset([4, 1]).tokens == [["w10"], ["w00"]]
 
 
+def test_training_groups_have_random_sizes_but_keep_order_and_documents():
+    import numpy as np
+
+    from recipes.ner_data import TaggedSentences, context_groups
+
+    documents = [d for d in range(20) for _ in range(10)]  # 20 documents of 10 sentences
+    data = TaggedSentences([["w"]] * 200, [["O"]] * 200, [""] * 200, documents=documents)
+    counts = np.random.default_rng(0).integers(3, 30, 200)
+    groups = context_groups(data, counts, window=126, rng=np.random.default_rng(1))
+    assert [i for g in groups for i in g] == list(range(200))  # every sentence once, in order
+    assert all(len({documents[i] for i in g}) == 1 and sum(counts[i] for i in g) <= 126 for g in groups)
+    sizes = [len(g) for g in groups]
+    full = context_groups(data, counts, window=126)
+    assert sizes.count(1) >= 20 and max(sizes) >= 4  # alone and in context, both
+    assert len(full) < len(groups)  # the evaluation's groups fill their windows
+    assert groups == context_groups(data, counts, window=126, rng=np.random.default_rng(1))  # seeded
+
+
 @pytest.mark.parametrize("scheme,tags", [
     ("IOB1", ["I-PER", "I-PER", "B-PER", "O", "I-LOC"]),
     ("BIOES", ["B-PER", "E-PER", "S-PER", "O", "S-LOC"]),
