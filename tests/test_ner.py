@@ -45,11 +45,12 @@ def test_training_learns_entities_and_writes_the_run(trained):
     longer = sum(n > 16 - 2 for n in subwords)  # sentences that do not fit one window of 16 with [CLS], [SEP]
     assert longer >= 40 and task["windowed_train_sentences"] == longer  # every 7th of 280 has 30 extra words
     assert task["sentences"] == {"train": 280, "validation": 50, "test": 60}
-    # document context: short neighbouring sentences share windows (never across the 14 -DOCSTART-
-    # sections); each long one still has its own overlapping windows of 14 subwords, 7 apart
+    # document context (mixed): neighbouring sentences may share windows, never across the 14
+    # -DOCSTART- sections; each long one still has its own overlapping windows of 14 subwords, 7 apart.
+    # (Windows of 14 subwords hold few of these 6-10-subword sentences: random sizes may pack none.)
     own = [1 + max(0, -(-(n - 14) // 7)) for n in subwords]
     long_windows = sum(k for k in own if k > 1)
-    assert long_windows + 14 <= task["train_windows"] < sum(own)
+    assert long_windows + 14 <= task["train_windows"] <= sum(own)
     assert report["test"]["f1"] >= 0.9, report["test"]
     assert report["test"]["windowed_sentences"] >= 12  # every 5th of 60 test sentences is long
     assert set(report["test"]["per_type"]) == {"LOC", "ORG", "PER"}
