@@ -4,8 +4,8 @@ The story of a run: read tagged sentences (CoNLL, JSONL or TFDS; IOB1, IOB2 or B
 IOB2), load the backbone, split each word into subwords (the first subword carries the word's tag,
 the others are left out of the loss), split sentences longer than the sequence length into
 overlapping windows, pack consecutive sentences of a document into shared windows (each sentence
-sees its neighbours, in training and evaluation), fine-tune with length-grouped batches, score entity F1 on validation after
-every epoch (the best epoch is kept), evaluate, export.
+sees its neighbours, in training and evaluation), fine-tune with length-grouped batches, score
+entity F1 on validation after every epoch (the best epoch is kept), evaluate, export.
 
     keras-zoo train ner --set data.train=train.txt --set data.validation=valid.txt
     keras-zoo predict ner runs/ner/NAME "Angela Merkel visited Paris."
