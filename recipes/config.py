@@ -277,6 +277,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         raise UserError(f"{source}: '{key}' must be {' or '.join(kinds)}, not {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
+        if value is False and "off" in choices:  # YAML 1.1 reads a bare `off` (or `no`) as False
+            value = "off"
         if value not in choices:
             raise UserError(f"{source}: '{key}' must be one of {', '.join(map(str, choices))}, not {value!r}"
                             f"{closest(str(value), map(str, choices))}")

@@ -52,3 +52,14 @@ def test_saved_config_round_trips(tmp_path):
 def test_missing_config_file():
     with pytest.raises(UserError, match="nope.yaml: config file not found"):
         load_config(SentimentConfig, "nope.yaml")
+
+
+def test_a_bare_yaml_off_is_the_choice_off(tmp_path):
+    from recipes.ner import NerConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  document_context: off\n")  # YAML 1.1: the boolean False
+    assert load_config(NerConfig, path).data.document_context == "off"
+    path.write_text("data:\n  document_context: on\n")  # True: no choice is called "on"
+    with pytest.raises(UserError, match="'data.document_context' must be one of mixed, full, off, not True"):
+        load_config(NerConfig, path)
