@@ -85,9 +85,15 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     from recipes.config import check_config, load_config_and_keys  # noqa: PLC0415
     from zoo.runtime import load_tensorflow_quietly, prefer_inference_kernels  # noqa: PLC0415
 
-    if args.command == "train":  # a bad key or value is said at once, not after TensorFlow's start-up
+    if args.command == "train":  # a bad key, value or run place is said at once, not after TensorFlow's start-up
+        from recipes.run_dir import plan_training_run  # noqa: PLC0415
+
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
         check_config(cfg)
+        plan_training_run(cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume)  # the engine plans again
+        if getattr(args, "workers", 0) and cfg.train.distribute in ("none", "mirrored"):
+            raise UserError(f"--workers: train.distribute is {cfg.train.distribute}; "
+                            "workers train with multi_worker (or auto)")
     else:
         prefer_inference_kernels()
     load_tensorflow_quietly()
@@ -120,13 +126,9 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 
 
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
-    """`train --workers N`: check what can be checked once, then run this same command as N workers."""
+    """`train --workers N` (checked in `run_recipe_command`): run this same command as N workers."""
     from recipes.launch import run_local_cluster, without_option  # noqa: PLC0415
-    from recipes.run_dir import plan_training_run  # noqa: PLC0415
 
-    if cfg.train.distribute in ("none", "mirrored"):
-        raise UserError(f"--workers: train.distribute is {cfg.train.distribute}; workers train with multi_worker (or auto)")
-    plan_training_run(cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume)
     if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
         import time  # noqa: PLC0415
 

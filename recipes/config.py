@@ -84,6 +84,9 @@ class RunConfig:
     log_every_steps: int = 50  # training loss (and metrics) every N steps; 0: per epoch only
     embeddings: int = 2000  # evaluation examples (sentences, entities) in the embedding projector; 0: none
     profile: bool = False  # profile a few training steps (view with the `profile` extra installed)
+    # False: export/model.keras only (what predict and evaluate load), no deployable SavedModel and its
+    # model card, which take seconds to trace; `keras-zoo export RECIPE RUN` writes them later
+    export: bool = True
     # auto: continue this run if it is interrupted or failed, else start it: what a restarted
     # Kubernetes pod (TFJob) needs, as it reruns the same command; never: --resume decides
     resume: Literal["never", "auto"] = "never"

@@ -108,8 +108,9 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
                                     session_id=session_name(plan.final, cfg.run.runs_dir))
             if export:
                 predictor.model.save(str(run.keras_model))
-                recipe.export(predictor, run.export)
-            _write_cards(recipe, run, plan.final.name, export)
+                if cfg.run.export:
+                    recipe.export(predictor, run.export)
+            _write_cards(recipe, run, plan.final.name, export and cfg.run.export)
     return RunDir(plan.final, tensorboard=cfg.run.tensorboard), report
 
 

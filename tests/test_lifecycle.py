@@ -165,7 +165,7 @@ def test_a_validation_folder_where_nothing_decodes_keeps_the_old_run(tiny_image_
         (val / name / "broken.jpg").write_text("not an image")
     common = ["--name", "a", "--runs-dir", str(tmp_path / "runs"), "--set", f"model.backbone={tiny_image_backbone}",
               "--set", f"data.train={photos}", "--set", "train.head_epochs=1", "--set", "train.epochs=0",
-              "--set", "train.run_eagerly=true", "--set", "run.tensorboard=false"]
+              "--set", "train.run_eagerly=true", "--set", "run.tensorboard=false", "--set", "run.export=false"]
     code, _, err = cli("train", "image_classification", *common)
     assert code == 0, err
     run = tmp_path / "runs" / "image_classification" / "a"
