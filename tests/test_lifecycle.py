@@ -21,23 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, make_image_folder, make_reviews, run_cli, write_jsonl
+from tests.conftest import ROOT, cli, make_image_folder, make_reviews, run_cli, write_jsonl
 
 TOY = "tests.toy_recipe"
 FAST = ["--set", "train.epochs=2", "--set", "run.tensorboard=false"]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """`keras-zoo ARGS` in this process: (exit status, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from keras_zoo_cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def error_line(stderr: str) -> str:

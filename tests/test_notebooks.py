@@ -25,6 +25,7 @@ def test_sentiment_quickstart_notebook_runs(tiny_bert, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "sentiment" / "quickstart" / "metrics.json").exists()
 
 
+@pytest.mark.slow  # `make test-all`: the recipe's own tests cover its training, evaluation and export
 def test_image_classification_notebook_runs(tiny_image_backbone, tmp_path, monkeypatch):
     from tests.conftest import make_image_folder
 
@@ -42,6 +43,7 @@ def test_image_classification_notebook_runs(tiny_image_backbone, tmp_path, monke
     assert (tmp_path / "runs" / "image_classification" / "notebook" / "export" / "model_float.tflite").exists()
 
 
+@pytest.mark.slow  # `make test-all`, as above; the quick-start notebook stays in `make test`
 def test_ner_notebook_runs(tiny_ner_bert, tmp_path, monkeypatch):
     from tests.conftest import make_ner_sentences, write_conll
 

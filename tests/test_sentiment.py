@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, check_model_card, check_preset_export, make_reviews, run_cli, write_jsonl
+from tests.conftest import ROOT, check_model_card, check_preset_export, cli, make_reviews, run_cli, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,9 @@ def test_tensorboard_logs_curves_and_the_confusion_matrix(trained):
 
 def test_predict_cli_prints_labels_with_probabilities(trained):
     _, run, _ = trained
-    result = run_cli("predict", "sentiment", str(run), "the film was great and fun", "boring dull plot",
-                     "--jsonl")
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    code, out, err = cli("predict", "sentiment", str(run), "the film was great and fun", "boring dull plot", "--jsonl")
+    assert code == 0, err[-2000:]
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [r["label"] for r in rows] == ["positive", "negative"]
     assert all(r["probabilities"][r["label"]] > 0.5 for r in rows)
 
@@ -132,24 +131,23 @@ def test_exported_saved_model_serves_the_same_probabilities_without_keras_zoo(tr
 def test_export_cli_rewrites_the_export_from_the_saved_model(trained):
     _, run, _ = trained
     (run / "export" / "saved_model" / "saved_model.pb").unlink()
-    result = run_cli("export", "sentiment", str(run))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"exported: {run}/export/saved_model" in result.stdout
+    code, out, err = cli("export", "sentiment", str(run))
+    assert code == 0, err[-2000:]
+    assert f"exported: {run}/export/saved_model" in out
     assert (run / "export" / "saved_model" / "saved_model.pb").exists()
 
 
 def test_evaluate_cli_and_an_unseen_label(trained, tmp_path):
     _, run, _ = trained
-    result = run_cli("evaluate", "sentiment", str(run))
-    assert result.returncode == 0, result.stderr[-2000:]
+    code, out, err = cli("evaluate", "sentiment", str(run))
+    assert code == 0, err[-2000:]
     accuracy = json.loads((run / "metrics.json").read_text())["validation"]["accuracy"]
-    assert f"accuracy {accuracy:.4f}, macro-F1" in result.stdout  # the same model on the same data
+    assert f"accuracy {accuracy:.4f}, macro-F1" in out  # the same model on the same data
     bad = write_jsonl(tmp_path / "other.jsonl", [{"text": "fine", "label": "positive"},
                                                  {"text": "so so", "label": "neutral"}])
-    result = run_cli("evaluate", "sentiment", str(run), "--data", str(bad))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    # (TensorFlow prints its own start-up log lines to stderr before it can be silenced.)
-    assert [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")] == [
+    code, _, err = cli("evaluate", "sentiment", str(run), "--data", str(bad))
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("keras-zoo")] == [
         f"keras-zoo: error: {bad}:2: label 'neutral' was never seen in training (labels: negative, positive)"]
 
 
@@ -171,11 +169,11 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
     (["--set", "run.log_every_steps=-5"], "run.log_every_steps: must be at least 0, not -5"),
 ])
 def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
-    result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), *args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo: error:")]
-    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    code, _, err = cli("train", "sentiment", "--runs-dir", str(tmp_path), *args)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("keras-zoo: error:")]
+    assert len(lines) == 1 and message in lines[0], err[-2000:]
     assert not (tmp_path / "sentiment").exists() or not any((tmp_path / "sentiment").iterdir())  # no half-made run
 
 
@@ -211,10 +209,10 @@ def test_an_older_run_with_a_carved_validation_set_is_not_recarved(trained, tmp_
     config = yaml.safe_load((old / "config.yaml").read_text())
     config["data"]["validation"] = ""
     (old / "config.yaml").write_text(yaml.safe_dump(config))
-    result = run_cli("evaluate", "sentiment", str(old))
-    assert result.returncode == 2 and "made by an older keras-zoo, whose split of the training data differs" in result.stderr
-    result = run_cli("evaluate", "sentiment", str(old), "--data", str(work / "dev.jsonl"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    code, _, err = cli("evaluate", "sentiment", str(old))
+    assert code == 2 and "made by an older keras-zoo, whose split of the training data differs" in err
+    code, _, err = cli("evaluate", "sentiment", str(old), "--data", str(work / "dev.jsonl"))
+    assert code == 0, err[-2000:]
 
 
 def test_the_run_and_its_export_have_a_model_card_whose_figures_are_its_metrics(trained):
