@@ -209,8 +209,10 @@ def limitations(facts: dict, recipe: str) -> list[str]:
     elif chosen:
         notes.append(f"The kept epoch was chosen on the {chosen['chosen_on']} split.")
     if task.get("truncated_train_examples"):
+        read = task.get("read_length", task.get("max_length"))
         notes.append(f"{task['truncated_train_examples']} training examples were longer than "
-                     f"{task.get('max_length')} tokens and were truncated; longer inputs are truncated too.")
+                     f"{task.get('max_length')} tokens and were truncated in training; evaluation and "
+                     f"prediction read up to {read} tokens and truncate longer inputs.")
     entry = CATALOG.get(_backbone(cfg))
     if entry and recipe in entry.usable_for:  # e.g. a sentence-embedding checkpoint tagging entities
         better = ", ".join(e.name for e in CATALOG.values() if recipe in e.tasks)

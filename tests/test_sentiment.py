@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, check_model_card, check_preset_export, cli, make_reviews, run_cli, write_jsonl
+from tests.conftest import FILLER, ROOT, check_model_card, check_preset_export, cli, make_reviews, run_cli, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,18 @@ def test_training_learns_and_writes_the_run_directory(trained):
     assert "validation metrics" in stdout and f"keras-zoo tensorboard {run}" in stdout
     task = json.loads((run / "task.json").read_text())
     assert 8 <= task["max_length"] <= 16  # picked from the data: generated reviews are short
+    assert task["read_length"] == 64  # the tiny backbone's limit: evaluation and prediction read that far
+
+
+def test_prediction_reads_texts_past_the_training_length(trained):
+    _, run, _ = trained
+    from recipes import engine, sentiment
+
+    task = json.loads((run / "task.json").read_text())
+    words = ["positive", "negative"] * 3
+    texts = [" ".join(FILLER + FILLER[:6] + [w]) for w in ["great", "awful", "superb", "dull", "fun", "bad"]]
+    assert len(texts[0].split()) + 2 > task["max_length"]  # the sentiment word lies past the training length
+    assert [r["label"] for r in engine.predict(sentiment.RECIPE, run, texts)] == words
 
 
 def test_the_epoch_is_chosen_on_the_selection_split_and_the_last_epoch_is_reported_beside_it(trained):
