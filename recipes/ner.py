@@ -53,7 +53,7 @@ class NerDataConfig:
     # `mixed`, random sizes from one sentence to a full window (CoNLL-2003 test F1 88.50 in context,
     # 88.23 for each sentence alone, as `predict` tags it); `full`, full windows (89.10 in context,
     # but 86.46 alone); `off`: one sentence a window (88.15). Measured: benchmarks/RESULTS.md.
-    document_context: Literal["mixed", "both", "full", "off"] = "mixed"
+    document_context: Literal["mixed", "full", "off"] = "mixed"
 
 
 @dataclass
@@ -111,9 +111,8 @@ def in_context(data: TaggedSentences, encoder, context: str, seed: int | None = 
     `data.document_context` setting; `seed`: training's groups (random sizes for `mixed`)."""
     if context == "off":
         return [[i] for i in range(len(data))]
-    rng = np.random.default_rng(seed) if seed is not None and context in ("mixed", "both") else None
-    return context_groups(data, encoder.subword_counts(data.tokens), encoder.window, rng,
-                          alone_share=0.5 if context == "both" else None)
+    rng = np.random.default_rng(seed) if seed is not None and context == "mixed" else None
+    return context_groups(data, encoder.subword_counts(data.tokens), encoder.window, rng)
 
 
 def tag_in_context(tagger, data: TaggedSentences, context: str) -> tuple[list[list[str]], list[list[float]]]:

@@ -116,7 +116,7 @@ def check_known_tags(data: TaggedSentences, tags: Sequence[str]) -> None:
 
 
 def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window: int,
-                   rng: np.random.Generator | None = None, alone_share: float | None = None) -> list[list[int]]:
+                   rng: np.random.Generator | None = None) -> list[list[int]]:
     """Consecutive sentences of one document packed greedily into groups of at most `window`
     subwords, so that each is tagged with its neighbours as context (one group a sentence where
     the documents are unknown; a sentence longer than `window` is a group of its own).
@@ -136,16 +136,10 @@ def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window:
     for i, (document, count) in enumerate(zip(data.documents, subword_counts)):
         if not groups or document != data.documents[groups[-1][-1]] or used + count > limit:
             groups.append([])
-            used, limit = 0, window if rng is None else _draw_limit(rng, window, alone_share)
+            used, limit = 0, window if rng is None else int(rng.integers(1, window + 1))
         groups[-1].append(i)
         used += count
     return groups
-
-
-def _draw_limit(rng: np.random.Generator, window: int, alone_share: float | None) -> int:
-    if alone_share is None:
-        return int(rng.integers(1, window + 1))
-    return 1 if rng.random() < alone_share else window
 
 
 def join_groups(rows: Sequence[Sequence], groups: Sequence[Sequence[int]]) -> list[list]:
