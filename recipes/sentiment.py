@@ -45,9 +45,7 @@ class SentimentDataConfig:
     # > 0: hold out this share of train (stratified) to choose the best epoch on, so the validation
     # figures are not chosen on themselves; 0: the epoch is chosen on validation
     selection_split: float = 0.0
-    # Training truncates at this many tokens (special tokens included); 0 picks the `length_percentile`
-    # of the training lengths. Evaluation and prediction read up to the backbone's limit.
-    max_length: int = 0
+    max_length: int = 0  # training's cut, special tokens included (0: `length_percentile` of train lengths)
     length_percentile: float = 99.0
 
 
@@ -61,8 +59,7 @@ class SentimentModelConfig(ModelConfig):
 
 @dataclass
 class SentimentTrainConfig(TrainConfig):
-    # SST-2 (MiniLM-L6, float32, epoch chosen on a 2% selection split): dev accuracy 90.60 after 3
-    # epochs against 89.22 and 89.11 in two runs of 2 (benchmarks/RESULTS.md).
+    # SST-2 dev accuracy 90.60 after 3 epochs, 89.22 and 89.11 in two runs of 2 (benchmarks/RESULTS.md)
     epochs: int = 3
 
 
@@ -73,12 +70,9 @@ class SentimentConfig:
     train: SentimentTrainConfig = field(default_factory=SentimentTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
-        "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
-        "train.batch_size": [16, 32],
-        "train.warmup_ratio": {"min": 0.0, "max": 0.2},
-        "train.weight_decay": {"min": 0.0, "max": 0.1},
-        "model.dropout": {"min": 0.0, "max": 0.3},
-        "train.epochs": {"min": 1, "max": 4},
+        "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"}, "train.batch_size": [16, 32],
+        "train.warmup_ratio": {"min": 0.0, "max": 0.2}, "train.weight_decay": {"min": 0.0, "max": 0.1},
+        "model.dropout": {"min": 0.0, "max": 0.3}, "train.epochs": {"min": 1, "max": 4},
     }))
 
 
@@ -130,27 +124,23 @@ class Sentiment(Recipe):
         from zoo.text_inputs import TextEncoder, length_sorted_batches, training_batches  # noqa: PLC0415
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
-        probe = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6)
-        lengths = probe.lengths(data.train.texts)
+        lengths = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=10**6).lengths(data.train.texts)
         max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
-        # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction
-        # read each text whole, up to the backbone's limit (SST-2 dev, model of a 44-token training run:
-        # 89.33% read whole against 89.11% truncated at 44; benchmarks/RESULTS.md).
-        read_length = int(backbone.max_sequence_length)
-        # Bucket lengths for XLA (one program per batch shape), else each batch padded to its longest text
-        xla = cfg.train.jit_compile is True
+        # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction read
+        # whole texts, up to the backbone's limit (SST-2 dev: 89.33% against 89.11% cut at 44; RESULTS.md).
+        xla = cfg.train.jit_compile is True  # bucket lengths for XLA (a program per shape), else pad to the longest
         encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length, pad_to_buckets=xla)
         train_ds, steps = training_batches(encoder, data.train.texts, label_ids(data.train, data.labels),
                                            cfg.train.batch_size, cfg.train.seed, lengths)
         chooser = data.validation if data.selection is None else data.selection  # the split the best epoch is chosen on
-        reader = TextEncoder(preprocessor.tokenizer, list(backbone.input), read_length, pad_to_buckets=xla)
+        reader = TextEncoder(preprocessor.tokenizer, list(backbone.input), backbone.max_sequence_length, xla)
         val_ds, _ = length_sorted_batches(reader, chooser.texts, label_ids(chooser, data.labels), cfg.train.batch_size)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
         if cfg.model.freeze_embeddings:
             freeze_token_embeddings(backbone)
         model = text_classifier(backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling)
         phase = Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))
-        task = {"labels": data.labels, "max_length": max_length, "read_length": read_length,
+        task = {"labels": data.labels, "max_length": max_length, "read_length": reader.max_length,
                 "truncated_train_examples": int((lengths > max_length).sum())}
         return Training(model, [phase], train_ds, val_ds, len(data.train), task,
                         save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")))
