@@ -48,10 +48,10 @@ def test_prediction_reads_texts_past_the_training_length(trained):
     from recipes import engine, sentiment
 
     task = json.loads((run / "task.json").read_text())
-    words = ["positive", "negative"] * 3
+    expected = ["positive", "negative"] * 3
     texts = [" ".join(FILLER + FILLER[:6] + [w]) for w in ["great", "awful", "superb", "dull", "fun", "bad"]]
     assert len(texts[0].split()) + 2 > task["max_length"]  # the sentiment word lies past the training length
-    assert [r["label"] for r in engine.predict(sentiment.RECIPE, run, texts)] == words
+    assert [r["label"] for r in engine.predict(sentiment.RECIPE, run, texts)] == expected
 
 
 def test_the_epoch_is_chosen_on_the_selection_split_and_the_last_epoch_is_reported_beside_it(trained):
