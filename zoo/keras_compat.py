@@ -72,18 +72,45 @@ class FusedAdamW(keras.optimizers.AdamW):
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return super().apply(grads, trainable_variables)
 
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None or tf.distribute.has_strategy():
+            return super()._apply_weight_decay(variables)
+        # Keras's version evaluates the learning-rate schedule and goes through the strategy's
+        # `update` once per variable: about 20 graph ops and 10 ms of tracing each, 103 times for
+        # MiniLM. With no strategy the rate is computed once; each variable gets Keras's own ops.
+        learning_rate = self.learning_rate
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                variable = variable.value if isinstance(variable, keras.Variable) else variable
+                wd, lr = tf.cast(self.weight_decay, variable.dtype), tf.cast(learning_rate, variable.dtype)
+                variable.assign_sub(variable * wd * lr)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if self.amsgrad or tf.distribute.has_strategy():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # The per-step scalars once, not once per variable; the same values, so the same weights.
+        scalars = {}
+        for gradient, variable in zip(grads, trainable_variables):
+            if variable.dtype not in scalars:
+                scalars[variable.dtype] = self._adam_scalars(variable.dtype, learning_rate)
+            self._fused_update(gradient, variable, scalars[variable.dtype])
+
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
+        self._fused_update(gradient, variable, self._adam_scalars(variable.dtype, learning_rate))
+
+    def _adam_scalars(self, dtype, learning_rate) -> dict:
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        return dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                    lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype))
+
+    def _fused_update(self, gradient, variable, scalars: dict) -> None:
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False)
+            grad=tf.cast(gradient, variable.dtype), use_locking=False, **scalars)
 
 
 def _handle(variable) -> tf.Tensor:
