@@ -9,8 +9,9 @@ training phases and resumes, which needs these three attributes.
 `FusedAdamW`: Keras's AdamW updates each variable with a chain of separate element-wise ops (a
 fresh temporary and a pass over memory for each); TensorFlow's fused `ResourceApplyAdam` kernel does
 the same arithmetic in one pass. The override reads AdamW's slot variables through Keras's private
-`_momentums`, `_velocities` and `_get_variable_index` (tests/test_training_step.py trains it beside
-Keras's AdamW, so a change there fails a test, not a run).
+`_momentums`, `_velocities` and `_get_variable_index`, and replaces its `_apply_weight_decay` and
+`_backend_update_step` when no distribution strategy is in use (tests/test_training_step.py trains it
+beside Keras's AdamW and under a strategy, so a change there fails a test, not a run).
 
 `enable_distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
