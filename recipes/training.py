@@ -52,7 +52,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float 
     peak = cfg.learning_rate if learning_rate is None else learning_rate
     schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
     optimizer = keras_compat.FusedAdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
-                                        clipnorm=cfg.clipnorm or None)
+                                        clipnorm=cfg.clipnorm or None,
+                                        lazy_embedding_updates=cfg.lazy_embedding_updates)
     # No weight decay on biases and normalisation scales, as in BERT's original recipe.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
