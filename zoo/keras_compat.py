@@ -69,8 +69,8 @@ class FusedAdamW(keras.optimizers.AdamW):
     Rows of tokens not in the batch keep their weights and moments until their token comes back (TF
     Addons' LazyAdam), instead of drifting on stale momentum and decaying, as in dense AdamW and
     PyTorch. For MiniLM-L6 (half of its 22.6 M weights are the word embeddings) the optimizer's part
-    of a step drops from 79 to 30 ms on 2 CPU cores. Off, or with gradient clipping (which needs
-    the whole gradient), the embedding's gradient is made dense and updated like any other.
+    of a step drops from 79 to 30 ms on 2 CPU cores. Off, with gradient clipping (which needs the
+    whole gradient) or with AMSGrad, the embedding's gradient is made dense and updated like any other.
 
     >>> optimizer = FusedAdamW(learning_rate=1e-3, weight_decay=0.01)
     """
@@ -87,7 +87,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         # Python state read while this step is traced: which variables get the lazy update (and so
         # are left out of the dense weight decay).
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
-        lazy = self.lazy_embedding_updates and not (self.clipnorm or self.global_clipnorm or self.clipvalue)
+        lazy = self.lazy_embedding_updates and not (self.amsgrad or self.clipnorm or self.global_clipnorm or self.clipvalue)
         self._lazy_keys = {self._var_key(v) for g, v in zip(grads, variables)
                            if lazy and isinstance(g, tf.IndexedSlices)}
         # Otherwise made dense: Keras 3.15's clipping and Adam ops would keep it sparse, so a token
