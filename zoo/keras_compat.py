@@ -9,10 +9,11 @@ training phases and resumes, which needs these three attributes.
 `FusedAdamW`: Keras's AdamW updates each variable with a chain of separate element-wise ops (a
 fresh temporary and a pass over memory for each); TensorFlow's fused `ResourceApplyAdam` kernel does
 the same arithmetic in one pass. Keras has no lazy (sparse) Adam for word embeddings either (TF
-Addons' LazyAdam went with Keras 2), so it is written here as well. The override reads AdamW's slot variables through Keras's private
-`_momentums`, `_velocities`, `_get_variable_index` and `_var_key`, and replaces its `_apply_weight_decay` and
-`_backend_update_step` when no distribution strategy is in use (tests/test_training_step.py trains it
-beside Keras's AdamW and under a strategy, so a change there fails a test, not a run).
+Addons' LazyAdam went with Keras 2), so it is written here as well. The override reads AdamW's slot
+variables through Keras's private `_momentums`, `_velocities`, `_get_variable_index` and `_var_key`,
+and replaces its `_apply_weight_decay` and `_backend_update_step` when no distribution strategy is
+in use (tests/test_training_step.py trains it beside Keras's AdamW and under a strategy, so a change
+there fails a test, not a run).
 
 `enable_distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
@@ -87,7 +88,8 @@ class FusedAdamW(keras.optimizers.AdamW):
         # Python state read while this step is traced: which variables get the lazy update (and so
         # are left out of the dense weight decay).
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
-        lazy = self.lazy_embedding_updates and not (self.amsgrad or self.clipnorm or self.global_clipnorm or self.clipvalue)
+        clipping = self.clipnorm or self.global_clipnorm or self.clipvalue
+        lazy = self.lazy_embedding_updates and not (self.amsgrad or clipping)
         self._lazy_keys = {self._var_key(v) for g, v in zip(grads, variables)
                            if lazy and isinstance(g, tf.IndexedSlices)}
         # Otherwise made dense: Keras 3.15's clipping and Adam ops would keep it sparse, so a token
@@ -147,7 +149,8 @@ class FusedAdamW(keras.optimizers.AdamW):
         # replicas' rows, so this is done here, after it).
         rows, position = tf.unique(gradient.indices)
         g = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position, tf.shape(rows)[0])
-        m_rows, v_rows, var_rows = (tf.raw_ops.ResourceGather(resource=h, indices=rows, dtype=dtype) for h in (m, v, var))
+        m_rows, v_rows, var_rows = (tf.raw_ops.ResourceGather(resource=h, indices=rows, dtype=dtype)
+                                    for h in (m, v, var))
         m_rows += (g - m_rows) * (1 - scalars["beta1"])  # Keras's Adam.update_step, on these rows
         v_rows += (tf.square(g) - v_rows) * (1 - scalars["beta2"])
         if self.weight_decay and self._use_weight_decay(variable):  # Keras's decay, before the step
