@@ -4,6 +4,8 @@
     ONEDNN=0 python benchmarks/step_options.py ...   # TF_ENABLE_ONEDNN_OPTS=0
     python benchmarks/step_options.py --keras-adamw       # Keras's AdamW instead of the fused one
     python benchmarks/step_options.py --lazy-optimizer    # the optimizer built in the traced step
+    python benchmarks/step_options.py --keras-layer-norm  # Keras's layer norm gradient, not zoo's
+    python benchmarks/step_options.py --keras-decay       # Keras's `var -= var * wd * lr`, not `var *= 1 - lr * wd`
 
 Builds the sentiment recipe's model and training batches exactly as `keras-zoo train sentiment`
 does (first 6,400 SST-2 rows, MiniLM-L6), holds the first `--steps` batches in memory, runs them
@@ -36,6 +38,9 @@ def main() -> None:
     parser.add_argument("--keras-adamw", action="store_true", help="keras.optimizers.AdamW, not zoo's FusedAdamW")
     parser.add_argument("--lazy-optimizer", action="store_true",
                         help="leave the optimizer to be built in the first traced step (Keras's default)")
+    parser.add_argument("--keras-layer-norm", action="store_true",
+                        help="keep Keras's layer norm gradient (zoo.backbones gives the backbone zoo's)")
+    parser.add_argument("--keras-decay", action="store_true", help="FusedAdamW's weight decay as Keras writes it")
     parser.add_argument("--grappler", default="", help="comma-separated tf.config.optimizer experimental options set false, "
                         "e.g. disable_meta_optimizer (set true) or constant_folding,remapper")
     args = parser.parse_args()
@@ -56,6 +61,13 @@ def main() -> None:
 
     if args.keras_adamw:  # recipes.training.make_optimizer looks the class up when it is called
         keras_compat.FusedAdamW = keras.optimizers.AdamW
+    if args.keras_layer_norm:  # zoo.backbones.load_backbone looks the function up when it is called
+        keras_compat.use_fast_layer_norms = lambda model: 0
+    if args.keras_decay:
+        def keras_decay(self, variable, learning_rate=None):
+            learning_rate = self.learning_rate if learning_rate is None else learning_rate
+            variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * tf.cast(learning_rate, variable.dtype))
+        keras_compat.FusedAdamW._decay = keras_decay
 
     out = ROOT / "benchmarks" / "out" / "peers"
     out.mkdir(parents=True, exist_ok=True)
@@ -85,18 +97,20 @@ def main() -> None:
         tokens += int(np.prod(x["token_ids"].shape))
         real += int(x["padding_mask"].numpy().sum())
         examples += int(y.shape[0])
-    rates = []
+    rates, step_sums = [], []
     for _ in range(2):
         start = time.perf_counter()
-        built.model.fit(same, epochs=1, verbose=0)
+        step_sums.append(sum(timed_fit(built.model, same)))
         rates.append(examples / (time.perf_counter() - start))
     result = {"label": args.label or " ".join(args.overrides) or "default", "threads": args.threads, "grappler": args.grappler,
               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-              "optimizer": type(built.model.optimizer).__name__, "lazy_optimizer": args.lazy_optimizer, "steps": args.steps,
+              "optimizer": type(built.model.optimizer).__name__,
+              "layer_norm": "keras" if args.keras_layer_norm else "zoo", "decay": "keras" if args.keras_decay else "zoo", "lazy_optimizer": args.lazy_optimizer, "steps": args.steps,
               "examples_per_second": round(max(rates), 2), "padding_share": round(1 - real / tokens, 3),
               "precision": cfg.train.precision, "jit_compile": cfg.train.jit_compile,
               "first_pass_step_seconds": [round(t, 2) for t in first[:5]],
-              "first_pass_seconds": round(sum(first), 1)}
+              "first_pass_seconds": round(sum(first), 1), "timed_passes_seconds": [round(examples / r, 1) for r in rates],
+              "timed_passes_step_seconds": [round(t, 1) for t in step_sums]}
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -106,6 +106,9 @@ def load_backbone(spec: str, modality: str | None = None, task: str | None = Non
     if modality and found != modality:
         raise UserError(f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
                         f"this recipe needs {'an image' if modality == 'image' else 'a text'} one")
+    from zoo import keras_compat  # noqa: PLC0415 (imports TensorFlow)
+
+    keras_compat.use_fast_layer_norms(backbone)  # same weights and outputs, a cheaper gradient
     return backbone, preprocessor
 
 
