@@ -11,9 +11,10 @@ fresh temporary and a pass over memory for each); TensorFlow's fused `ResourceAp
 the same arithmetic in one pass. Keras has no lazy (sparse) Adam for word embeddings either (TF
 Addons' LazyAdam went with Keras 2), so it is written here as well. The override reads AdamW's slot
 variables through Keras's private `_momentums`, `_velocities`, `_get_variable_index` and `_var_key`,
-and replaces its `_apply_weight_decay` and `_backend_update_step` when no distribution strategy is
-in use (tests/test_training_step.py trains it beside Keras's AdamW and under a strategy, so a change
-there fails a test, not a run).
+replaces its `_apply_weight_decay` (under a strategy through the same
+`tf.__internal__.distribute.interim.maybe_merge_call` as Keras's TensorFlow optimizer) and, when no
+distribution strategy is in use, its `_backend_update_step` (tests/test_training_step.py trains it
+beside Keras's AdamW and under a strategy, so a change there fails a test, not a run).
 
 `use_fast_layer_norms`: Keras 3's TensorFlow backend leaves the layer norm's gradient to autodiff;
 a hand-written one is cheaper. It replaces `call` on layer instances.
