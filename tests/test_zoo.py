@@ -179,6 +179,56 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every
     assert not all(tf.reduce_all(a[1] == b[1]) for a, b in zip(*epochs))  # reshuffled each epoch
 
 
+def _cheapest_plan_cost(lengths, max_batch, batch_cost):
+    """Brute force over every split of the sorted lengths (each batch padded to its last, longest)."""
+    ordered = sorted(lengths)
+    best = [0.0] + [float("inf")] * len(ordered)
+    for end in range(1, len(ordered) + 1):
+        for start in range(max(0, end - max_batch), end):
+            best[end] = min(best[end], best[start] + (end - start) * ordered[end - 1] + batch_cost)
+    return best[-1]
+
+
+def test_length_batches_find_the_cheapest_split_and_cover_every_example_once():
+    from zoo.text_inputs import length_batches
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lengths = rng.integers(1, 12, size=int(rng.integers(0, 50)))
+        max_batch, batch_cost = int(rng.integers(1, 9)), float(rng.choice([0, 1, 5, 32, 1000]))
+        batches = length_batches(lengths, max_batch, batch_cost)
+        assert sorted(np.concatenate(batches).tolist() if batches else []) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= max_batch for b in batches)
+        flat = np.concatenate(batches) if batches else np.zeros(0, int)
+        assert (np.diff(lengths[flat]) >= 0).all()  # batches in length order
+        cost = sum(len(b) * lengths[b].max() + batch_cost for b in batches)
+        assert cost == pytest.approx(_cheapest_plan_cost(lengths.tolist(), max_batch, batch_cost))
+    # A costly batch means the fewest batches; a free one means no padding at all.
+    lengths = rng.integers(1, 30, size=200)
+    assert len(length_batches(lengths, 16, batch_cost=1e9)) == 13
+    assert all(len(set(lengths[b])) == 1 for b in length_batches(lengths, 16, batch_cost=0))
+    with pytest.raises(ValueError, match="max_batch"):
+        length_batches(lengths, 0)
+
+
+def test_predictions_do_not_depend_on_how_texts_are_batched(tiny_bert):
+    from zoo.backbones import load_backbone
+    from zoo.heads import text_classifier
+    from zoo.text_inputs import TextEncoder, predict_probabilities
+
+    backbone, preprocessor = load_backbone(str(tiny_bert), modality="text")
+    model = text_classifier(backbone, num_classes=3)
+    encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length=24, pad_to_buckets=False)
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(["good", "bad", "film", "plot"], size=int(n))) for n in rng.integers(0, 30, 57)]
+    alone = np.concatenate([predict_probabilities(model, encoder, [t]) for t in texts])
+    together, vectors = predict_probabilities(model, encoder, texts, batch_size=8, features=True)
+    np.testing.assert_allclose(together, alone, atol=1e-5)  # same rows, in the input order
+    assert vectors.shape == (57, backbone.hidden_dim)
+    np.testing.assert_allclose(predict_probabilities(model, encoder, texts[::-1], batch_size=5), alone[::-1], atol=1e-5)
+    assert predict_probabilities(model, encoder, []).shape[0] == 0
+
+
 def test_tensorflow_cpu_settings_are_defaults_the_environment_overrides():
     from zoo.runtime import TRAINING_DEFAULTS, configure_tensorflow_cpu, prefer_inference_kernels
 

@@ -95,10 +95,14 @@ class TextEncoder(tf.Module):
             ids.extend(np.split(flat, splits[1:-1]))
         return ids, np.array([len(t) for t in ids], np.int64)
 
+    def padded_lengths(self, lengths: np.ndarray) -> np.ndarray:
+        """The length a batch whose longest text has each of `lengths` tokens is padded to."""
+        at = np.minimum(np.searchsorted(self.bucket_array, lengths), len(self.bucket_array) - 1)
+        return self.bucket_array[at]
+
     def padded_batch(self, ids: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """The backbone's inputs for a batch of token ids, padded as `features` pads (NumPy)."""
-        length = max(len(t) for t in ids)
-        target = int(self.bucket_array[min(np.searchsorted(self.bucket_array, length), len(self.bucket_array) - 1)])
+        target = int(self.padded_lengths(np.array([max(len(t) for t in ids)]))[0])
         token_ids = np.full((len(ids), target), self.pad_id, np.int32)
         mask = np.zeros((len(ids), target), np.int32)
         for row, t in enumerate(ids):
@@ -204,23 +208,70 @@ def length_sorted_batches(encoder, texts: Sequence[str], y: np.ndarray | None, b
     return ds.prefetch(tf.data.AUTOTUNE), order
 
 
+# A forward pass costs about as much as this many more tokens: on the project's 2-core CPU,
+# MiniLM-L6 took 10.4 ms a batch plus 0.36 ms a token (benchmarks/RESULTS.md, "Text inference").
+BATCH_COST_TOKENS = 32
+
+
+def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = BATCH_COST_TOKENS) -> list[np.ndarray]:
+    """Split examples into batches of at most `max_batch` that cost the fewest padded tokens plus
+    `batch_cost` tokens a batch, each batch padded to its longest example. Returns index arrays
+    into `lengths`, ordered by length (their concatenation sorts `lengths`).
+
+    Fixed batches of 64 over SST-2 dev sorted by length pad 6.7% of their tokens; this plan pads
+    1.9% in 22 batches instead of 14. It is exact: sorted, some optimal plan starts every batch at
+    the first example of a length or right after a full batch (moving a batch's first example into
+    an earlier batch that has room and ends at the same length never costs more), so only the
+    starts of the distinct lengths need trying, each followed by full batches.
+
+    >>> [b.tolist() for b in length_batches([5, 5, 9, 5, 30], max_batch=4, batch_cost=8)]
+    [[0, 1, 3], [2], [4]]
+    >>> [b.tolist() for b in length_batches([5, 5, 9, 5, 30], max_batch=4, batch_cost=20)]
+    [[0, 1, 3, 2], [4]]
+    """
+    order = np.argsort(np.asarray(lengths, np.int64), kind="stable")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+    ordered = np.asarray(lengths, np.int64)[order]
+    n = len(ordered)
+    if n == 0:
+        return []
+    anchors = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]).tolist() + [n]
+    best, came_from = {0: 0.0}, {}
+    for end in anchors[1:]:
+        for start in anchors[: anchors.index(end)]:
+            full = (end - start - 1) // max_batch  # full batches before the last one, which ends at `end`
+            cost = (best[start] + max_batch * ordered[start + max_batch - 1 : start + full * max_batch : max_batch].sum()
+                    + (end - start - full * max_batch) * ordered[end - 1] + (full + 1) * batch_cost)
+            if cost < best.get(end, np.inf):
+                best[end], came_from[end] = cost, start
+    bounds, end = [n], n
+    while end:
+        start = came_from[end]
+        bounds[:0] = list(range(start, end, max_batch))
+        end = start
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def predict_probabilities(model, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 64,
                           features: bool = False):
     """Class probabilities for texts, in their original order; with `features`, also the pooled
     sentence vectors the head sees (`(probabilities, vectors)`), from the same pass.
 
-    The texts are tokenised once, sorted by length and padded per batch in NumPy; each batch goes
-    through one traced forward pass (`compiled_forward`). Keras's `predict` loop, with a new
-    tf.data pipeline per call, took 2.5x as long on SST-2 dev (benchmarks/RESULTS.md)."""
+    The texts are tokenised once, split by `length_batches` into batches of at most `batch_size`
+    with little padding, and padded per batch in NumPy; each batch goes through one traced forward
+    pass (`compiled_forward`). Keras's `predict` loop, with a new tf.data pipeline per call, took
+    2.5x as long on SST-2 dev, and fixed batches of the sorted texts 1.06x (benchmarks/RESULTS.md).
+    With a GPU the plan takes the fewest batches (not measured there: per-batch costs differ)."""
     import keras  # noqa: PLC0415
 
     ids, lengths = encoder.tokenize(texts)
-    order = np.argsort(lengths, kind="stable")
+    accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    batches = length_batches(encoder.padded_lengths(lengths), batch_size, batch_cost=batch_size * encoder.max_length if accelerated
+                             else BATCH_COST_TOKENS)
+    order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     forward = compiled_forward(model, encoder.input_names, features)
-    outputs = []
-    for start in progress(range(0, len(order), batch_size), desc="predicting"):
-        batch = order[start : start + batch_size]
-        outputs.append(forward(encoder.padded_batch([ids[i] for i in batch])))
+    outputs = [forward(encoder.padded_batch([ids[i] for i in batch])) for batch in progress(batches, desc="predicting")]
     logits = np.concatenate([np.asarray(out[0] if features else out) for out in outputs]) if outputs else np.zeros((0, 0))
     probabilities = np.empty_like(logits, dtype="float32")
     probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
