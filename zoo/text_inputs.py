@@ -261,7 +261,7 @@ def predict_probabilities(model, encoder: TextEncoder, texts: Sequence[str], bat
     The texts are tokenised once, split by `length_batches` into batches of at most `batch_size`
     with little padding, and padded per batch in NumPy; each batch goes through one traced forward
     pass (`compiled_forward`). Keras's `predict` loop, with a new tf.data pipeline per call, took
-    2.5x as long on SST-2 dev, and fixed batches of the sorted texts 1.06x (benchmarks/RESULTS.md).
+    2.5x as long on SST-2 dev, and fixed batches of 64 sorted texts 1.05x (benchmarks/RESULTS.md).
     With a GPU the plan takes the fewest batches (not measured there: per-batch costs differ)."""
     import keras  # noqa: PLC0415
 
