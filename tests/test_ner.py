@@ -220,6 +220,18 @@ def test_long_sentences_are_windowed_and_merged_from_the_most_central_window(tin
     together = encoder.word_logits(model, tf.ragged.constant([sentences[0], fits])).to_list()[1]
     alone = encoder.word_logits(model, tf.ragged.constant([fits])).to_list()[0]
     assert [m[1] for m in together] == [m[1] for m in alone] == [1, 2, 3, 4, 5, 6, 7, 8]
+    # The length the tagger's batch plan expects a batch padded to is the one the model gets; a long
+    # sentence adds its own windows (4 for 20 subwords) and only one for a batch-mate that fits.
+    shapes = []
+
+    def counting(inputs, training=False):
+        shapes.append(tuple(inputs["token_ids"].shape))
+        return model(inputs)
+
+    for batch, expected in (([sentences[0], fits], (5, 10)), ([fits], (1, 10)), ([["Paris"]], (1, 3))):
+        encoder.word_logits(counting, tf.ragged.constant(batch))
+        assert shapes[-1] == expected
+        assert encoder.padded_lengths(encoder.subword_counts(batch).max()) == expected[1]
 
 
 def test_constrained_decoding_never_starts_an_entity_with_i():

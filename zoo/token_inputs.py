@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from zoo.progress import progress
+from zoo.text_inputs import length_batches
 
 # A word is a run of letters, digits and combining marks, or any other single visible character
 # (punctuation, symbols, emoji): "U.S.-based" -> U . S . - based, as BERT's basic tokenizer splits.
@@ -107,6 +108,12 @@ class TokenEncoder(tf.Module):
         """Windows of a long sentence start this far apart (half a window: every word is scored by
         a window that has at least a quarter window of context on each side, except at the ends)."""
         return max(self.window // 2, 1)
+
+    def padded_lengths(self, subwords: np.ndarray) -> np.ndarray:
+        """The length `word_logits` pads a batch's windows to when its longest sentence has each of
+        `subwords` subwords: at most one window, plus the start and end tokens. (A longer sentence
+        adds windows of that length whatever its batch-mates, so they do not change the padding.)"""
+        return np.minimum(np.maximum(subwords, 1), self.window) + 2
 
     def subword_ids(self, words: tf.RaggedTensor) -> tf.RaggedTensor:
         """`[batch, (words), (subwords)]` int32 ids; a word the tokenizer maps to nothing gets `[UNK]`."""
@@ -343,11 +350,11 @@ class Tagger:
         return int((self.encoder.subword_counts(sentences) > self.encoder.window).sum())
 
     def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
-        order = np.argsort([sum(len(w) for w in s) for s in sentences], kind="stable")
+        # Batches planned for the least padding, as text prediction's (zoo.text_inputs.length_batches).
+        padded = self.encoder.padded_lengths(self.encoder.subword_counts(sentences))
         tags: list = [None] * len(sentences)
         scores: list = [None] * len(sentences)
-        for i in progress(range(0, len(order), self.batch_size), desc="tagging"):
-            chunk = order[i : i + self.batch_size]
+        for chunk in progress(length_batches(padded, self.batch_size), desc="tagging"):
             batch = [list(sentences[j]) or [""] for j in chunk]  # an empty sentence: one empty word
             ids, probabilities = self._decode(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))
             for j, row_ids, row_p in zip(chunk, ids.to_list(), probabilities.to_list()):
