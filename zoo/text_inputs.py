@@ -208,12 +208,21 @@ def length_sorted_batches(encoder, texts: Sequence[str], y: np.ndarray | None, b
     return ds.prefetch(tf.data.AUTOTUNE), order
 
 
-# A forward pass costs about as much as this many more tokens: on the project's 2-core CPU,
-# MiniLM-L6 took 10.4 ms a batch plus 0.36 ms a token (benchmarks/RESULTS.md, "Text inference").
-BATCH_COST_TOKENS = 32
+# On a CPU a forward pass costs about as much as this many more tokens: on the project's 2-core
+# CPU, MiniLM-L6 took 10.4 ms a batch plus 0.36 ms a token (benchmarks/RESULTS.md, "Text inference").
+CPU_BATCH_COST_TOKENS = 32
 
 
-def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = BATCH_COST_TOKENS) -> list[np.ndarray]:
+def batch_cost_tokens(max_batch: int, max_length: int) -> int:
+    """What `length_batches` should count a batch as, in tokens, on this machine: measured on CPUs;
+    with a GPU or TPU, where a batch of any size costs about the same, the fewest batches (not
+    measured there)."""
+    accelerated = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+    return max_batch * max_length if accelerated else CPU_BATCH_COST_TOKENS
+
+
+def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = CPU_BATCH_COST_TOKENS,
+                   ) -> list[np.ndarray]:
     """Split examples into batches of at most `max_batch` that cost the fewest padded tokens plus
     `batch_cost` tokens a batch, each batch padded to its longest example. Returns index arrays
     into `lengths`, ordered by length (their concatenation sorts `lengths`).
@@ -238,11 +247,12 @@ def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = B
         return []
     anchors = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]).tolist() + [n]
     best, came_from = {0: 0.0}, {}
-    for end in anchors[1:]:
-        for start in anchors[: anchors.index(end)]:
+    for k, end in enumerate(anchors[1:], start=1):
+        for start in anchors[:k]:
             full = (end - start - 1) // max_batch  # full batches before the last one, which ends at `end`
-            cost = (best[start] + max_batch * ordered[start + max_batch - 1 : start + full * max_batch : max_batch].sum()
-                    + (end - start - full * max_batch) * ordered[end - 1] + (full + 1) * batch_cost)
+            full_ends = ordered[start + max_batch - 1 : start + full * max_batch : max_batch]  # their longest
+            cost = (best[start] + max_batch * full_ends.sum() + (end - start - full * max_batch) * ordered[end - 1]
+                    + (full + 1) * batch_cost)
             if cost < best.get(end, np.inf):
                 best[end], came_from[end] = cost, start
     bounds, end = [n], n
@@ -261,14 +271,12 @@ def predict_probabilities(model, encoder: TextEncoder, texts: Sequence[str], bat
     The texts are tokenised once, split by `length_batches` into batches of at most `batch_size`
     with little padding, and padded per batch in NumPy; each batch goes through one traced forward
     pass (`compiled_forward`). Keras's `predict` loop, with a new tf.data pipeline per call, took
-    2.5x as long on SST-2 dev, and fixed batches of 64 sorted texts 1.05x (benchmarks/RESULTS.md).
-    With a GPU the plan takes the fewest batches (not measured there: per-batch costs differ)."""
+    2.5x as long on SST-2 dev, and fixed batches of 64 sorted texts 1.05x (benchmarks/RESULTS.md)."""
     import keras  # noqa: PLC0415
 
     ids, lengths = encoder.tokenize(texts)
-    accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    batches = length_batches(encoder.padded_lengths(lengths), batch_size, batch_cost=batch_size * encoder.max_length if accelerated
-                             else BATCH_COST_TOKENS)
+    batches = length_batches(encoder.padded_lengths(lengths), batch_size,
+                             batch_cost_tokens(batch_size, encoder.max_length))
     order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     forward = compiled_forward(model, encoder.input_names, features)
     outputs = [forward(encoder.padded_batch([ids[i] for i in batch])) for batch in progress(batches, desc="predicting")]

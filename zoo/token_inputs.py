@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from zoo.progress import progress
-from zoo.text_inputs import length_batches
+from zoo.text_inputs import batch_cost_tokens, length_batches
 
 # A word is a run of letters, digits and combining marks, or any other single visible character
 # (punctuation, symbols, emoji): "U.S.-based" -> U . S . - based, as BERT's basic tokenizer splits.
@@ -354,7 +354,8 @@ class Tagger:
         padded = self.encoder.padded_lengths(self.encoder.subword_counts(sentences))
         tags: list = [None] * len(sentences)
         scores: list = [None] * len(sentences)
-        for chunk in progress(length_batches(padded, self.batch_size), desc="tagging"):
+        batches = length_batches(padded, self.batch_size, batch_cost_tokens(self.batch_size, self.encoder.max_length))
+        for chunk in progress(batches, desc="tagging"):
             batch = [list(sentences[j]) or [""] for j in chunk]  # an empty sentence: one empty word
             ids, probabilities = self._decode(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))
             for j, row_ids, row_p in zip(chunk, ids.to_list(), probabilities.to_list()):
