@@ -238,10 +238,11 @@ def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = C
     >>> [b.tolist() for b in length_batches([5, 5, 9, 5, 30], max_batch=4, batch_cost=20)]
     [[0, 1, 3, 2], [4]]
     """
-    order = np.argsort(np.asarray(lengths, np.int64), kind="stable")
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-    ordered = np.asarray(lengths, np.int64)[order]
+    lengths = np.asarray(lengths, np.int64)
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
     n = len(ordered)
     if n == 0:
         return []
