@@ -31,6 +31,7 @@ from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
 from recipes.run_metrics import final_metrics, scalar_metrics
+from zoo import keras_compat
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 
@@ -216,6 +217,7 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
         model = keras.saving.load_model(str(run.keras_model), compile=False)
     except ValueError as e:  # e.g. Keras's safe mode refusing a lambda layer
         raise UserError(f"{run.keras_model}: Keras cannot load it ({str(e).strip().splitlines()[0][:200]})") from None
+    keras_compat.use_inference_dense(model)  # this model only runs forward: same outputs, fewer passes over memory
     return run, cfg, recipe.load(run.path, cfg, task, model)
 
 
