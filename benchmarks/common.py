@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import sys
 import time
@@ -14,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import zoo  # noqa: E402,F401  (before TensorFlow: keras-zoo's CPU settings, zoo/runtime.py)
+from zoo.runtime import configure_tensorflow_cpu  # noqa: E402
+
+configure_tensorflow_cpu()  # before TensorFlow: keras-zoo's CPU settings, as its commands apply them
 
 
 def benchmark_parser(name: str) -> argparse.ArgumentParser:
@@ -25,6 +28,16 @@ def benchmark_parser(name: str) -> argparse.ArgumentParser:
     parser.add_argument("--reuse-run", action="store_true",
                         help="skip training: measure the rest on the run a previous invocation left in --out")
     return parser
+
+
+def cpu_description() -> str:
+    """The CPU behind a figure: its model and the flags that decide keras-zoo's defaults
+    (AVX2, AVX-512, native bf16, AMX), as RESULTS.md names it."""
+    from recipes.devices import DECIDING_CPU_FLAGS, cpu_model  # noqa: PLC0415
+    from zoo.runtime import cpu_flags  # noqa: PLC0415
+
+    flags = sorted(cpu_flags() & DECIDING_CPU_FLAGS)
+    return f"{cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores ({', '.join(flags) or 'none of avx2/avx512f/bf16/amx'})"
 
 
 def peak_rss_gib() -> float:

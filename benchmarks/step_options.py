@@ -1,117 +1,133 @@
-"""Where a sentiment training step's time goes: one option per process, on identical batches.
+"""Do keras-zoo's rewrites of Keras internals pay? An in-process A/B of sentiment training steps.
 
-    python benchmarks/step_options.py --steps 80 [--set train.jit_compile=true] [--threads 2,1]
-    ONEDNN=0 python benchmarks/step_options.py ...   # TF_ENABLE_ONEDNN_OPTS=0
-    python benchmarks/step_options.py --keras-adamw       # Keras's AdamW instead of the fused one
-    python benchmarks/step_options.py --lazy-optimizer    # the optimizer built in the traced step
-    python benchmarks/step_options.py --keras-layer-norm  # Keras's layer norm gradient, not zoo's
-    python benchmarks/step_options.py --keras-decay       # Keras's `var -= var * wd * lr`, not `var *= 1 - lr * wd`
+    python benchmarks/step_options.py --rounds 7 --steps 60 [--set train.precision=float32]
+    python benchmarks/step_options.py --variants on,off      # only the switch: everything on vs off
 
-Builds the sentiment recipe's model and training batches exactly as `keras-zoo train sentiment`
-does (first 6,400 SST-2 rows, MiniLM-L6), holds the first `--steps` batches in memory, runs them
-once to trace every shape, then times `fit` over them twice and prints the training examples/s of
-the faster pass and the share of padding tokens. Needs ../shared. Used for the option table in
-RESULTS.md ("Faster than the PyTorch peer").
+Builds the sentiment recipe's model and training batches as `keras-zoo train sentiment` does
+(first 6,400 SST-2 rows, MiniLM-L6, `train.precision: auto`), once per variant, in one process:
+
+- `on`: every rewrite on (`train.speedups: true`, the default);
+- `off`: every rewrite off (`train.speedups: false`: keras.optimizers.AdamW, Keras's layer norm);
+- `keras_adamw`: Keras's AdamW (so no lazy embedding updates either), zoo's layer-norm gradient;
+- `dense_embedding`: zoo's fused AdamW with `train.lazy_embedding_updates: false`;
+- `keras_layer_norm`: zoo's fused AdamW, Keras's layer norm gradient.
+
+All variants train on the same first `--steps` batches, held in memory. After a pass each to trace
+every shape and `--warmup-rounds` uncounted rounds (the first timed passes ran slower, the first
+variant's most: the allocator's and oneDNN's caches are still filling), each round times one `fit` pass of every variant, in an order rotated from round to
+round; a variant's ratio in a round is its pass time over `on`'s, so > 1 means `on` is faster.
+Prints each round and, per variant, the median ratio and whether every ratio is above 1.0
+(the rule for keeping a rewrite: median >= 1.03 and every ratio > 1.0). Needs ../shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import statistics
 import sys
 import time
 
-from common import ROOT, SHARED, timed_fit  # noqa: E402  (benchmarks/common.py)
+from common import ROOT, SHARED, cpu_description, timed_fit
 
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
+VARIANTS = ("on", "off", "keras_adamw", "dense_embedding", "keras_layer_norm")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--rows", type=int, default=6400)
-    parser.add_argument("--threads", default="", help="intra,inter op threads (TensorFlow's), e.g. 2,1")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--label", default="")
-    parser.add_argument("--keras-adamw", action="store_true", help="keras.optimizers.AdamW, not zoo's FusedAdamW")
-    parser.add_argument("--lazy-optimizer", action="store_true",
-                        help="leave the optimizer to be built in the first traced step (Keras's default)")
-    parser.add_argument("--keras-layer-norm", action="store_true",
-                        help="keep Keras's layer norm gradient (zoo.backbones gives the backbone zoo's)")
-    parser.add_argument("--keras-decay", action="store_true", help="FusedAdamW's weight decay as Keras writes it")
-    parser.add_argument("--grappler", default="", help="comma-separated tf.config.optimizer experimental options set false, "
-                        "e.g. disable_meta_optimizer (set true) or constant_folding,remapper")
-    args = parser.parse_args()
-    if os.environ.get("ONEDNN") == "0":
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+def build_variant(name: str, base_overrides: list[str], train_file, data=None):
+    """(built recipe, data) for one variant; `data` is read once and shared."""
     import keras
-    import numpy as np
-    import tensorflow as tf
 
-    if args.threads:
-        intra, inter = (int(v) for v in args.threads.split(","))
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    for option in filter(None, args.grappler.split(",")):
-        tf.config.optimizer.set_experimental_options({option: option.startswith("disable")})
     from recipes import devices, sentiment, training
     from zoo import keras_compat
 
-    if args.keras_adamw:  # recipes.training.make_optimizer looks the class up when it is called
-        keras_compat.FusedAdamW = keras.optimizers.AdamW
-    if args.keras_layer_norm:  # zoo.backbones.load_backbone looks the function up when it is called
-        keras_compat.use_fast_layer_norms = lambda model: 0
-    if args.keras_decay:
-        def keras_decay(self, variable, learning_rate=None):
-            learning_rate = self.learning_rate if learning_rate is None else learning_rate
-            variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * tf.cast(learning_rate, variable.dtype))
-        keras_compat.FusedAdamW._decay = keras_decay
-
-    out = ROOT / "benchmarks" / "out" / "peers"
-    out.mkdir(parents=True, exist_ok=True)
-    train = out / f"sst2_train_{args.rows}.tsv"
-    if not train.exists():
-        train.write_text("".join(open(SST2 / "train.tsv").readlines()[: args.rows + 1]))
+    overrides = {"on": [], "off": ["train.speedups=false"], "keras_adamw": ["train.speedups=false"],
+                 "dense_embedding": ["train.lazy_embedding_updates=false"], "keras_layer_norm": []}[name]
     cfg = sentiment.RECIPE.load_config(overrides=[
-        f"data.train={train}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
-        f"model.backbone={MINILM}", *args.overrides])
+        f"data.train={train_file}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
+        f"model.backbone={MINILM}", *base_overrides, *overrides])
     local = devices.local_devices()
     cfg.train.precision = devices.resolve_precision(cfg.train.precision, local)
     cfg.train.jit_compile = devices.resolve_jit_compile(cfg.train.jit_compile, local)
     devices.set_precision(cfg.train.precision)
     keras.utils.set_random_seed(cfg.train.seed)
-    data = sentiment.RECIPE.read_data(cfg)
+    data = data or sentiment.RECIPE.read_data(cfg)
     built = sentiment.RECIPE.build(cfg, data)
     built.phases[0].prepare(built.model)
-    if not args.lazy_optimizer:
-        training.build_optimizer(built.model)  # as recipes.training.fit does
-    # Held in memory after the first pass, so every pass sees the same batches. (Not
-    # Dataset.from_generator: it lowers glibc's trim threshold for the whole process, which
-    # slows every step.)
-    same = built.train.take(args.steps).cache()
-    first = timed_fit(built.model, same)  # fills the cache, traces every shape
-    tokens = real = examples = 0
-    for x, y in same:
-        tokens += int(np.prod(x["token_ids"].shape))
-        real += int(x["padding_mask"].numpy().sum())
-        examples += int(y.shape[0])
-    rates, step_sums = [], []
-    for _ in range(2):
-        start = time.perf_counter()
-        step_sums.append(sum(timed_fit(built.model, same)))
-        rates.append(examples / (time.perf_counter() - start))
-    result = {"label": args.label or " ".join(args.overrides) or "default", "threads": args.threads, "grappler": args.grappler,
-              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-              "optimizer": type(built.model.optimizer).__name__,
-              "layer_norm": "keras" if args.keras_layer_norm else "zoo", "decay": "keras" if args.keras_decay else "zoo", "lazy_optimizer": args.lazy_optimizer, "steps": args.steps,
-              "examples_per_second": round(max(rates), 2), "padding_share": round(1 - real / tokens, 3),
-              "precision": cfg.train.precision, "jit_compile": cfg.train.jit_compile,
-              "first_pass_step_seconds": [round(t, 2) for t in first[:5]],
-              "first_pass_seconds": round(sum(first), 1), "timed_passes_seconds": [round(examples / r, 1) for r in rates],
-              "timed_passes_step_seconds": [round(t, 1) for t in step_sums]}
-    print("RESULT " + json.dumps(result), flush=True)
+    if name == "keras_adamw":  # Keras's optimizer with zoo's layer norm: the optimizer's part alone
+        keras_compat.use_fast_layer_norms(built.model)
+    if name == "keras_layer_norm":  # zoo's optimizer with Keras's layer norm: the layer norm's part alone
+        for layer in keras_compat.all_layers(built.model):
+            vars(layer).pop("call", None)
+    training.build_optimizer(built.model)  # as recipes.training.fit does
+    return built, data, cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup-rounds", type=int, default=1,
+                        help="rounds run first and not counted (the allocator's and oneDNN's caches fill)")
+    parser.add_argument("--rows", type=int, default=6400)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    if variants[0] != "on" or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: `on` first, then any of {', '.join(VARIANTS[1:])}")
+    out = ROOT / "benchmarks" / "out" / "peers"
+    out.mkdir(parents=True, exist_ok=True)
+    train = out / f"sst2_train_{args.rows}.tsv"
+    if not train.exists():
+        train.write_text("".join(open(SST2 / "train.tsv").readlines()[: args.rows + 1]))
+    models, data, same, precision = {}, None, None, ""
+    for name in variants:
+        built, data, cfg = build_variant(name, args.overrides, train, data)
+        precision = cfg.train.precision
+        if same is None:  # held in memory after the first pass: every pass of every variant sees these batches
+            same = built.train.take(args.steps).cache()
+        models[name] = built.model
+        first = sum(timed_fit(built.model, same))  # traces every shape (and fills the cache)
+        print(f"{name}: built, first pass {first:.1f} s", flush=True)
+    examples = sum(int(y.shape[0]) for _, y in same)
+    seconds = {name: [] for name in variants}  # each pass's wall time
+    steady = {name: [] for name in variants}  # each pass's median step time x steps: without the host's stalls
+    for round_ in range(-args.warmup_rounds, args.rounds):
+        order = variants[round_ % len(variants):] + variants[: round_ % len(variants)]
+        for name in order:
+            start = time.perf_counter()
+            steps = timed_fit(models[name], same)
+            seconds[name].append(time.perf_counter() - start)
+            steady[name].append(statistics.median(steps) * len(steps))
+        if round_ < 0:  # a warm-up round: not counted
+            for figures in (seconds, steady):
+                for name in variants:
+                    figures[name].pop()
+            print("warm-up round done", flush=True)
+            continue
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {seconds[n][-1]:.1f} s ({steady[n][-1]:.1f})" for n in variants),
+              flush=True)
+    summary = {"cpu": cpu_description(), "precision": precision, "steps": args.steps, "examples": examples,
+               "rounds": args.rounds, "overrides": args.overrides,
+               "examples_per_second": {n: [round(examples / s, 2) for s in seconds[n]] for n in variants},
+               "ratios": {}}
+    for name in variants[1:]:
+        for measure, figures in (("pass", seconds), ("steady", steady)):
+            ratios = [b / a for a, b in zip(figures["on"], figures[name])]
+            median = statistics.median(ratios)
+            summary["ratios"][f"{name} ({measure})"] = {
+                "each": [round(r, 3) for r in ratios], "median": round(median, 3),
+                "all_above_1": all(r > 1.0 for r in ratios),
+                "keep_rule_met": median >= 1.03 and all(r > 1.0 for r in ratios)}
+            print(f"on against {name} ({measure}): median {median:.3f}x, each {', '.join(f'{r:.3f}' for r in ratios)}",
+                  flush=True)
+    print("RESULT " + json.dumps(summary), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -64,14 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _tune(args: argparse.Namespace) -> None:
     from recipes.config import check_config  # noqa: PLC0415
     from recipes.registry import load_recipe  # noqa: PLC0415
-    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
 
     if args.workers and args.role != "single":
         raise UserError("--workers starts its own chief and workers; leave out --role")
     overrides = config_overrides(args) + ([f"tuning.max_time={args.max_time}"] if args.max_time else [])
     cfg = load_recipe(args.recipe).load_config(args.config, overrides)
     check_config(cfg)  # a bad key or value is said at once, not after TensorFlow's start-up
-    load_tensorflow_quietly()
     from tuning import tune  # noqa: PLC0415
     from tuning.results import format_table  # noqa: PLC0415
 
@@ -111,11 +109,19 @@ def _command(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `keras-zoo` program with `argv` (default: this process's arguments). Called with no
+    `argv` it is the program itself and applies its process settings first (CPU settings, the
+    native log filter: zoo/runtime.py `prepare_command_process`); with `argv` (tests, notebooks)
+    it runs the command in the caller's process as it is."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --workers N` reruns it in each worker
     args.origin = ["keras-zoo", *args.argv]  # the model card's command
     if args.verbose:
         os.environ["KERAS_ZOO_VERBOSE"] = "1"  # read by zoo.runtime, here and in the processes this one starts
+    if argv is None:
+        from zoo.runtime import prepare_command_process  # noqa: PLC0415
+
+        prepare_command_process()
     return guarded(lambda: _command(args))
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from keras_zoo_cli.runs import is_search, read_mapping, resolve, run_row, search_row
 from recipes.cli import kept_epoch_line
+from recipes.model_card import format_runtime
 from recipes.registry import load_recipe
 from recipes.run_dir import is_run
 from recipes.run_metrics import scalar_metrics
@@ -26,7 +27,8 @@ def show(name: str, runs_dir: str) -> str:
     r, report, config = run_row(path, runs_dir), read_mapping(path / "metrics.json"), path / "config.yaml"
     status = f"failed: {r['reason']}" if r["reason"] else r["status"]  # the whole reason
     lines = [f"run:      {r['name']} ({r['recipe']})", f"status:   {status}", f"backbone: {r['backbone']}",
-             f"epochs:   {r['epochs']}", f"config:   {config if config.exists() else '-'}"]
+             f"epochs:   {r['epochs']}", f"config:   {config if config.exists() else '-'}",
+             f"runtime:  {format_runtime(read_mapping(path / 'run.json').get('runtime'))}"]
     format_report = _report_format(r["recipe"])
     lines += [f"\n{split} metrics:\n{format_report(report[split])}" for split in ("validation", "test")
               if split in report]

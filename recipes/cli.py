@@ -83,7 +83,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     """Carry out train / evaluate / predict / export for `recipe` (a `recipes.contract.Recipe`)."""
     from recipes.config import check_config, load_config_and_keys  # noqa: PLC0415
-    from zoo.runtime import load_tensorflow_quietly, prefer_inference_kernels  # noqa: PLC0415
+    from zoo.runtime import prefer_inference_kernels  # noqa: PLC0415
 
     if args.command == "train":  # a bad key, value or run place is said at once, not after TensorFlow's start-up
         from recipes.run_dir import plan_training_run  # noqa: PLC0415
@@ -96,7 +96,6 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
                             "workers train with multi_worker (or auto)")
     else:
         prefer_inference_kernels()
-    load_tensorflow_quietly()
     from recipes import engine  # noqa: PLC0415
 
     if args.command == "train":
@@ -188,10 +187,6 @@ def kept_epoch_line(report: dict) -> str:
 
 def guarded(command) -> int:
     """Run `command()`: a user error is one line on stderr and exit status 2, Ctrl-C exit 130."""
-    from zoo.runtime import native_logs_shown  # noqa: PLC0415
-
-    if not native_logs_shown():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         command()
     except UserError as e:
@@ -204,10 +199,15 @@ def guarded(command) -> int:
 
 
 def script_main(recipe, argv: Sequence[str] | None = None) -> int:
-    """`python -m recipes.<name>`: the recipe's own command line."""
+    """`python -m recipes.<name>`: the recipe's own command line. Called with no `argv` it is that
+    program, and applies its process settings first (zoo/runtime.py `prepare_command_process`)."""
     parser = argparse.ArgumentParser(prog=f"python -m recipes.{recipe.name}",
                                      description=f"The {recipe.name} recipe: train, evaluate, predict, export.")
     add_recipe_commands(parser.add_subparsers(dest="command", required=True), recipe_argument=False)
     args = parser.parse_args(argv)
     args.origin = ["python", "-m", f"recipes.{recipe.name}", *(sys.argv[1:] if argv is None else argv)]
+    if argv is None:
+        from zoo.runtime import prepare_command_process  # noqa: PLC0415
+
+        prepare_command_process()
     return guarded(lambda: run_recipe_command(recipe, args))

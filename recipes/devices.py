@@ -13,9 +13,21 @@ devices (`Devices`), so that every kind of device is unit-tested without owning 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from zoo.errors import UserError
 from zoo.runtime import NATIVE_BF16, cpu_flags
+
+# `auto` resolved as on a CPU with native bf16 (`native`) or without (`emulated`), whatever this
+# CPU has: the test suite runs its precision-sensitive tests both ways on every machine, and a user
+# can see how a run would train on the other kind of CPU. Emulated bf16 is slow but correct.
+CPU_BF16_VARIABLE = "KERAS_ZOO_CPU_BF16"
+CPU_BF16_CHOICES = ("native", "emulated")
+# The CPU flags that decide a setting (oneDNN on or off: zoo/runtime.py; bf16: resolve_precision);
+# a run records those its CPU has.
+DECIDING_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 # XLA compiles one program per input shape; on GPUs of compute capability 7.0 and newer the fused
 # kernels pay for that (mixed precision uses their tensor cores). On CPU the plain TensorFlow
@@ -30,22 +42,63 @@ class Devices:
 
     gpus: tuple[tuple[int, int], ...] = ()
     cpu_flags: frozenset[str] = frozenset()
+    cpu_model: str = ""
+    gpu_names: tuple[str, ...] = ()
+    cpu_bf16_forced: str = ""  # KERAS_ZOO_CPU_BF16: native | emulated | "" (the CPU's flags decide)
 
     @property
     def slowest_gpu(self) -> tuple[int, int] | None:
         """The lowest compute capability: a replicated model runs at the pace of its weakest card."""
         return min(self.gpus) if self.gpus else None
 
+    @property
+    def native_cpu_bf16(self) -> bool:
+        """Whether `auto` treats the CPU as computing bf16 natively."""
+        if self.cpu_bf16_forced:
+            return self.cpu_bf16_forced == "native"
+        return bool(self.cpu_flags & NATIVE_BF16)
+
+    def describe(self) -> dict:
+        """What a run records of them (run.json's `runtime.devices`)."""
+        record: dict = {"cpu": self.cpu_model or "unknown", "cpu_flags": sorted(self.cpu_flags & DECIDING_CPU_FLAGS),
+                        "cpu_bf16": "native" if self.native_cpu_bf16 else "emulated"}
+        if self.cpu_bf16_forced:
+            record["cpu_bf16"] += f" ({CPU_BF16_VARIABLE})"
+        if self.gpus:
+            record["gpus"] = [{"name": name, "compute_capability": f"{major}.{minor}"}
+                              for name, (major, minor) in zip(self.gpu_names or ("GPU",) * len(self.gpus), self.gpus)]
+        return record
+
 
 def local_devices() -> Devices:
     """This process's GPUs (as `CUDA_VISIBLE_DEVICES` leaves them) and CPU flags."""
     import tensorflow as tf  # noqa: PLC0415
 
-    gpus = []
+    gpus, names = [], []
     for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability") or (0, 0)
         gpus.append((int(capability[0]), int(capability[1])))
-    return Devices(tuple(gpus), cpu_flags())
+        names.append(str(details.get("device_name", gpu.name)))
+    return Devices(tuple(gpus), cpu_flags(), cpu_model(), tuple(names), forced_cpu_bf16())
+
+
+def forced_cpu_bf16(environ=os.environ) -> str:
+    """KERAS_ZOO_CPU_BF16's value (`native`, `emulated`), or "" where it is not set."""
+    value = environ.get(CPU_BF16_VARIABLE, "").strip().lower()
+    if value and value not in CPU_BF16_CHOICES:
+        raise UserError(f"{CPU_BF16_VARIABLE}: '{value}' is not one of {', '.join(CPU_BF16_CHOICES)} "
+                        "(unset it to let the CPU decide)")
+    return value
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
 
 
 def resolve_precision(precision: str, devices: Devices, cpu_bf16: bool = True) -> str:
@@ -56,6 +109,7 @@ def resolve_precision(precision: str, devices: Devices, cpu_bf16: bool = True) -
     - CPUs with native bf16 (AVX512-BF16 or AMX), for models where it pays (`cpu_bf16`, the
       recipe's measured choice: text encoders fine-tune about 1.5x faster, EfficientNet 2.3x
       slower): `mixed_bfloat16`; other CPUs: `float32` (bf16 is emulated there).
+      KERAS_ZOO_CPU_BF16=native|emulated decides instead of the CPU's flags.
     """
     if precision != "auto":
         return precision
@@ -64,7 +118,7 @@ def resolve_precision(precision: str, devices: Devices, cpu_bf16: bool = True) -
         if gpu >= (8, 0):
             return "mixed_bfloat16"
         return "mixed_float16" if gpu >= (7, 0) else "float32"
-    return "mixed_bfloat16" if cpu_bf16 and devices.cpu_flags & NATIVE_BF16 else "float32"
+    return "mixed_bfloat16" if cpu_bf16 and devices.native_cpu_bf16 else "float32"
 
 
 def resolve_jit_compile(jit_compile: bool | str, devices: Devices) -> bool:

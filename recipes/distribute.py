@@ -129,10 +129,10 @@ def distribution(setting: str, plan: RunPlan, local_gpus: int) -> Iterator[Distr
         return
     from zoo import keras_compat  # noqa: PLC0415
 
-    keras_compat.enable_distributed_fit()
     if kind == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        yield Distribution(kind, _strategy("mirrored", tuple(d.name for d in devices)))
+        with keras_compat.distributed_fit():
+            yield Distribution(kind, _strategy("mirrored", tuple(d.name for d in devices)))
         return
     setup = Distribution(kind, _strategy("multi_worker", ()), cluster)
     if not cluster.is_chief:
@@ -141,7 +141,8 @@ def distribution(setting: str, plan: RunPlan, local_gpus: int) -> Iterator[Distr
         _copy_training_state(plan, RunDir(setup.scratch / "run"))
     try:
         barrier(setup.strategy)
-        yield setup
+        with keras_compat.distributed_fit():
+            yield setup
     finally:
         if setup.scratch is not None:
             shutil.rmtree(setup.scratch, ignore_errors=True)

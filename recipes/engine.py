@@ -55,6 +55,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     check_config(cfg)
+    cfg, changed_keys = _speedups_from_environment(cfg, changed_keys)
     plan = plan_training_run(cfg.run, recipe.name, overwrite=overwrite, resume=resume)
     if plan.resume:
         cfg = _resumed_config(recipe, plan, cfg, changed_keys)
@@ -62,6 +63,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     with distribute.distribution(cfg.train.distribute, plan, len(local.gpus)) as dist:
         training.seed_everything(cfg.train.seed)
         train_cfg = _resolved_training(cfg, local, dist.replicas)
+        runtime = runtime_record(train_cfg.train, dist, local)
         data = recipe.read_data(cfg)
         with dist.strategy.scope():
             built = recipe.build(train_cfg, data)
@@ -74,6 +76,8 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
                   else distribute.scratch_run(dist.scratch, cfg.run.tensorboard))
         with opened as writer:
             run = writer.run
+            if dist.is_chief:
+                _record_runtime(writer, runtime)
             save_config(cfg, run.config)
             run.write_json(run.task, built.task)
             splits = built.data if built.data is not None else data
@@ -183,6 +187,39 @@ def _resolved_training(cfg: Any, local: devices.Devices, replicas: int) -> Any:
     return dataclasses.replace(cfg, train=train)
 
 
+def runtime_record(train_cfg: Any, dist: distribute.Distribution, local: devices.Devices) -> dict:
+    """What `auto` resolved to for this process, as run.json keeps it (`runtime`)."""
+    return {"precision": train_cfg.precision, "jit_compile": bool(train_cfg.jit_compile),
+            "strategy": type(dist.strategy).__name__ if dist.kind != "none" else "none",
+            "replicas": dist.replicas, "speedups": bool(train_cfg.speedups), "devices": local.describe()}
+
+
+def _record_runtime(writer: Any, runtime: dict) -> None:
+    """Keep `runtime` in run.json; a resume on another machine says what changed and keeps the
+    earlier record beside the new one."""
+    previous = writer.run.read_json(writer.run.status).get("runtime") if writer.run.status.exists() else None
+    fields = {"runtime": runtime}
+    if previous and previous != runtime:
+        changed = ", ".join(f"{key} {previous.get(key)!r} -> {value!r}" for key, value in runtime.items()
+                            if previous.get(key) != value)
+        print(f"resuming with another runtime: {changed}")
+        fields["earlier_runtimes"] = [*writer.run.read_json(writer.run.status).get("earlier_runtimes", []), previous]
+    writer.set_status("running", **fields)
+
+
+def _speedups_from_environment(cfg: Any, changed_keys: Sequence[str]) -> tuple[Any, list[str]]:
+    """KERAS_ZOO_SPEEDUPS, where set, as if `--set train.speedups=...` had been given: written into
+    the run's config, and refused on `--resume` when it differs from the run's."""
+    from zoo.runtime import SPEEDUPS_VARIABLE, speedups_from_environment  # noqa: PLC0415
+
+    wanted = speedups_from_environment()
+    if wanted is None:
+        return cfg, list(changed_keys)
+    if wanted != cfg.train.speedups:
+        cfg = with_values(cfg, {"train.speedups": wanted}, SPEEDUPS_VARIABLE)
+    return cfg, [*changed_keys, "train.speedups"]
+
+
 def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Sequence[str]) -> Any:
     """The run's own config, with the logging keys the user changed; other changes are refused."""
     saved = recipe.load_config(plan.work / "config.yaml")
@@ -200,6 +237,14 @@ def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Seque
 
 
 # ------------------------------------------------------------------------------------ finished runs
+def speedups_enabled(configured: bool) -> bool:
+    """The run's `train.speedups`, unless KERAS_ZOO_SPEEDUPS says otherwise in this process."""
+    from zoo.runtime import speedups_from_environment  # noqa: PLC0415
+
+    wanted = speedups_from_environment()
+    return configured if wanted is None else wanted
+
+
 def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
     """`(run, cfg, predictor)` of a finished run, for evaluate / predict / export."""
     import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
@@ -217,7 +262,8 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
         model = keras.saving.load_model(str(run.keras_model), compile=False)
     except ValueError as e:  # e.g. Keras's safe mode refusing a lambda layer
         raise UserError(f"{run.keras_model}: Keras cannot load it ({str(e).strip().splitlines()[0][:200]})") from None
-    keras_compat.use_inference_dense(model)  # this model only runs forward: same outputs, fewer passes over memory
+    if speedups_enabled(cfg.train.speedups):  # this model only runs forward: same outputs, fewer passes over memory
+        keras_compat.use_inference_dense(model)
     return run, cfg, recipe.load(run.path, cfg, task, model)
 
 

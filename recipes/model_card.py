@@ -176,13 +176,30 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
                             for key, value in scalar_metrics(last.get(split, {})).items())
         lines += [f"The last epoch ({chosen['of']}) scored: {figures}.", ""]
     lines += [f"![{Path(name).stem}]({name})" for name in pictures]
-    lines += ["", "## How to reproduce", "", "```bash", reproduce_command(recipe.name, facts), "```", "",
+    lines += ["", "## Training hardware and precision", "",
+              f"Trained with {format_runtime(facts['status'].get('runtime'))}.", ""]
+    lines += ["## How to reproduce", "", "```bash", reproduce_command(recipe.name, facts), "```", "",
               f"or from the resolved config below (the run's `config.yaml`): "
               f"`keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
               "", "## Limitations", ""]
     lines += [f"- {line}" for line in limitations(facts, recipe.name)]
     lines += ["", "## Training config (resolved)", "", "```yaml", facts["config_text"].rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def format_runtime(runtime: dict) -> str:
+    """run.json's `runtime` in one line: what `auto` resolved to, and on which devices."""
+    if not isinstance(runtime, dict) or not runtime:
+        return "not recorded"
+    devices = runtime.get("devices") or {}
+    gpus = ", ".join(f"{g.get('name')} (compute capability {g.get('compute_capability')})"
+                     for g in devices.get("gpus") or [])
+    cpu = f"CPU {devices.get('cpu', 'unknown')} ({', '.join(devices.get('cpu_flags') or []) or 'no deciding flags'}; " \
+          f"bf16 {devices.get('cpu_bf16', '?')})"
+    replicas = runtime.get("replicas", 1)
+    return (f"{runtime.get('precision')}, XLA {'on' if runtime.get('jit_compile') else 'off'}, "
+            f"strategy {runtime.get('strategy')} ({replicas} replica{'s' if replicas != 1 else ''}), "
+            f"speedups {'on' if runtime.get('speedups', True) else 'off'}; {gpus + '; ' if gpus else ''}{cpu}")
 
 
 def _backbone(cfg: dict) -> str:

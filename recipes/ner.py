@@ -66,6 +66,8 @@ class NerModelConfig(ModelConfig):
     case_feature: Literal["auto", "segment", "none"] = "auto"
     # constrained: the most probable valid IOB2 tag sequence (Viterbi); argmax: each word's best tag.
     decoding: Literal["constrained", "argmax"] = "constrained"
+    # True keeps the word embeddings as pretrained (as the sentiment recipe's key)
+    freeze_embeddings: bool = False
 
 
 @dataclass
@@ -217,10 +219,10 @@ class Ner(Recipe):
 
     def build(self, cfg: NerConfig, data: NerData) -> Training:
         from zoo.backbones import load_backbone  # noqa: PLC0415
-        from zoo.heads import set_finetune_mode, token_classifier  # noqa: PLC0415
+        from zoo.heads import freeze_token_embeddings, set_finetune_mode, token_classifier  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
+        backbone, preprocessor = load_backbone(cfg.model.backbone, "text", self.name, cfg.train.speedups)
         case_feature = resolve_case_feature(cfg.model.case_feature, backbone)
         max_length = min(cfg.data.max_length, backbone.max_sequence_length)
         encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)
@@ -233,6 +235,8 @@ class Ner(Recipe):
         batch_windows = max(1, round(cfg.train.batch_size * len(groups) / len(data.train)))
         train_ds, steps = window_batches(encoder, windows, batch_windows, cfg.train.seed)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
+        if cfg.model.freeze_embeddings:
+            freeze_token_embeddings(backbone)
         model = token_classifier(backbone, len(data.tags), cfg.model.dropout)
         tagger = Tagger(model, encoder, data.tags, cfg.model.decoding == "constrained")
         task = {"tags": data.tags, "scheme": data.scheme, "max_length": max_length, "case_feature": case_feature,

@@ -252,11 +252,25 @@ class RunWriter:
         self.plan, self.run = plan, run
 
     def set_status(self, status: str, **fields) -> None:
+        """Write run.json: the status, this command, and `fields`; what earlier writes recorded
+        (recipe, origin, runtime, ...) stays, except the reason a run failed and when it finished."""
         record = {"status": status, "pid": os.getpid(), "command": sys.argv, "updated_at": time.time(), **fields}
-        if self.run.status.exists():
-            previous = json.loads(self.run.status.read_text())
-            record = {**{k: v for k, v in previous.items() if k in ("created_at", "recipe", "origin")}, **record}
-        write_json(self.run.status, record)
+        previous = read_json_object(self.run.status) if self.run.status.exists() else {}
+        kept = {k: v for k, v in previous.items() if k not in STATUS_OF_ONE_COMMAND}
+        write_json(self.run.status, {**kept, **record})
+
+
+# What run.json says of the command that last wrote it only: not carried to the next status.
+STATUS_OF_ONE_COMMAND = ("reason", "finished_at")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that holds an object; {} where it is unreadable or holds something else."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 @contextlib.contextmanager

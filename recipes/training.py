@@ -47,13 +47,16 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
                    epochs: int | None = None) -> keras.optimizers.Optimizer:
-    """AdamW with linear warm-up and decay over `epochs` (default: the config's) at peak `learning_rate`."""
+    """AdamW with linear warm-up and decay over `epochs` (default: the config's) at peak `learning_rate`:
+    zoo's fused one (`train.speedups`, the default) or Keras's own."""
     total = max((cfg.epochs if epochs is None else epochs) * steps_per_epoch, 1)
     peak = cfg.learning_rate if learning_rate is None else learning_rate
     schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
-    optimizer = keras_compat.FusedAdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
-                                        clipnorm=cfg.clipnorm or None,
-                                        lazy_embedding_updates=cfg.lazy_embedding_updates)
+    settings = {"learning_rate": schedule, "weight_decay": cfg.weight_decay, "clipnorm": cfg.clipnorm or None}
+    if cfg.speedups:  # the same arithmetic in fewer passes, and lazy embedding updates (zoo/keras_compat.py)
+        optimizer = keras_compat.FusedAdamW(**settings, lazy_embedding_updates=cfg.lazy_embedding_updates)
+    else:
+        optimizer = keras.optimizers.AdamW(**settings)
     # No weight decay on biases and normalisation scales, as in BERT's original recipe.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import zoo  # noqa: E402,F401  (before any test imports TensorFlow: the same CPU settings as the CLI)
+from zoo.runtime import configure_tensorflow_cpu  # noqa: E402
+
+configure_tensorflow_cpu()  # before any test imports TensorFlow: the same CPU settings as the CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -129,8 +129,8 @@ def test_keras_internals_that_zoo_keras_compat_uses_are_there(tmp_path):
     assert {"inner", "inner_dense", "outer_dense"} <= names, f"Model._flatten_layers changed in {where}: {names}"
 
 
-def test_keras_trainer_functions_that_enable_distributed_fit_replaces_are_there():
-    """zoo/keras_compat.py `enable_distributed_fit` replaces the TF trainer's `_maybe_symbolic_build`
+def test_keras_trainer_functions_that_distributed_fit_replaces_are_there_and_come_back():
+    """zoo/keras_compat.py `distributed_fit` replaces the TF trainer's `_maybe_symbolic_build`
     and `reduce_per_replica`, and reads the epoch iterator's `data_adapter`: they must still be
     there, with these signatures, in the installed Keras (the recipes' trainings under both
     strategies are in tests/test_distribute.py)."""
@@ -149,8 +149,55 @@ def test_keras_trainer_functions_that_enable_distributed_fit_replaces_are_there(
                  "self._maybe_symbolic_build(iterator=epoch_iterator)",
                  "dataset = self.data_adapter.get_tf_dataset()"):
         assert line in source, f"keras/src/backend/tensorflow/trainer.py changed in {where}: no {line!r}"
-    keras_compat.enable_distributed_fit()
-    replaced = trainer.reduce_per_replica
-    assert replaced.__qualname__.startswith("enable_distributed_fit")
-    keras_compat.enable_distributed_fit()  # idempotent: the replacements wrap the originals once
-    assert trainer.reduce_per_replica is replaced
+    originals = (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica)
+    with keras_compat.distributed_fit():
+        patched = (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica)
+        assert patched[0] is not originals[0] and patched[1] is not originals[1]
+        with keras_compat.distributed_fit():  # nested: patched once, not wrapped twice
+            assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == patched
+        assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == patched
+    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == originals
+    with pytest.raises(RuntimeError, match="mid-training"):  # restored whatever ends the block
+        with keras_compat.distributed_fit():
+            raise RuntimeError("mid-training")
+    assert (trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica) == originals
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_keras_still_needs_the_distributed_fit_patch_under_both_strategies(tmp_path):
+    """tests/unpatched_fit.py fits a model with a boolean padding mask under each strategy without
+    zoo's patch, then with it. Unpatched must fail as keras-team/keras#20329 / #20585 describe;
+    once it trains, this test fails: delete `keras_compat.distributed_fit` and its use in
+    recipes/distribute.py. Patched must train (and the patch be gone after the block)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = str(ROOT / "tests" / "unpatched_fit.py")
+    mirrored = subprocess.run([sys.executable, script, "mirrored"], capture_output=True, text=True, env=env,
+                              timeout=300)
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = [subprocess.Popen([sys.executable, script, "multi_worker"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**env, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                     "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for name, (out, err) in [("mirrored", (mirrored.stdout, mirrored.stderr)), *(("worker", o) for o in outputs)]:
+        results = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("UNPATCHED", "PATCHED")))
+        assert "UNPATCHED" in results, (name, out, err[-3000:])
+        assert results["UNPATCHED"].startswith("failed"), (
+            f"{name}: Keras now trains unpatched; delete zoo.keras_compat.distributed_fit ({results['UNPATCHED']})")
+        assert results.get("PATCHED") == "trained, restored", (name, out, err[-3000:])

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, cli, make_image_folder, make_reviews, run_cli, write_jsonl
+from zoo.errors import UserError
 
 TOY = "tests.toy_recipe"
 FAST = ["--set", "train.epochs=2", "--set", "run.tensorboard=false"]
@@ -192,6 +193,69 @@ def test_resume_refuses_training_changes_and_applies_logging_ones(finished):
     assert code == 0, err
     assert "resuming with run.log_every_steps=7 (was 50)" in out
     assert "log_every_steps: 7" in (run / "config.yaml").read_text()
+
+
+def test_the_speedups_switch_from_the_environment_is_recorded_and_a_resume_may_not_change_it(finished, monkeypatch):
+    runs, run, _ = finished
+    assert "speedups: true" in (run / "config.yaml").read_text()
+    monkeypatch.setenv("KERAS_ZOO_SPEEDUPS", "0")
+    code, _, err = cli("train", TOY, "--name", "off", "--runs-dir", str(runs), *FAST)
+    assert code == 0, err
+    off = runs / "toy" / "off"
+    assert "speedups: false" in (off / "config.yaml").read_text()
+    assert json.loads((off / "run.json").read_text())["runtime"]["speedups"] is False
+    (off / "run.json").write_text(json.dumps({**json.loads((off / "run.json").read_text()), "status": "interrupted"}))
+    monkeypatch.setenv("KERAS_ZOO_SPEEDUPS", "1")
+    code, _, err = cli("train", TOY, "--name", "off", "--runs-dir", str(runs), "--resume")
+    assert code == 2
+    assert "--resume: train.speedups would change how the run trains (it has train.speedups=False)" in error_line(err)
+    monkeypatch.setenv("KERAS_ZOO_SPEEDUPS", "maybe")
+    code, _, err = cli("train", TOY, "--name", "x", "--runs-dir", str(runs), *FAST)
+    assert code == 2 and error_line(err) == "keras-zoo: error: KERAS_ZOO_SPEEDUPS: 'maybe' is not 0 or 1"
+
+
+def test_run_json_keeps_what_auto_resolved_to_through_every_status_and_a_resume(finished, monkeypatch):
+    """The runtime record (precision, XLA, strategy, replicas, devices) is written when training
+    starts and kept through `finished`, an interruption, the resume and its finish; `show` and the
+    model card print it."""
+    runs, run, _ = finished
+    status = json.loads((run / "run.json").read_text())
+    runtime = status["runtime"]
+    assert runtime["precision"] == "float32" and runtime["jit_compile"] is False  # the toy's config says float32
+    assert runtime["strategy"] == "none" and runtime["replicas"] == 1 and runtime["speedups"] is True
+    assert runtime["devices"]["cpu"] and runtime["devices"]["cpu_bf16"] in ("native", "emulated")
+    assert status["recipe"] == "toy" and status["origin"][:2] == ["keras-zoo", "train"]
+    code, out, err = cli("show", str(run))
+    assert code == 0, err
+    assert "runtime:  float32, XLA off, strategy none (1 replica), speedups on; CPU " in out
+    assert "Trained with float32, XLA off, strategy none (1 replica)" in (run / "README.md").read_text()
+
+    (run / "run.json").write_text(json.dumps({**status, "status": "interrupted", "reason": "killed"}))
+    monkeypatch.setenv("KERAS_ZOO_CPU_BF16", "native")  # the resume runs "on another CPU"
+    code, out, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), "--resume", *FAST)
+    assert code == 0, err
+    resumed = json.loads((run / "run.json").read_text())
+    assert resumed["status"] == "finished" and "reason" not in resumed
+    assert resumed["runtime"]["devices"]["cpu_bf16"] == "native (KERAS_ZOO_CPU_BF16)"
+    assert resumed["earlier_runtimes"] == [runtime] and resumed["recipe"] == "toy" and resumed["origin"] == status["origin"]
+    assert "resuming with another runtime: devices" in out
+
+
+def test_the_cpu_bf16_variable_forces_auto_both_ways_and_names_a_bad_value(monkeypatch):
+    from recipes import devices
+
+    flags = frozenset({"avx2", "avx512f"})  # no native bf16
+    monkeypatch.setenv("KERAS_ZOO_CPU_BF16", "native")
+    assert devices.resolve_precision("auto", devices.Devices(cpu_flags=flags, cpu_bf16_forced=devices.forced_cpu_bf16())) \
+        == "mixed_bfloat16"
+    monkeypatch.setenv("KERAS_ZOO_CPU_BF16", "emulated")
+    native = flags | {"avx512_bf16"}
+    assert devices.resolve_precision("auto", devices.Devices(cpu_flags=native, cpu_bf16_forced=devices.forced_cpu_bf16())) \
+        == "float32"
+    assert devices.resolve_precision("mixed_bfloat16", devices.Devices(cpu_bf16_forced="emulated")) == "mixed_bfloat16"
+    monkeypatch.setenv("KERAS_ZOO_CPU_BF16", "yes")
+    with pytest.raises(UserError, match="KERAS_ZOO_CPU_BF16: 'yes' is not one of native, emulated"):
+        devices.forced_cpu_bf16()
 
 
 def test_a_failed_run_records_why_and_does_not_block_the_corrected_rerun(tmp_path):

@@ -205,6 +205,27 @@ def test_the_engine_trains_with_the_fused_adamw_and_it_reloads_from_a_saved_mode
     assert isinstance(reloaded.optimizer, FusedAdamW)
 
 
+def test_with_speedups_off_training_gets_keras_adamw_and_plain_layer_norms(tiny_bert):
+    """`train.speedups: false`: keras.optimizers.AdamW itself (same settings), and backbones whose
+    layer norms run Keras's own `call`."""
+    import keras
+
+    from zoo import keras_compat
+    from zoo.backbones import load_backbone
+
+    off = training.make_optimizer(TrainConfig(speedups=False, clipnorm=1.0), steps_per_epoch=4)
+    on = training.make_optimizer(TrainConfig(clipnorm=1.0), steps_per_epoch=4)
+    assert type(off) is keras.optimizers.AdamW and type(on) is keras_compat.FusedAdamW
+    assert (off.weight_decay, off.clipnorm) == (on.weight_decay, on.clipnorm) == (0.01, 1.0)
+
+    def rewritten(backbone) -> int:
+        return sum("call" in vars(layer) for layer in keras_compat.all_layers(backbone)
+                   if isinstance(layer, keras.layers.LayerNormalization))
+
+    assert rewritten(load_backbone(str(tiny_bert), speedups=False)[0]) == 0
+    assert rewritten(load_backbone(str(tiny_bert))[0]) == 5  # embeddings' + 2 per layer of the 2-layer BERT
+
+
 def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_validation_loss(tmp_path):
     from recipes.run_dir import RunDir
     from recipes.run_metrics import final_metrics

@@ -61,6 +61,7 @@ def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_p
 
 
 def test_a_pipe_gets_one_line_per_epoch_and_no_native_log_or_warning(tiny_bert, tmp_path):
+    """Training, then predict and evaluate on the run, each in a pipe: nothing but their own lines."""
     result = subprocess.run(demo_training(tiny_bert, tmp_path / "runs", batch_size=16), capture_output=True,
                             text=True, cwd=ROOT, env=ENV, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,20 +70,92 @@ def test_a_pipe_gets_one_line_per_epoch_and_no_native_log_or_warning(tiny_bert, 
     assert "Warning" not in output, output[:3000]
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar in logs
     assert re.search(r"^19/19 - \d+s .* - val_accuracy: ", result.stdout, re.M)  # the epoch's line
+    run = tmp_path / "runs" / "sentiment" / "demo"
+    for command in (["predict", "sentiment", str(run), "a lovely film", "--jsonl"], ["evaluate", "sentiment", str(run)]):
+        result = subprocess.run([sys.executable, "-m", "keras_zoo_cli", *command], capture_output=True, text=True,
+                                cwd=ROOT, env=ENV, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not NATIVE_LOG.search(result.stdout + result.stderr), (result.stdout + result.stderr)[:3000]
+        assert result.stderr == "", result.stderr[:3000]
 
 
-def test_native_log_lines_are_filtered_and_everything_else_is_kept(capfd):
-    from zoo.runtime import HARMLESS_NATIVE_LOG, NO_GPU_NATIVE_LOG, filtered_native_logs
+# A program that installs the filter, then writes native-looking lines: harmless ones and real ones,
+# at start-up and mid-run (after the test answers on stdin), then ends as argv[1] says.
+FILTERED_PROGRAM = r"""
+import os, signal, sys
+from zoo.runtime import NO_GPU_NATIVE_LOG, prepare_command_process
+os.environ.pop("KERAS_ZOO_VERBOSE", None) if sys.argv[2] == "quiet" else None
+prepare_command_process()
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
+os.write(2, b"E0000 00:00:1.0 1 something.cc:1] a real error at start-up\n")
+sys.stdin.readline()  # the test has seen the real error: the filter passes lines on as they come
+os.write(2, b"E0000 00:00:1765.5 77 util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512. "
+            b"Falling back to the default Eigen-based implementation if present.\n")
+os.write(2, b"E0000 00:00:1.0 1 other.cc:9] a real error mid-run\n")
+os.write(2, b"a line without its end")
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+raise RuntimeError("a traceback at exit")
+"""
 
-    assert not HARMLESS_NATIVE_LOG.search("failed call to cuInit")  # kept where there is a GPU
-    with filtered_native_logs(NO_GPU_NATIVE_LOG):
-        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
-        os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
-        os.write(2, b"E0000 00:00:1.0 1 something.cc:1] a real error\n")
-        print("Traceback (most recent call last): kept", file=sys.stderr)
-    err = capfd.readouterr().err
-    assert "a real error" in err and "Traceback (most recent call last): kept" in err
-    assert "cuInit" not in err and "absl" not in err
+
+def run_filtered_program(end: str, verbose: bool = False) -> tuple[str, str]:
+    """(what stderr showed before the test answered, all of stderr)."""
+    env = {**ENV, "PYTHONPATH": str(ROOT), **({"KERAS_ZOO_VERBOSE": "1"} if verbose else {})}
+    process = subprocess.Popen([sys.executable, "-c", FILTERED_PROGRAM, end, "verbose" if verbose else "quiet"],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    early = b""
+    while b"a real error at start-up" not in early:  # waits for the line itself, not for a time
+        chunk = os.read(process.stderr.fileno(), 4096)
+        assert chunk, early.decode()
+        early += chunk
+    process.stdin.write(b"go\n")
+    process.stdin.close()
+    rest = process.stderr.read()
+    process.wait(timeout=60)
+    return early.decode(), (early + rest).decode()
+
+
+def test_native_log_lines_are_dropped_wherever_they_come_and_everything_else_passes_as_it_comes():
+    early, err = run_filtered_program("traceback")
+    assert "cuInit" not in early and "absl" not in early  # dropped at start-up...
+    assert "oneDNN" not in err and "cuInit" not in err and "absl" not in err  # ...and mid-run
+    assert "a real error mid-run" in err and "a line without its end" in err
+    assert "Traceback (most recent call last)" in err and "RuntimeError: a traceback at exit" in err
+
+
+def test_the_last_lines_before_a_kill_still_come_out():
+    _, err = run_filtered_program("kill")
+    assert "a real error mid-run" in err and "a line without its end" in err and "oneDNN" not in err
+
+
+def test_verbose_shows_every_native_line():
+    _, err = run_filtered_program("traceback", verbose=True)
+    assert "cuInit" in err and "absl::InitializeLog" in err and "oneDNN supports DT_INT64" in err
+
+
+def test_a_progress_bar_line_without_its_end_is_passed_on_at_once():
+    from zoo.runtime import NO_GPU_NATIVE_LOG, forward_filtered
+
+    source, sink = os.pipe()
+    target_read, target = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the filter, as filter_native_logs runs it
+        os.close(sink)
+        forward_filtered(source, target, NO_GPU_NATIVE_LOG)
+        os._exit(0)
+    os.close(source)
+    os.close(target)
+    os.write(sink, b"tokenising:  40%|####      | 2/5\r")
+    assert os.read(target_read, 4096) == b"tokenising:  40%|####      | 2/5\r"  # not held for a line end
+    os.write(sink, b"E0000 cpu_feature_guard.cc:1] harmless\nkept\n")
+    os.close(sink)
+    rest = b""
+    while chunk := os.read(target_read, 4096):
+        rest += chunk
+    os.waitpid(pid, 0)
+    assert rest == b"kept\n"
 
 
 def test_slow_steps_get_a_delayed_bar_on_a_terminal_and_nothing_in_logs(monkeypatch):

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import time
@@ -250,3 +251,51 @@ def test_tensorflow_cpu_settings_are_defaults_the_environment_overrides():
     env = {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "1"}  # the user's values win
     configure_tensorflow_cpu(env, frozenset({"avx2"}))
     assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+# Runs a keras-zoo program (`keras_zoo_cli`, or `recipes.sentiment`) as its __main__, and writes the
+# TensorFlow settings in the environment at the moment TensorFlow is first imported to argv[1].
+SPY_ON_TENSORFLOW = r"""
+import importlib.abc, json, os, runpy, sys
+KEYS = ("TF_CPU_ALLOCATOR_USE_BFC", "TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")
+out, module = sys.argv[1], sys.argv[2]
+
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" and not os.path.exists(out):
+            with open(out, "w") as f:
+                json.dump({k: os.environ.get(k) for k in KEYS}, f)
+        return None
+
+sys.meta_path.insert(0, Spy())
+sys.argv = [module, *sys.argv[3:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def test_importing_keras_zoo_changes_nothing_and_its_programs_apply_the_settings_before_tensorflow(tmp_path):
+    from zoo.runtime import configure_tensorflow_cpu, prefer_inference_kernels
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_CPP_MIN_LOG_LEVEL",
+                        "KERAS_ZOO_TRAINING_DEFAULTS")}
+    env["PYTHONPATH"] = str(ROOT)
+    importing = ("import os, sys; e = dict(os.environ); import zoo, recipes, tuning, keras_zoo_cli; "
+                 "assert dict(os.environ) == e, set(os.environ.items()) ^ set(e.items()); "
+                 "assert 'tensorflow' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", importing], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    expected = {}
+    configure_tensorflow_cpu(expected)  # this CPU's settings
+    prefer_inference_kernels(expected)  # the commands below only predict
+    for module in ("keras_zoo_cli", "recipes.sentiment"):
+        seen = tmp_path / f"{module}.json"
+        command = ["predict", *(["sentiment"] if module == "keras_zoo_cli" else []), str(tmp_path / "no_run"), "a film"]
+        result = subprocess.run([sys.executable, "-c", SPY_ON_TENSORFLOW, str(seen), module, *command], env=env,
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert result.returncode == 2 and "no such run directory" in result.stderr, result.stderr[-2000:]
+        settings = json.loads(seen.read_text())
+        assert settings["TF_CPU_ALLOCATOR_USE_BFC"] == "true", (module, settings)
+        assert settings["TF_ENABLE_ONEDNN_OPTS"] == expected.get("TF_ENABLE_ONEDNN_OPTS"), (module, settings)
+        assert settings["TF_CPP_MIN_LOG_LEVEL"] == "2", (module, settings)

@@ -154,9 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    from zoo.runtime import load_tensorflow_quietly  # noqa: PLC0415
+    from zoo.runtime import prepare_command_process  # noqa: PLC0415
 
-    load_tensorflow_quietly()  # the trial's log: no native start-up lines
+    prepare_command_process()  # CPU settings before TensorFlow loads; the trial's log without harmless native lines
     try:
         train_trial(args.recipe, Path(args.config), args.resume, verbose=2)
     except UserError as e:

@@ -1,5 +1,5 @@
-"""keras-zoo models: the backbone catalog and resolver, task heads and export."""
+"""keras-zoo models: the backbone catalog and resolver, task heads and export.
 
-from zoo.runtime import configure_tensorflow_cpu
-
-configure_tensorflow_cpu()  # before TensorFlow is imported (see zoo/runtime.py)
+Importing it changes no setting: `zoo.runtime.configure_tensorflow_cpu()` applies keras-zoo's
+TensorFlow CPU settings (the `keras-zoo` command does it itself).
+"""

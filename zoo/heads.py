@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from typing import Literal
 
 import keras
@@ -152,27 +151,27 @@ def synchronize_batch_norm(model: keras.Model, synchronized: bool) -> None:
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
-    """The model as evaluation, prediction and export use it: float32, on one device.
+    """The model as evaluation, prediction and export use it: a float32 copy, on one device, with
+    plain Keras layers and no optimizer.
 
     Mixed precision speeds up training; evaluation, prediction and export run in float32 so that
     every path (Keras, SavedModel) gives the same probabilities whatever the batch padding. A model
     trained under a `tf.distribute` strategy is copied out of it too (call this outside the
-    strategy's scope), so that they give exactly what one device gives. Otherwise it is `model`.
+    strategy's scope), so that they give exactly what one device gives. The copy is never
+    compiled, so the `model.keras` saved from it names no training optimizer or schedule and loads
+    with plain Keras (`keras.saving.load_model(path)`, default arguments).
     """
-    float32 = all(layer.dtype_policy.name == "float32" for layer in keras_compat.all_layers(model))
-    if float32 and model.distribute_strategy is tf.distribute.get_strategy():
-        return model
-
     def rebuild(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    clone = keras.models.clone_model(model, clone_function=rebuild)
+    # `clone_model` compiles its clone as the original is compiled; a functional view of the same
+    # layers is not compiled, so neither is its clone.
+    view = keras.Model(model.input, model.output, name=model.name)
+    clone = keras.models.clone_model(view, clone_function=rebuild)
     # Through a weights file rather than get/set_weights: Keras saves LoRA layers with their
     # adapters merged into the kernels, which is what the plain float32 clone holds.
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # The file carries the optimizer state too; the inference copy does not want it.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+    with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.weights.h5")
-        model.save_weights(path)
+        view.save_weights(path)
         clone.load_weights(path)
     return clone

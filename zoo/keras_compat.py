@@ -24,15 +24,17 @@ reshape) and adds its bias after, so neither the bias nor KerasHub's tanh GELU (
 passes over memory in TensorFlow) fuses with anything; for models that only run forward it is
 replaced by `call` on the instance, as the layer norm's.
 
-`enable_distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
+`distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
-(keras-team/keras#20585, #20329); two of its functions are replaced when a run uses a strategy
-(recipes/distribute.py).
+(keras-team/keras#20585, #20329); two of its functions are replaced while a run trains under a
+strategy (recipes/distribute.py), and restored after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import types
+from typing import Iterator
 
 import keras
 import tensorflow as tf
@@ -310,11 +312,14 @@ def _handle(variable) -> tf.Tensor:
 
 
 # ------------------------------------------------------------------------------------ tf.distribute
-def enable_distributed_fit() -> None:
-    """Let `Model.fit` / `evaluate` run under `MirroredStrategy` and `MultiWorkerMirroredStrategy`.
+@contextlib.contextmanager
+def distributed_fit() -> Iterator[None]:
+    """While the block runs, `Model.fit` / `evaluate` can run under `MirroredStrategy` and
+    `MultiWorkerMirroredStrategy`; Keras's own functions are back when it ends, however it ends.
 
     Two places in keras/src/backend/tensorflow/trainer.py fail there (found with keras 3.15.1 and
-    TF 2.21; tests/test_distribute.py trains every recipe both ways):
+    TF 2.21; tests/test_distribute.py trains every recipe both ways, and
+    tests/test_compat.py fails once Keras trains such a model unpatched, so that this can go):
     - `_maybe_symbolic_build` takes a first batch of the distributed dataset and averages it over
       the replicas with `strategy.reduce("MEAN", batch)`. `MirroredStrategy` cannot add up a
       boolean padding mask ("Value for attr 'T' of bool is not in the list of allowed values ...
@@ -327,16 +332,17 @@ def enable_distributed_fit() -> None:
     - `reduce_per_replica` reduces the scalar step logs with `strategy.reduce("MEAN", v, axis=0)`:
       "Invalid reduction dimension 0 for input with 0 dimensions". They are scalars: mean over
       replicas, as Keras does for `MirroredStrategy`.
-    Idempotent; the epoch logs (history.csv) are unaffected, Keras computes them from the metrics'
-    synchronised variables.
+    The epoch logs (history.csv) are unaffected, Keras computes them from the metrics' synchronised
+    variables. Nested blocks patch once.
     """
     from keras.src import tree  # noqa: PLC0415
     from keras.src.backend.tensorflow import trainer  # noqa: PLC0415
 
-    if getattr(trainer, "_keras_zoo_distributed_fit", False):
-        return
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
     reduce_per_replica = trainer.reduce_per_replica
+    if getattr(symbolic_build, "keras_zoo_patch", False):  # an enclosing block has patched them
+        yield
+        return
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None or iterator is None:
@@ -349,6 +355,11 @@ def enable_distributed_fit() -> None:
                                       if isinstance(v, tf.distribute.DistributedValues) else v, values)
         return reduce_per_replica(values, strategy, reduction)
 
+    maybe_symbolic_build.keras_zoo_patch = True
     trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     trainer.reduce_per_replica = reduce_scalars
-    trainer._keras_zoo_distributed_fit = True
+    try:
+        yield
+    finally:
+        trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build
+        trainer.reduce_per_replica = reduce_per_replica

@@ -1,7 +1,9 @@
 """TensorFlow's CPU settings that must be in place before TensorFlow makes its first tensor.
 
-Importing any keras-zoo package (`zoo`, `recipes`, `tuning`) calls `configure_tensorflow_cpu()`;
-a value the user already set in the environment always wins. Measured on the project's 2-core
+Importing a keras-zoo package changes nothing. The `keras-zoo` and `python -m recipes.<task>`
+programs call `prepare_command_process()` first, which applies them; a library user calls
+`configure_tensorflow_cpu()` before importing TensorFlow. A value the user already set in the
+environment always wins. Measured on the project's 2-core
 AMD EPYC (AVX2, no native bf16), a MiniLM-L6 training step on SST-2 batches
 (benchmarks/step_options.py; benchmarks/RESULTS.md, "Faster than the PyTorch peer"):
 
@@ -24,13 +26,15 @@ The BFC allocator keeps the memory it has taken until the process ends (up to
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import os
 import re
+import select
+import signal
 import sys
-import tempfile
+import time
 from pathlib import Path
-from typing import Iterator, MutableMapping
+from typing import MutableMapping
 
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
 
@@ -43,6 +47,24 @@ def cpu_flags() -> frozenset[str]:
         return frozenset()
     return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
                            if line.startswith("flags")), []))
+
+
+SPEEDUPS_VARIABLE = "KERAS_ZOO_SPEEDUPS"  # 0 turns keras-zoo's rewrites of Keras internals off (zoo/keras_compat.py)
+
+
+def speedups_from_environment(environ: MutableMapping[str, str] = os.environ) -> bool | None:
+    """KERAS_ZOO_SPEEDUPS as a boolean, None where it is not set. Where set, it wins over the
+    config's `train.speedups` (the engine writes it into a new run's config)."""
+    from zoo.errors import UserError  # noqa: PLC0415  (a light module; keeps this one standalone)
+
+    value = environ.get(SPEEDUPS_VARIABLE, "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise UserError(f"{SPEEDUPS_VARIABLE}: '{value}' is not 0 or 1")
 
 
 # Names the variables set here for training's sake rather than by the user; inherited by child
@@ -70,63 +92,107 @@ def prefer_inference_kernels(environ: MutableMapping[str, str] = os.environ) -> 
 
 
 # ------------------------------------------------------------------------------- native log lines
-# Lines TensorFlow's C++ side prints while it loads and looks for GPUs, that say nothing is wrong.
-# They bypass TF_CPP_MIN_LOG_LEVEL: they are logged before TensorFlow initialises absl logging
-# (TensorFlow issue #100442), so the level is not applied yet, and cuInit's is an ERROR line.
+# Lines TensorFlow's C++ side prints that say nothing is wrong. Some bypass TF_CPP_MIN_LOG_LEVEL:
+# they are logged before TensorFlow initialises absl logging (TensorFlow issue #100442), so the
+# level is not applied yet, cuInit's is an ERROR line, and oneDNN's notice on CPUs without AVX-512
+# comes mid-run, as an ERROR, the first time an int64 op runs (seen on an AMD EPYC with AVX-512 too).
 HARMLESS_NATIVE_LOG = re.compile(
     r"absl::InitializeLog\(\) is called|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation_placer\.cc.*already registered|oneDNN custom operations are on|cpu_feature_guard\.cc"
-    r"|rebuild TensorFlow with the appropriate compiler|This TensorFlow binary is optimized")
+    r"|rebuild TensorFlow with the appropriate compiler|This TensorFlow binary is optimized"
+    r"|oneDNN supports DT_[A-Z0-9]+ only on platforms with AVX-512")
 # On a machine without an NVIDIA device, TensorFlow's failing search for one is harmless too; where
 # there is one, these lines may say why TensorFlow cannot use it, and are kept.
 NO_GPU_NATIVE_LOG = re.compile(HARMLESS_NATIVE_LOG.pattern + r"|cudart_stub\.cc.*Could not find cuda drivers"
                                r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit")
+VERBOSE_VARIABLE = "KERAS_ZOO_VERBOSE"
+# How long a line without its end (a progress bar redrawn with \r) waits for the rest before it
+# is passed on as it is.
+PARTIAL_LINE_WAIT_S = 0.05
 
 
 def harmless_native_log() -> re.Pattern:
-    """The start-up lines to drop on this machine."""
+    """The lines to drop on this machine."""
     return HARMLESS_NATIVE_LOG if list(Path("/dev").glob("nvidia[0-9]*")) else NO_GPU_NATIVE_LOG
 
 
 def native_logs_shown() -> bool:
     """`keras-zoo --verbose` (or KERAS_ZOO_VERBOSE=1) shows TensorFlow's C++ log lines."""
-    return os.environ.get("KERAS_ZOO_VERBOSE", "") not in ("", "0")
+    return os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
 
 
-@contextlib.contextmanager
-def filtered_native_logs(harmless: re.Pattern | None = None) -> Iterator[None]:
-    """Hold what the process writes to file descriptor 2 (C++ logs included) in a temporary file
-    while the block runs, then write every line back to stderr except the harmless ones. Nothing
-    else is dropped: a traceback or a real error line comes out when the block ends."""
+def forward_filtered(source: int, target: int, harmless: re.Pattern) -> None:
+    """Copy what arrives on file descriptor `source` to `target` until end of file, line by line as
+    it arrives, without the lines that `harmless` matches. A line whose end has not come within
+    PARTIAL_LINE_WAIT_S is passed on as far as it goes (a progress bar drawn with \r)."""
+    pending = b""
+    while True:
+        ready, _, _ = select.select([source], [], [], PARTIAL_LINE_WAIT_S if pending else None)
+        chunk = os.read(source, 65536) if ready else b""
+        if ready and not chunk:  # end of file: every writer has closed
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not harmless.search(line.decode(errors="replace")))
+        if pending and not ready:  # nothing more came: pass on what there is of the line
+            out, pending = out + (b"" if harmless.search(pending.decode(errors="replace")) else pending), b""
+        _write_all(target, out)
+    if pending and not harmless.search(pending.decode(errors="replace")):
+        _write_all(target, pending)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def filter_native_logs(harmless: re.Pattern | None = None) -> None:
+    """From now until this process and the processes it starts have ended, pass what they write to
+    file descriptor 2 (C++ logs included) on to stderr as it comes, less the harmless lines.
+
+    The filter is a child process forked here, reading a pipe that becomes this process's fd 2:
+    a thread would die with the process, and the last lines before a crash (a fatal C++ check, a
+    SIGKILL) with it; the child reads until every writer is gone. Call it before TensorFlow is
+    imported (fork is safe while the process has one thread). Nothing is held: a traceback or a
+    real error line comes out when it is written."""
     harmless = harmless or harmless_native_log()
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the filter: ignores Ctrl-C (meant for the command) and ends at end of file
         try:
-            yield
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # Holds nothing of the command's but the pipe and stderr: not its stdout pipe, say,
+            # which its reader would otherwise see open until this ends.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.closerange(3, read_end)
+            os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+            forward_filtered(read_end, 2, harmless)
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines(keepends=True):
-                if not harmless.search(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+            os._exit(0)
+    os.close(read_end)
+    original = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def finish() -> None:  # at exit: stderr back to the terminal or file, the filter drained
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.waitpid(child, os.WNOHANG) == (0, 0):
+            time.sleep(0.01)
+
+    atexit.register(finish)
 
 
-def load_tensorflow_quietly() -> None:
-    """Import TensorFlow and let it look for GPUs (where cuInit logs) without the harmless C++
-    lines, unless `native_logs_shown()`. TF_CPP_MIN_LOG_LEVEL=2 (set here unless the user set it)
-    keeps TensorFlow's later INFO and WARNING lines out."""
+def prepare_command_process() -> None:
+    """What the `keras-zoo` and `python -m recipes.<task>` programs do first, before TensorFlow
+    loads: the CPU settings above, TF_CPP_MIN_LOG_LEVEL=2 (unless the user set it) and the native
+    log filter, unless `native_logs_shown()`. Library users call `configure_tensorflow_cpu()`."""
+    configure_tensorflow_cpu()
     if native_logs_shown():
-        import tensorflow as tf  # noqa: PLC0415
-
-        tf.config.list_physical_devices()
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with filtered_native_logs():
-        import tensorflow as tf  # noqa: PLC0415
-
-        tf.config.list_physical_devices()
+    filter_native_logs()
