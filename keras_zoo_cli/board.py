@@ -6,6 +6,7 @@ port), prints the URL and stops on Ctrl-C without a traceback.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"{runs_dir}: no such directory (train a recipe first, or name the runs directory)")
+    if not os.access(runs_dir, os.R_OK | os.X_OK):
+        raise UserError(f"{runs_dir}: cannot read it (permission denied)")
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port}: must be between 0 and 65535")
     from tensorboard import program  # noqa: PLC0415  (imports TensorFlow: seconds)

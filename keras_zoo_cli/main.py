@@ -9,7 +9,8 @@ import os
 import sys
 from typing import Sequence
 
-from recipes.cli import add_config_options, add_recipe_commands, config_overrides, guarded, run_recipe_command
+from recipes.cli import (add_config_options, add_recipe_commands, config_overrides, guarded, parse_command_line,
+                         run_recipe_command)
 from zoo.catalog import TASKS, format_catalog
 from zoo.errors import UserError
 
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     `argv` it is the program itself and applies its process settings first (CPU settings, the
     native log filter: zoo/runtime.py `prepare_command_process`); with `argv` (tests, notebooks)
     it runs the command in the caller's process as it is."""
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --workers N` reruns it in each worker
     args.origin = ["keras-zoo", *args.argv]  # the model card's command
     if args.verbose:

@@ -23,7 +23,8 @@ from typing import Iterator, Sequence
 
 import yaml
 
-from recipes.run_dir import RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
+from recipes.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
+from recipes.run_files import RunFileError, read_if_present
 from recipes.run_metrics import final_metrics, history_rows, monitor_mode
 from tuning.common import SearchDir
 from zoo.backbones import REMOTE_PREFIXES
@@ -136,7 +137,10 @@ def _best(trials: list[dict], objective: str, direction: str) -> dict:
 def search_is_running(path: Path) -> bool:
     """The search's chief (or single process) holds its lock, a trial's run is being trained, or a
     worker's heartbeat is fresh (a worker whose chief is on another host)."""
-    timeout = read_mapping(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
+    try:
+        timeout = read_mapping(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
+    except RunFileError:
+        timeout = 120
     runs = [run for run in path.glob("trials/trial_*/run*") if is_run(run)]
     return (is_locked(lock_path(path)) or any(run_status(run)["status"] == "running" for run in runs)
             or any(_age(beat) < timeout for beat in SearchDir(path).workers.glob("*.alive")))
@@ -182,12 +186,30 @@ def _name(path: Path, runs_dir: str) -> str:
 
 
 def read_mapping(file: Path) -> dict:
-    """A JSON or YAML file's mapping; {} when it is missing or torn."""
+    """A run's or search's file, its shape checked ({} while it does not exist); a malformed one
+    raises RunFileError, which makes the run's row `unreadable`."""
+    return read_if_present(file)
+
+
+def unreadable_row(path: Path, runs_dir: str, error: RunFileError) -> dict:
+    """The row of a run or search one of whose files is malformed: its name and what is wrong."""
+    kind = "search" if (path / "search.yaml").is_file() and not is_run(path) else "run"
+    return _row(kind, path, runs_dir, recipe=path.parent.name, status=f"unreadable: {error.short}",
+                reason=error.short, backbone="-", epochs="-", metrics={}, key_metrics=[], created_at=None, end=None)
+
+
+def row(path: Path, runs_dir: str) -> dict:
+    """A run's or search's row, or its `unreadable` row."""
     try:
-        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        if is_search(path):
+            return search_row(path, runs_dir)
+        row = run_row(path, runs_dir)
+    except RunFileError as e:
+        return unreadable_row(path, runs_dir, e)
+    status = run_status(path)
+    if status["status"] == UNREADABLE:
+        return {**row, "status": f"unreadable: {status['reason']}", "reason": status["reason"]}
+    return row
 
 
 # ------------------------------------------------------------------------------------------- table
@@ -244,6 +266,8 @@ def _refusal(path: Path, locks: contextlib.ExitStack) -> str:
         return "not a keras-zoo run or search; refusing to delete it"
     elif run_status(path)["status"] == "running":
         return "running; stop it first"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{path.parent} cannot be written (permission denied, or a read-only file system)"
     try:
         handle = locks.enter_context(lock_path(path).open("a"))
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -285,8 +309,7 @@ def runs_command(patterns: Sequence[str], runs_dir: str, sort: str | None, as_js
         if patterns:
             raise UserError("--delete takes the names itself; leave out the patterns")
         return "\n".join(delete(delete_names, runs_dir))
-    rows = [search_row(path, runs_dir) if is_search(path) else run_row(path, runs_dir)
-            for path in find(patterns, runs_dir)]
+    rows = [row(path, runs_dir) for path in find(patterns, runs_dir)]
     rows = sort_rows(rows, sort)
     if as_json:
         return json.dumps(rows, indent=2)

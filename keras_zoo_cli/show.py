@@ -10,7 +10,8 @@ from keras_zoo_cli.runs import is_search, read_mapping, resolve, run_row, search
 from recipes.cli import kept_epoch_line
 from recipes.model_card import format_runtime
 from recipes.registry import load_recipe
-from recipes.run_dir import is_run
+from recipes.run_dir import UNREADABLE, is_run, run_status
+from recipes.run_files import RunFileError
 from recipes.run_metrics import scalar_metrics
 from tuning.common import SearchDir, SearchResult
 from tuning.results import format_table
@@ -20,10 +21,17 @@ from zoo.errors import UserError
 def show(name: str, runs_dir: str) -> str:
     """What `keras-zoo show` prints for a run or search named under `runs_dir`, or by its path."""
     path = resolve(name, runs_dir)
-    if is_search(path):
-        return _show_search(path, runs_dir)
+    try:
+        return _show_search(path, runs_dir) if is_search(path) else _show_run(path, name, runs_dir)
+    except RunFileError as e:
+        raise UserError(f"{path}: unreadable: {e.short}") from None
+
+
+def _show_run(path: Path, name: str, runs_dir: str) -> str:
     if not path.is_dir() or not is_run(path):
         raise UserError(f"{name}: not a keras-zoo run or search (no run.json, nor search.yaml)")
+    if (state := run_status(path))["status"] == UNREADABLE:
+        raise UserError(f"{path}: unreadable: {state['reason']}")
     r, report, config = run_row(path, runs_dir), read_mapping(path / "metrics.json"), path / "config.yaml"
     status = f"failed: {r['reason']}" if r["reason"] else r["status"]  # the whole reason
     lines = [f"run:      {r['name']} ({r['recipe']})", f"status:   {status}", f"backbone: {r['backbone']}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import os
 import sys
@@ -118,7 +119,7 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     elif args.command == "predict":
         _predict(recipe, args)
     elif args.command == "export":
-        if args.preset:
+        if args.preset is not None:
             print(f"preset written: {engine.export_preset(recipe, args.run, args.preset)}")
         else:
             print(f"exported: {engine.export(recipe, args.run)}")
@@ -186,16 +187,33 @@ def kept_epoch_line(report: dict) -> str:
 
 
 def guarded(command) -> int:
-    """Run `command()`: a user error is one line on stderr and exit status 2, Ctrl-C exit 130."""
+    """Run `command()`: a user error is one line on stderr and exit status 2, Ctrl-C exit 130. So is
+    a file the user may not write (or read) there: a read-only runs folder, say."""
     try:
         command()
     except UserError as e:
         print(f"keras-zoo: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        print(f"keras-zoo: error: {e.filename}: {e.strerror.lower()} (nothing was changed there)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("keras-zoo: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, except that `predict` also takes texts and files given after its
+    options (`predict RUN --jsonl "a fine film"`), which argparse leaves unrecognised."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "predict" and not any(item.startswith("-") for item in extra):
+        args.inputs = [*args.inputs, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def script_main(recipe, argv: Sequence[str] | None = None) -> int:
@@ -204,7 +222,7 @@ def script_main(recipe, argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m recipes.{recipe.name}",
                                      description=f"The {recipe.name} recipe: train, evaluate, predict, export.")
     add_recipe_commands(parser.add_subparsers(dest="command", required=True), recipe_argument=False)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     args.origin = ["python", "-m", f"recipes.{recipe.name}", *(sys.argv[1:] if argv is None else argv)]
     if argv is None:
         from zoo.runtime import prepare_command_process  # noqa: PLC0415

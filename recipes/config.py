@@ -138,6 +138,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return load_config_and_keys(cls, path, overrides)[0]
 
 
+def yaml_position(error: Exception) -> str:
+    """`LINE:COLUMN:` (1-based) of a YAML error, where PyYAML knows it ("" where not)."""
+    mark = getattr(error, "problem_mark", None)
+    return f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+
+
 def load_config_and_keys(cls: type[C], path: str | Path | None = None,
                          overrides: list[str] | tuple[str, ...] = ()) -> tuple[C, list[str]]:
     """`(config, keys)`: the config as `load_config` builds it, and the dotted keys that the file
@@ -150,7 +156,7 @@ def load_config_and_keys(cls: type[C], path: str | Path | None = None,
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+            raise UserError(f"{path}:{yaml_position(e)} invalid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: a config must be a mapping of sections")
         values = loaded

@@ -16,13 +16,13 @@ finished (and swap it in when it replaces another). Nothing a recipe writes itse
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from recipes import devices, distribute, model_card, summaries, training
@@ -30,6 +30,7 @@ from recipes.config import check_config, flat_values, save_config, value_at, wit
 from recipes.contract import Evaluation, Recipe
 from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
+from recipes.run_files import read_if_present
 from recipes.run_metrics import final_metrics, scalar_metrics
 from zoo import keras_compat
 from zoo.errors import UserError
@@ -262,6 +263,9 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
         model = keras.saving.load_model(str(run.keras_model), compile=False)
     except ValueError as e:  # e.g. Keras's safe mode refusing a lambda layer
         raise UserError(f"{run.keras_model}: Keras cannot load it ({str(e).strip().splitlines()[0][:200]})") from None
+    if not all(np.isfinite(weight).all() for weight in model.get_weights()):
+        raise UserError(f"{run.keras_model}: some weights are not finite (NaN or Inf), so every output would be; "
+                        "the model diverged: train it again with a lower train.learning_rate")
     if speedups_enabled(cfg.train.speedups):  # this model only runs forward: same outputs, fewer passes over memory
         keras_compat.use_inference_dense(model)
     return run, cfg, recipe.load(run.path, cfg, task, model)
@@ -271,6 +275,7 @@ def evaluate(recipe: Recipe | str, run_path: str | Path, source: str = "", split
     """Evaluate a finished run on `source` (default: the run's own `split`, read as in training);
     the report goes to metrics.json and TensorBoard as `evaluate_<split>`."""
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    check_writable(Path(run_path), "evaluate writes its report (metrics.json, TensorBoard) into the run")
     run, cfg, predictor = open_finished(recipe, run_path)
     if source:
         examples = recipe.read_split(cfg, source, split)
@@ -309,6 +314,7 @@ def _checked_inputs(recipe: Recipe, inputs: Sequence[str], pretokenized: bool) -
 def export(recipe: Recipe | str, run_path: str | Path) -> Path:
     """Write a finished run's deployable models again (into its export/ folder)."""
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    check_writable(Path(run_path) / "export", "export writes into the run's export/ folder")
     run, _, predictor = open_finished(recipe, run_path)
     path = recipe.export(predictor, run.export)
     if (run.path / "data.json").exists():  # runs from before model cards have none to copy
@@ -327,10 +333,13 @@ def export_preset(recipe: Recipe | str, run_path: str | Path, directory: str | P
     from zoo.presets import save_task_preset  # noqa: PLC0415
 
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not str(directory).strip():
+        raise UserError("--preset: empty; name the directory to write the preset into")
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         what = "is not empty" if target.is_dir() else "is a file"
         raise UserError(f"{target}: exists and {what}; choose another --preset directory")
+    check_writable(target.parent, "the preset is built beside its directory, then renamed into place")
     run, cfg, predictor = open_finished(recipe, run_path)
     building = target.with_name(f".{target.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
@@ -378,6 +387,14 @@ def load_preset(directory: str | Path) -> PresetModel:
     return PresetModel(recipe, recipe.load(directory, cfg, record["task"], load_task_model(directory)))
 
 
+def check_writable(path: Path, why: str) -> None:
+    """Fail in one line, before any work, when `path` (an existing directory) cannot be written."""
+    import os  # noqa: PLC0415
+
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot write there (permission denied, or a read-only file system); {why}")
+
+
 # ------------------------------------------------------------------------------------------ reports
 def _evaluate(recipe: Recipe, predictor: Any, examples: Any, run: RunDir, split: str, cfg: Any, step: int) -> dict:
     evaluation = recipe.evaluate(predictor, examples, split, cfg)
@@ -391,7 +408,7 @@ def write_report(run: RunDir, split: str, evaluation: Evaluation, step: int) -> 
     scores (true class ids, class probabilities; classes named by `report["labels"]`) and its
     embedding projector."""
     report = evaluation.report
-    metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    metrics = read_if_present(run.metrics)
     metrics[split] = report
     run.write_json(run.metrics, metrics)
     if split in REPORTED_SPLITS:  # the model card shows them beside its figures

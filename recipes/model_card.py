@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from recipes.run_files import read_if_present, read_run_file
 from recipes.run_metrics import scalar_metrics
 from zoo.catalog import CATALOG
 
@@ -111,8 +111,7 @@ def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None,
 
 def _run_facts(run_path: Path) -> dict:
     def read_json(name: str) -> dict:
-        path = run_path / name
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_if_present(run_path / name)
 
     history = []
     if (run_path / "history.csv").exists():
@@ -120,7 +119,7 @@ def _run_facts(run_path: Path) -> dict:
             history = list(csv.DictReader(f))
     return {"name": run_path.name, "status": read_json("run.json"), "data": read_json("data.json"),
             "metrics": read_json("metrics.json"), "task": read_json("task.json"), "history": history,
-            "cfg": yaml.safe_load((run_path / "config.yaml").read_text()),
+            "cfg": read_run_file(run_path / "config.yaml"),
             "config_text": (run_path / "config.yaml").read_text()}
 
 
@@ -129,8 +128,7 @@ def front_matter(recipe: Any, facts: dict) -> dict:
     reported figures as a `model-index` (the values are metrics.json's, unrounded)."""
     backbone = _backbone(facts["cfg"])
     entry = CATALOG.get(backbone)
-    dataset = Path(facts["data"].get("train", {}).get("source", "")).name or "data"
-    results = [{"task": {"type": recipe.hub_task}, "dataset": {"name": dataset, "type": dataset, "split": split},
+    results = [{"task": {"type": recipe.hub_task}, "dataset": evaluated_on(facts["data"], split),
                 "metrics": [{"type": key, "value": value, "name": f"{split} {key}"}
                             for key, value in scalar_metrics(facts["metrics"][split]).items()]}
                for split in ("validation", "test") if split in facts["metrics"]]
@@ -140,6 +138,17 @@ def front_matter(recipe: Any, facts: dict) -> dict:
         meta["base_model"] = backbone.removeprefix("hf://")
     meta["model-index"] = [{"name": facts["name"], "results": results}]
     return meta
+
+
+def evaluated_on(data: dict, split: str) -> dict:
+    """The model-index `dataset` of a split's figures: the file they were computed on (data.json),
+    and for a split carved out of the training data, that it was held out of it."""
+    row = data.get(split) or {}
+    train = Path(str((data.get("train") or {}).get("source", ""))).name
+    name = Path(str(row.get("source", ""))).name or train or "data"
+    held_out = row.get("part_of_train") or not row.get("source")
+    return {"name": name, "type": name, "split": f"{split} (held out of {train or 'the training data'})" if held_out
+            else split}
 
 
 def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from recipes.run_files import RunFileError, read_run_file
 from zoo.errors import UserError
 
 STATUS_FILE = "run.json"
+UNREADABLE = "unreadable"  # run_status of a run whose run.json is malformed
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ class RunDir:
     def write_json(self, path: Path, data) -> None:
         write_json(path, data)
 
-    def read_json(self, path: Path):
-        if not path.exists():
-            raise UserError(f"{path}: not found; is {self.path} a finished run?")
-        return json.loads(path.read_text())
+    def read_json(self, path: Path) -> dict:
+        """One of the run's files, its shape checked (recipes/run_files.py)."""
+        try:
+            return read_run_file(path)
+        except FileNotFoundError:
+            raise UserError(f"{path}: not found; is {self.path} a finished run?") from None
 
 
 def write_json(path: Path, data) -> None:
@@ -84,14 +88,15 @@ def is_run(path: Path) -> bool:
 
 
 def run_status(path: Path) -> dict:
-    """The run's status record; `running` becomes `interrupted` when no live command holds the run's lock."""
+    """The run's status record; `running` becomes `interrupted` when no live command holds the run's
+    lock, and a malformed run.json is `unreadable`, with the reason."""
     file = path / STATUS_FILE
     try:
-        status = json.loads(file.read_text())
+        status = read_run_file(file)
     except FileNotFoundError:  # made before run.json existed
         status = {"status": "finished" if (path / "export" / "model.keras").exists() else "interrupted"}
-    except (OSError, json.JSONDecodeError):
-        status = {"status": "interrupted"}
+    except RunFileError as e:
+        status = {"status": UNREADABLE, "reason": e.short}
     if status.get("status") == "running" and not is_locked(lock_path(_final_path(path))):
         status["status"] = "interrupted"
     return status
@@ -167,6 +172,9 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
                     raise UserError(f"{candidate}: another command is training this run right now")
                 if state == "finished":
                     raise UserError(f"{candidate}: finished; nothing to resume (--overwrite trains it again)")
+                if state == UNREADABLE:
+                    raise UserError(f"{candidate}: {run_status(candidate)['reason']}; it cannot be resumed "
+                                    "(--overwrite trains it again)")
                 return RunPlan(final, candidate, resume=True,
                                replaces=run_status(final)["status"] if candidate == partial and final.exists() else "")
         raise UserError(f"{final}: nothing to resume (no run there); start it without --resume")
@@ -190,10 +198,14 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
             raise UserError(f"{partial}: an interrupted replacement of this run is there; --resume continues it, "
                             "--overwrite starts again")
         return RunPlan(final, partial, resume=False, replaces=state)
-    hint = "--overwrite to replace it (the old run stays until the new one finishes) or --resume to continue it"
     if state == "interrupted":
-        raise UserError(f"{final}: an interrupted run of this name is there; {hint}")
-    raise UserError(f"{final}: run directory exists; pass {hint}")
+        raise UserError(f"{final}: an interrupted run of this name is there; --resume continues it, --overwrite "
+                        "replaces it (the old run stays until the new one finishes)")
+    if state == UNREADABLE:
+        raise UserError(f"{final}: a run of this name is there, but {status['reason']}; --overwrite replaces it "
+                        "(the old run stays until the new one finishes)")
+    raise UserError(f"{final}: a finished run of this name is there; --overwrite replaces it (the old run stays "
+                    "until the new one finishes), or choose another --name")
 
 
 def plan_training_run(run_cfg, recipe: str, *, overwrite: bool = False, resume: bool = False) -> RunPlan:
@@ -215,7 +227,7 @@ def _check_writable(final: Path) -> None:
     if not existing.is_dir():
         raise UserError(f"{existing}: is a file, not a directory; the run cannot go under it")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{existing}: cannot write there (permission denied); choose another --runs-dir")
+        raise UserError(f"{existing}: cannot write there (permission denied, or a read-only file system); choose another --runs-dir")
 
 
 def recover_swap(final: Path) -> None:

@@ -6,11 +6,11 @@ TensorFlow."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Mapping
 
 from recipes.run_dir import RunDir
+from recipes.run_files import read_if_present
 
 
 def monitor_mode(monitor: str) -> str:
@@ -58,6 +58,6 @@ def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
         metrics["best_epoch"] = float(int(best["epoch"]) + 1)
         metrics["epochs"] = float(len(rows))
-    report = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    report = read_if_present(run.metrics)
     metrics.update(report_metrics(report))
     return metrics

@@ -8,6 +8,7 @@ stopping, resume from the last epoch, NaN guard, TensorBoard curves) lives here 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 import warnings
@@ -138,33 +139,28 @@ def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples
                logging: RunConfig) -> None:
     callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
     build_optimizer(model)  # here, not for phases that are skipped or already done
-    try:
-        model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
-                  callbacks=callbacks, class_weight=class_weight, verbose=verbose,
-                  shuffle=False)  # the datasets shuffle themselves (and Keras warns on shuffle=True)
-    except RuntimeError as e:
-        if "NaN" in str(e) or "Inf" in str(e):
-            raise UserError(f"training diverged: the loss became NaN/Inf ({e}); lower train.learning_rate "
-                            "or check the data for broken labels") from None
-        raise
+    model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
+              callbacks=callbacks, class_weight=class_weight, verbose=verbose,
+              shuffle=False)  # the datasets shuffle themselves (and Keras warns on shuffle=True)
 
 
 def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, backup: Path,
                        extra_callbacks: list | None = None, logging: RunConfig | None = None) -> list:
-    """The callbacks of every training phase: figures per epoch, the recipe's own, resume state,
-    best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is off), NaN guard, early stopping."""
+    """The callbacks of every training phase: figures per epoch, the recipe's own, the divergence
+    guard, resume state, best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is
+    off), early stopping."""
     mode = monitor_mode(cfg.monitor)
     logging = logging or RunConfig()
     callbacks = [
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
         *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
+        StopWhenDiverged(cfg.learning_rate),  # before anything saves the epoch's weights or figures
         ResumeState(str(backup)),
         BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history),
         keras.callbacks.CSVLogger(str(run.history), append=True),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     if run.tensorboard:
-        callbacks.insert(-1, TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
+        callbacks.append(TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
     if cfg.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
                                                        patience=cfg.early_stopping_patience))
@@ -173,6 +169,41 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
 
 def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
+
+
+class Diverged(UserError):
+    """Training produced a value that is not finite (recipes/training.py `StopWhenDiverged`)."""
+
+
+class StopWhenDiverged(keras.callbacks.Callback):
+    """Stops training where a non-finite value first shows: a step's loss (checked every step, as
+    Keras's TerminateOnNaN does), the epoch's validation loss and metrics, or the weights after the
+    epoch's updates (one reduction per epoch): one optimizer step can blow the weights up while its
+    own loss was still finite. It runs before the callbacks that save the epoch's weights, resume
+    state and figures, so none of the diverged epoch's is kept; the run ends `failed`."""
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate, self.epoch = learning_rate, 0
+
+    def _stop(self, what: str) -> None:
+        raise Diverged(f"training diverged: {what}; lower train.learning_rate (it is {self.learning_rate:g}) "
+                       "or check the data for broken labels")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"the training loss is {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                self._stop(f"{key} is {value} after epoch {epoch + 1}")
+        if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in self.model.trainable_weights])):
+            self._stop(f"the weights are not finite after epoch {epoch + 1}")
 
 
 class BestEpochCheckpoint(keras.callbacks.Callback):

@@ -218,6 +218,11 @@ def check_model_card(run: Path) -> dict:
     expected = {(front["pipeline_tag"], f"{split} {key}"): value for split in ("validation", "test")
                 for key, value in metrics.get(split, {}).items() if isinstance(value, float)}
     assert shown == expected and expected
+    data = json.loads((run / "data.json").read_text())
+    for result in front["model-index"][0]["results"]:  # each figure names the data it was computed on
+        split = result["dataset"]["split"].split(" ")[0]
+        assert result["dataset"]["name"] == Path(data[split]["source"]).name, (split, result["dataset"])
+        assert ("held out of" in result["dataset"]["split"]) == bool(data[split]["part_of_train"])
     for split in ("validation", "test"):
         if split in metrics:
             table_row = next(iter(metrics[split].get("per_class", metrics[split].get("per_type", {})).items()))

@@ -127,6 +127,11 @@ def test_keras_internals_that_zoo_keras_compat_uses_are_there(tmp_path):
     model = keras.Sequential([keras.Input((2,)), inner, keras.layers.Dense(1, name="outer_dense")])
     names = {layer.name for layer in keras_compat.all_layers(model)}
     assert {"inner", "inner_dense", "outer_dense"} <= names, f"Model._flatten_layers changed in {where}: {names}"
+    model.compile(optimizer="adam", loss="mse")
+    assert keras.models.clone_model(model).compiled, f"clone_model no longer compiles its clone in {where}"
+    with keras_compat.uncompiled(model):
+        clone = keras.models.clone_model(model)
+    assert model.compiled and not clone.compiled and clone.get_compile_config() in (None, {}), where
 
 
 def test_keras_trainer_functions_that_distributed_fit_replaces_are_there_and_come_back():

@@ -189,8 +189,8 @@ def test_resume_auto_continues_an_interrupted_run_and_starts_a_missing_one(tmp_p
     (run / "run.json").write_text(json.dumps({"status": "running", "pid": 1}))  # no lock held: interrupted
     assert plan_run(str(tmp_path), "toy", "r", resume="auto").resume
     (run / "run.json").write_text(json.dumps({"status": "finished"}))
-    with pytest.raises(UserError, match="run directory exists"):
-        plan_run(str(tmp_path), "toy", "r", resume="auto")
+    with pytest.raises(UserError, match="a finished run of this name is there; --overwrite replaces it"):
+        plan_run(str(tmp_path), "toy", "r", resume="auto")  # the hint fits the run: no --resume for a finished one
 
 
 # ------------------------------------------------------------------------------ training, two ways

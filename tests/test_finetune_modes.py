@@ -42,13 +42,33 @@ def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, 
     keras.backend.clear_session()
 
 
-def test_a_diverging_run_stops_with_a_clear_message(tiny_bert, tmp_path):
+@pytest.mark.parametrize("rows, batch_size, where", [
+    (64, 32, r"the training loss is (nan|inf) at epoch 1, step \\d+"),  # a later step's loss shows it
+    (40, 64, r"val_loss is (nan|inf) after epoch 1"),  # one step an epoch: its loss is finite, its update is not
+])
+def test_a_diverging_run_fails_saying_where_and_keeps_nothing_of_it(tiny_bert, tmp_path, rows, batch_size, where):
+    """`train.learning_rate=1e30`: the run ends `failed`, exit 2, one line naming the epoch (and
+    step) and the learning rate; no weights of the diverged epoch are saved, nothing is exported,
+    and predict refuses the run."""
+    import json
+    import re
+
     from tests.conftest import run_cli
 
-    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(64, seed=6))
-    result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), "--set", f"model.backbone={tiny_bert}",
-                     "--set", f"data.train={train}", "--set", "data.validation=", "--set", "train.epochs=2",
-                     "--set", "train.learning_rate=1e30", "--set", "train.clipnorm=0", "--set", "train.warmup_ratio=0")
+    train = write_jsonl(tmp_path / "train.jsonl", make_reviews(rows, seed=6))
+    dev = write_jsonl(tmp_path / "dev.jsonl", make_reviews(16, seed=7))
+    result = run_cli("train", "sentiment", "--runs-dir", str(tmp_path), "--name", "nan",
+                     "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={train}",
+                     "--set", f"data.validation={dev}", "--set", "train.epochs=2", "--set", f"train.batch_size={batch_size}",
+                     "--set", "train.learning_rate=1e30", "--set", "train.warmup_ratio=0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")]
-    assert len(errors) == 1 and "training diverged: the loss became NaN/Inf" in errors[0], result.stderr[-2000:]
+    assert len(errors) == 1 and re.search(f"training diverged: {where}; lower train.learning_rate \\(it is 1e\\+30\\)",
+                                          errors[0]), result.stderr[-2000:]
+    run = tmp_path / "sentiment" / "nan"
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "failed" and "training diverged" in status["reason"]
+    assert not (run / "checkpoints" / "best.weights.h5").exists() and not (run / "export" / "model.keras").exists()
+    assert not (run / "history.csv").exists() or len((run / "history.csv").read_text().splitlines()) <= 1
+    predicted = run_cli("predict", "sentiment", str(run), "a fine film")
+    assert predicted.returncode == 2 and "the run did not finish" in predicted.stderr

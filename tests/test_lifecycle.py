@@ -106,7 +106,7 @@ def test_unwritable_runs_directory_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_dir.os, "access", lambda path, mode: False)
     code, _, err = cli("train", TOY, "--runs-dir", str(tmp_path / "runs"), *FAST)
-    assert code == 2 and "cannot write there (permission denied)" in error_line(err)
+    assert code == 2 and "cannot write there (permission denied, or a read-only file system)" in error_line(err)
     monkeypatch.undo()
 
     def refuse(self, *args, **kwargs):
@@ -258,6 +258,20 @@ def test_the_cpu_bf16_variable_forces_auto_both_ways_and_names_a_bad_value(monke
         devices.forced_cpu_bf16()
 
 
+def test_a_model_whose_weights_are_not_finite_is_refused_by_predict_evaluate_and_export(finished):
+    import keras
+
+    runs, run, _ = finished
+    model = keras.saving.load_model(run / "export" / "model.keras", compile=False)
+    weights = model.get_weights()
+    weights[0][0] = np.nan
+    model.set_weights(weights)
+    model.save(run / "export" / "model.keras")
+    for command in (["predict", TOY, str(run), "1,2"], ["evaluate", TOY, str(run)], ["export", TOY, str(run)]):
+        code, _, err = cli(*command)
+        assert code == 2 and "some weights are not finite (NaN or Inf)" in error_line(err), command
+
+
 def test_a_failed_run_records_why_and_does_not_block_the_corrected_rerun(tmp_path):
     runs = tmp_path / "runs"
     code, _, err = cli("train", TOY, "--name", "f", "--runs-dir", str(runs), *FAST, "--set", "train.monitor=val_nope")
@@ -316,7 +330,7 @@ def test_runs_made_before_the_status_record_count_as_runs(finished):
     runs, run, _ = finished
     (run / "run.json").unlink()  # an older keras-zoo run: config.yaml and history.csv, no run.json
     code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
-    assert code == 2 and "run directory exists; pass --overwrite" in error_line(err)
+    assert code == 2 and "a finished run of this name is there; --overwrite replaces it" in error_line(err)
     code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--overwrite")
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
@@ -415,7 +429,7 @@ def test_sigkill_during_overwrite_leaves_the_old_run_whole_and_resume_finishes_t
     kill(process)
     assert snapshot(run) == before, f"the old run changed after a kill during {moment}"
     code, _, err = cli(*args)
-    assert code == 2 and "run directory exists" in error_line(err)  # nothing half-made stands in for it
+    assert code == 2 and "a finished run of this name is there" in error_line(err)  # nothing half-made stands in
     if moment == "data checks":
         assert hidden(runs) == []
         return
@@ -443,7 +457,7 @@ def test_a_second_command_on_a_run_being_trained_is_refused(tmp_path):
 
     assert run_status(runs / "toy" / "a")["status"] == "interrupted"  # the lock went with the process
     code, _, err = cli(*args)
-    assert code == 2 and "an interrupted run of this name is there; --overwrite" in error_line(err)
+    assert code == 2 and "an interrupted run of this name is there; --resume continues it, --overwrite" in error_line(err)
     code, _, err = cli(*args, "--resume", "--set", "run.seconds_per_epoch=0")
     assert code == 0, err
 
@@ -512,3 +526,87 @@ def test_a_kept_epoch_before_the_last_is_exported_and_the_last_epoch_is_reported
     best.load_weights(run / "checkpoints" / "best.weights.h5")
     for a, b in zip(exported.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- what a hostile user tries
+def test_a_config_files_yaml_error_names_its_line_and_column(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochs: 2\n  batch_size: [32\n")
+    code, _, err = cli("train", TOY, "--config", str(config), "--runs-dir", str(tmp_path))
+    assert code == 2 and f"keras-zoo: error: {config}:4:1: invalid YAML" in error_line(err)
+
+
+def test_the_exists_hint_fits_the_runs_status(finished):
+    runs, run, before = finished
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--set", "run.resume=auto")
+    line = error_line(err)
+    assert code == 2 and "a finished run of this name is there; --overwrite replaces it" in line and "--resume" not in line
+    assert snapshot(run) == before
+
+
+def test_texts_after_predicts_options_are_inputs_and_an_empty_preset_is_refused(finished):
+    _, run, before = finished
+    code, out, err = cli("predict", TOY, str(run), "--jsonl", "1,2", "0,0")
+    assert code == 0, err
+    assert [json.loads(line)["text"] for line in out.splitlines()] == ["1,2", "0,0"]
+    result = run_cli("predict", TOY, str(run), "--bogus", "1,2")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus 1,2" in result.stderr
+    code, _, err = cli("export", TOY, str(run), "--preset", "")
+    assert code == 2 and "--preset: empty" in error_line(err)
+    assert snapshot(run) == before  # the run's export/ untouched
+
+
+# Runs a command with the folder $1 mounted read-only, in a mount namespace of its own (nothing
+# outside the command sees it): root writes anywhere that permissions alone forbid, not there.
+READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+
+
+@pytest.fixture
+def read_only_runs(tmp_path):
+    """A finished toy run in a runs folder, and how to run a command that sees that folder
+    read-only; skips where mount namespaces are not allowed (not root, or a locked-down container)."""
+    import shutil
+
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(tmp_path), "true"],
+                           capture_output=True, text=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs `unshare -m` and mount (root in a mount namespace) to make a read-only folder: "
+                    + (probe.stderr.strip() if probe else "no unshare"))
+    runs = tmp_path / "runs"
+    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
+    assert code == 0, err
+
+    def command(*args: str, **popen) -> list[str]:
+        return ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(runs), sys.executable, "-m", "keras_zoo_cli", *args]
+
+    return runs, runs / "toy" / "a", command
+
+
+@pytest.mark.parametrize("command, where", [
+    (["evaluate", TOY, "{run}"], "{run}: cannot write there"),
+    (["export", TOY, "{run}"], "{run}/export: cannot write there"),
+    (["export", TOY, "{run}", "--preset", "{runs}/preset"], "{runs}: cannot write there"),
+    (["runs", "--runs-dir", "{runs}", "--delete", "toy/a"], "{runs}/toy cannot be written"),
+    (["tune", TOY, "--dir", "{runs}/toy/search", "--set", "tuning.max_trials=1"], "{runs}/toy"),
+    (["train", TOY, "--runs-dir", "{runs}", "--name", "b"], "{runs}/toy: cannot write there"),
+])
+def test_every_writing_command_on_a_read_only_run_is_one_line_and_changes_nothing(read_only_runs, command, where):
+    runs, run, read_only = read_only_runs
+    before = snapshot(runs)
+    args = [a.format(run=run, runs=runs) for a in command]
+    result = subprocess.run(read_only(*args), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert where.format(run=run, runs=runs) in error_line(result.stderr)
+    assert snapshot(runs) == before
+
+
+def test_tensorboard_serves_a_read_only_runs_folder(read_only_runs):
+    runs, _, read_only = read_only_runs
+    process = subprocess.Popen(read_only("tensorboard", str(runs)), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # waits for the URL line, not for a time
+        assert line.startswith("TensorBoard ") and " at http://127.0.0.1:" in line, process.stderr.read()[-2000:]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)

@@ -288,8 +288,8 @@ def test_the_run_has_a_model_card_with_the_per_type_table_and_test_figures(train
     _, run, _ = trained
     front = check_model_card(run)
     assert front["pipeline_tag"] == "token-classification"
-    results = {r["dataset"]["split"] for r in front["model-index"][0]["results"]}
-    assert results == {"validation", "test"}
+    results = {r["dataset"]["split"]: r["dataset"]["name"] for r in front["model-index"][0]["results"]}
+    assert results == {"validation": "valid.txt", "test": "test.txt"}
     assert "Python: recipes.engine.train" in (run / "README.md").read_text()  # trained from Python, not the CLI
 
 

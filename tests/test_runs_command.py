@@ -273,3 +273,43 @@ def test_runs_and_show_import_no_tensorflow(runs, tmp_path):
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------ malformed files
+@pytest.mark.parametrize("file, content, why", [
+    ("run.json", "[]", "run.json: holds a list, not a mapping"),
+    ("run.json", '{"status": 7, "created_at": "yesterday"}', "run.json: 'status' is 7, not text"),
+    ("run.json", '{"status": "finished", "created_at": "yesterday"}', "run.json: 'created_at' is 'yesterday', not a number"),
+    ("run.json", "{not json", "run.json: not JSON (line 1, column 2"),
+    ("metrics.json", '{"validation": [1, 2]}', "metrics.json: 'validation' is a list, not a mapping"),
+    ("config.yaml", "train: [1, 2]\n", "config.yaml: 'train' is [1, 2], not a mapping"),
+    ("config.yaml", "train: {a: 1\n", "config.yaml: not YAML (line 2, column 1"),
+])
+def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(copy, capsys, file, content, why):
+    (copy / "toy" / "killed" / file).write_text(content)
+    rows = table(capsys, copy)
+    assert sorted(rows) == ["crashed", "good", "killed", "live", "search", "small"]  # all listed
+    assert f"unreadable: {why}" in rows["killed"]
+    assert "finished" in rows["good"]
+    row = next(r for r in as_json(capsys, copy) if r["name"] == "toy/killed")
+    assert row["status"].startswith(f"unreadable: {why}")
+    table(capsys, copy, "--sort", "val_accuracy")  # sorting copes with it too
+    code, out, err = cli(capsys, "show", "toy/killed", "--runs-dir", str(copy))
+    assert f"unreadable: {why}" in error_line(code, err)
+    code, out, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/killed")  # still the engine's folder
+    assert code == 0 and out.startswith("deleted toy/killed"), err
+    assert not (copy / "toy" / "killed").exists()
+
+
+def test_training_or_predicting_on_a_run_with_a_malformed_record_is_one_line(copy, capsys):
+    run = copy / "toy" / "good"
+    (run / "run.json").write_text('{"status": 7}')
+    code, _, err = cli(capsys, "train", TOY, "--runs-dir", str(copy), "--name", "good", *sum((["--set", o] for o in QUICK), []))
+    assert "a run of this name is there, but run.json: 'status' is 7, not text; --overwrite replaces it" \
+        in error_line(code, err)
+    code, _, err = cli(capsys, "predict", TOY, str(run), "1,2")
+    assert "run.json: 'status' is 7, not text" in error_line(code, err)
+    code, _, err = cli(capsys, "train", TOY, "--runs-dir", str(copy), "--name", "good", "--overwrite",
+                       *sum((["--set", o] for o in QUICK), []))
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"

@@ -168,7 +168,7 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
     before = (run / "metrics.json").read_text()
     result = run_cli("train", "sentiment", "--name", "tiny", "--runs-dir", str(work / "runs"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "run directory exists; pass --overwrite" in result.stderr
+    assert "a finished run of this name is there; --overwrite replaces it" in result.stderr
     assert (run / "metrics.json").read_text() == before
 
 

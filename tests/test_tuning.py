@@ -382,3 +382,14 @@ def _running_trial_of(search: Path, pid: int) -> str | None:
     if trial_id is None or history_rows(search / "trials" / f"trial_{trial_id}" / "run0") < 1:
         return None
     return trial_id
+
+
+def test_a_search_that_its_time_limit_stops_says_so(tmp_path, capsys):
+    from keras_zoo_cli.main import main
+
+    code = main(["tune", TOY, "--dir", str(tmp_path / "s"), "--set", "tuning.algorithm=random",
+                 "--set", "tuning.max_trials=3", "--max-time", "0s", *IN_PROCESS_FLAGS])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert ("the time limit (tuning.max_time=0s) stopped the search after 0 of 3 trials; --resume with a longer "
+            "--max-time runs the rest") in out

@@ -32,6 +32,7 @@ class SearchResult:
     best: dict | None  # the best completed trial, or None if none completed
     objective: str
     direction: str
+    stopped_by: str = ""  # why the search ended before tuning.max_trials, e.g. its time limit
 
 
 def objective_of(cfg) -> tuple[str, str]:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from recipes.config import save_config, with_values
+from recipes.run_files import read_if_present
 from tuning.common import SearchDir, SearchResult, objective_of
 from tuning.space import config_values, trial_config
 
@@ -60,7 +61,7 @@ def collect(search: SearchDir, oracle, cfg) -> list[dict]:
     rows = []
     for trial_id, trial in sorted(oracle.trials.items()):
         result_file = search.trial(trial_id) / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        result = read_if_present(result_file)
         status = str(trial.status)
         metrics = result.get("metrics", {}) if status == "COMPLETED" else {}
         error = result.get("error") or _last_line(trial.message) if status != "COMPLETED" else ""
@@ -139,4 +140,4 @@ def format_table(result: SearchResult, max_metrics: int = 3) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     failed = [f"trial {r['trial_id']} {r['status'].lower()}: {r['error']}" for r in rows if r["error"]]
-    return "\n".join(lines + failed)
+    return "\n".join(lines + failed + ([result.stopped_by] if result.stopped_by else []))

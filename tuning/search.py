@@ -29,7 +29,6 @@ A search directory holds:
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 from recipes.config import check_config, load_config, save_config, with_values
 from recipes.launch import free_port
 from recipes.run_dir import hold_lock, is_run
+from recipes.run_files import read_if_present
 from tuning import distributed, results
 from tuning.common import TUNER_DIR, SearchDir, SearchResult, objective_of
 from tuning.space import build_hyperparameters, parse_duration
@@ -95,7 +95,7 @@ def make_tuner(recipe: str, cfg, search: SearchDir, verbose: int = 0):
 def _progress_line(search: SearchDir, trial, objective: str, seconds: float) -> str:
     """`trial 3: COMPLETED in 42 s, val_accuracy 0.9123 (train.learning_rate=3e-05, ...)` or the error."""
     file = search.trial(trial.trial_id) / "result.json"
-    result = json.loads(file.read_text()) if file.exists() else {}
+    result = read_if_present(file)
     head = f"trial {trial.trial_id}: {trial.status} in {seconds:.0f} s"
     if str(trial.status) == "COMPLETED" and objective in result.get("metrics", {}):
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["values"].items())
@@ -185,7 +185,13 @@ def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = F
         results.write_experiment(search, tuner.oracle, cfg)
         with distributed.local_workers(recipe, search, workers), _search_errors():
             tuner.search()
-        return results.write_results(search, tuner.oracle, cfg)
+        result = results.write_results(search, tuner.oracle, cfg)
+        finished = sum(t["status"] in ("COMPLETED", "FAILED") for t in result.trials)
+        if budget is not None and time.time() >= tuner.oracle.deadline and finished < cfg.tuning.max_trials:
+            result.stopped_by = (f"the time limit (tuning.max_time={cfg.tuning.max_time}) stopped the search after "
+                                 f"{finished} of {cfg.tuning.max_trials} trials; --resume with a longer --max-time "
+                                 "runs the rest")
+        return result
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 
 from recipes.config import flat_values, save_config, with_values
 from recipes.launch import die_with_parent
+from recipes.run_files import read_if_present
 from tuning.common import SearchDir, objective_of
 from tuning.space import config_values, trial_config
 from zoo.errors import UserError
@@ -49,10 +49,9 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
 
     trial_dir = search.trial(trial_id)
     result_file = trial_dir / "result.json"
-    if result_file.exists():
-        done = json.loads(result_file.read_text())
-        if done["status"] == "COMPLETED":
-            return done["metrics"]
+    done = read_if_present(result_file)
+    if done.get("status") == "COMPLETED" and isinstance(done.get("metrics"), dict):
+        return done["metrics"]
     trial_dir.mkdir(parents=True, exist_ok=True)
     trial_cfg = trial_config(cfg, hp_values, trial_id)
     # Named as TensorBoard names it when it serves the runs directory (or the search's parent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Literal
 
 import keras
@@ -164,14 +165,14 @@ def inference_copy(model: keras.Model) -> keras.Model:
     def rebuild(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    # `clone_model` compiles its clone as the original is compiled; a functional view of the same
-    # layers is not compiled, so neither is its clone.
-    view = keras.Model(model.input, model.output, name=model.name)
-    clone = keras.models.clone_model(view, clone_function=rebuild)
+    with keras_compat.uncompiled(model):  # `clone_model` would compile the clone as the original is
+        clone = keras.models.clone_model(model, clone_function=rebuild)
     # Through a weights file rather than get/set_weights: Keras saves LoRA layers with their
     # adapters merged into the kernels, which is what the plain float32 clone holds.
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The file carries the optimizer state too; the inference copy does not want it.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         path = os.path.join(tmp, "model.weights.h5")
-        view.save_weights(path)
+        model.save_weights(path)
         clone.load_weights(path)
     return clone

@@ -1,6 +1,9 @@
 """The Keras internals keras-zoo cannot avoid, in one place (tested with keras 3.15; setup.cfg pins
 `keras>=3.15,<3.16` and tests/test_compat.py fails loudly when one of them moves).
 
+`uncompiled`: `keras.models.clone_model` compiles its clone like the original; the inference copy
+(zoo/heads.py) must carry no training optimizer, so the clone is made while `compiled` reads False.
+
 `all_layers`: Keras has no public way to list nested layers (as_float32 in zoo/heads.py checks each
 layer's dtype policy). Keras's TensorBoard callback counts training steps from 0 at every `fit` and keeps its profiling
 window as private step numbers; `TrainingLogs` (recipes/training.py) continues the count across
@@ -58,6 +61,19 @@ def continue_tensorboard_steps(callback: keras.callbacks.TensorBoard, first_step
         start = max(1, min(10, steps // 3))
         callback._start_batch = first_step + start
         callback._stop_batch = first_step + min(start + 4, steps)
+
+
+@contextlib.contextmanager
+def uncompiled(model: keras.Model) -> Iterator[None]:
+    """`model` as an uncompiled one while the block runs: `keras.models.clone_model` compiles its
+    clone as the original is compiled (the training optimizer with it), and Keras 3.15 has no
+    argument against that; `Trainer.compiled` is the flag it reads."""
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        yield
+    finally:
+        model.compiled = compiled
 
 
 def all_layers(model: keras.Model) -> list[keras.Layer]:
