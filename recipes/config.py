@@ -50,14 +50,10 @@ class TrainConfig:
     # every step: +24% step time for `clipnorm`, +11% for a global norm, measured at SST-2 lengths;
     # the warm-up keeps the first steps stable instead.
     clipnorm: float = 0.0
-    # Adam updates only the word-embedding rows of the batch's tokens (lazy Adam; rows of absent
-    # tokens wait, instead of moving on stale momentum as in PyTorch's AdamW): the optimizer's part
-    # of a MiniLM step drops from 79 to 30 ms on 2 CPU cores. No effect with clipping.
-    lazy_embedding_updates: bool = True
-    # keras-zoo's optional rewrites of Keras internals (zoo/keras_compat.py): the fused AdamW with lazy
-    # embedding updates and the hand-written layer-norm gradient. False: plain Keras layers and
-    # keras.optimizers.AdamW, for ruling them out. KERAS_ZOO_SPEEDUPS=0 (or 1) sets it for every run
-    # and reaches predict / evaluate / export too.
+    # keras-zoo's optional rewrites of Keras internals (zoo/keras_compat.py): the fused AdamW in
+    # training, the inference Dense in predict / evaluate / export. False: keras.optimizers.AdamW and
+    # plain Keras layers, for ruling them out. KERAS_ZOO_SPEEDUPS=0 (or 1) sets it for every run and
+    # reaches predict / evaluate / export too.
     speedups: bool = True
     monitor: str = "val_accuracy"  # metric for early stopping and the best checkpoint
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping

@@ -16,6 +16,7 @@ finished (and swap it in when it replaces another). Nothing a recipe writes itse
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -389,8 +390,6 @@ def load_preset(directory: str | Path) -> PresetModel:
 
 def check_writable(path: Path, why: str) -> None:
     """Fail in one line, before any work, when `path` (an existing directory) cannot be written."""
-    import os  # noqa: PLC0415
-
     if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot write there (permission denied, or a read-only file system); {why}")
 

@@ -208,7 +208,7 @@ class ImageClassification(Recipe):
         from zoo.heads import image_classifier  # noqa: PLC0415
         from zoo.image_inputs import augmented_batches, cropped_batches, input_size, save_run_assets  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, "image", self.name, cfg.train.speedups)
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image", task=self.name)
         converter = preprocessor.image_converter
         image_size = input_size(converter)
         images = ImageClassifier(None, data.labels, round(image_size / cfg.data.crop_fraction),

@@ -222,7 +222,7 @@ class Ner(Recipe):
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, token_classifier  # noqa: PLC0415
         from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, "text", self.name, cfg.train.speedups)
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         case_feature = resolve_case_feature(cfg.model.case_feature, backbone)
         max_length = min(cfg.data.max_length, backbone.max_sequence_length)
         encoder = TokenEncoder(preprocessor.tokenizer, list(backbone.input), max_length, case_feature)

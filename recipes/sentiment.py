@@ -123,7 +123,7 @@ class Sentiment(Recipe):
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
         from zoo.text_inputs import TextEncoder, length_sorted_batches, training_batches  # noqa: PLC0415
 
-        backbone, preprocessor = load_backbone(cfg.model.backbone, "text", self.name, cfg.train.speedups)
+        backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction read
         # whole texts, up to the backbone's limit (SST-2 dev: 89.33% against 89.11% cut at 44; RESULTS.md).
         xla = cfg.train.jit_compile is True  # bucket lengths for XLA (a program per shape), else pad to the longest

@@ -54,8 +54,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float 
     peak = cfg.learning_rate if learning_rate is None else learning_rate
     schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
     settings = {"learning_rate": schedule, "weight_decay": cfg.weight_decay, "clipnorm": cfg.clipnorm or None}
-    if cfg.speedups:  # the same arithmetic in fewer passes, and lazy embedding updates (zoo/keras_compat.py)
-        optimizer = keras_compat.FusedAdamW(**settings, lazy_embedding_updates=cfg.lazy_embedding_updates)
+    if cfg.speedups:  # the same arithmetic in fewer passes (zoo/keras_compat.py)
+        optimizer = keras_compat.FusedAdamW(**settings)
     else:
         optimizer = keras.optimizers.AdamW(**settings)
     # No weight decay on biases and normalisation scales, as in BERT's original recipe.

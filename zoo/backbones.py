@@ -78,8 +78,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
                     "run `keras-zoo list` for the catalog, or pass a local model directory")
 
 
-def load_backbone(spec: str, modality: str | None = None, task: str | None = None,
-                  speedups: bool = True) -> tuple[Any, Any]:
+def load_backbone(spec: str, modality: str | None = None, task: str | None = None) -> tuple[Any, Any]:
     """Load `(backbone, preprocessor)` for a spec: a text classifier preprocessor for text
     backbones (its `.tokenizer` is what recipes use), an image classifier preprocessor for
     image backbones (its `.image_converter` sets input size and normalisation).
@@ -107,10 +106,6 @@ def load_backbone(spec: str, modality: str | None = None, task: str | None = Non
     if modality and found != modality:
         raise UserError(f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
                         f"this recipe needs {'an image' if modality == 'image' else 'a text'} one")
-    if speedups:  # same weights and outputs, a cheaper gradient (off: `train.speedups: false`)
-        from zoo import keras_compat  # noqa: PLC0415 (imports TensorFlow)
-
-        keras_compat.use_fast_layer_norms(backbone)
     return backbone, preprocessor
 
 

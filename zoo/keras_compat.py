@@ -11,21 +11,18 @@ training phases and resumes, which needs these three attributes.
 
 `FusedAdamW`: Keras's AdamW updates each variable with a chain of separate element-wise ops (a
 fresh temporary and a pass over memory for each); TensorFlow's fused `ResourceApplyAdam` kernel does
-the same arithmetic in one pass. Keras has no lazy (sparse) Adam for word embeddings either (TF
-Addons' LazyAdam went with Keras 2), so it is written here as well. The override reads AdamW's slot
-variables through Keras's private `_momentums`, `_velocities`, `_get_variable_index` and `_var_key`,
-replaces its `_apply_weight_decay` (under a strategy through the same
-`tf.__internal__.distribute.interim.maybe_merge_call` as Keras's TensorFlow optimizer) and, when no
-distribution strategy is in use, its `_backend_update_step` (tests/test_training_step.py trains it
-beside Keras's AdamW and under a strategy, so a change there fails a test, not a run).
-
-`use_fast_layer_norms`: Keras 3's TensorFlow backend leaves the layer norm's gradient to autodiff;
-a hand-written one is cheaper. It replaces `call` on layer instances.
+the same arithmetic in one pass (1.27-1.33x a MiniLM-L6 training step, benchmarks/RESULTS.md, "Runs
+anywhere"). The override reads AdamW's slot variables through Keras's private `_momentums`,
+`_velocities` and `_get_variable_index`, replaces its `_apply_weight_decay` (under a strategy through
+the same `tf.__internal__.distribute.interim.maybe_merge_call` as Keras's TensorFlow optimizer, and
+reading `_use_weight_decay` and `_distribution_strategy`) and, when no distribution strategy is in
+use, its `_backend_update_step` (tests/test_training_step.py trains it beside Keras's AdamW and
+under a strategy, so a change there fails a test, not a run).
 
 `use_inference_dense`: Keras's Dense multiplies a 3-D input through `tensordot` (reshape, MatMul,
 reshape) and adds its bias after, so neither the bias nor KerasHub's tanh GELU (about nine separate
 passes over memory in TensorFlow) fuses with anything; for models that only run forward it is
-replaced by `call` on the instance, as the layer norm's.
+replaced by `call` on the instance (a subclass would not load into a plain model).
 
 `distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
@@ -79,63 +76,6 @@ def uncompiled(model: keras.Model) -> Iterator[None]:
 def all_layers(model: keras.Model) -> list[keras.Layer]:
     """Every layer of `model`, nested ones included (Keras has no public recursive listing)."""
     return list(model._flatten_layers())
-
-
-# ---------------------------------------------------------------------------------- LayerNormalization
-def use_fast_layer_norms(model: keras.Layer) -> int:
-    """Give every plain `keras.layers.LayerNormalization` in `model` (nested ones and `model` itself
-    included) a hand-written gradient: the same weights and forward formula as Keras's (`x * inv +
-    (beta - mean * inv)`, `inv = gamma / sqrt(var + epsilon)`, in at least float32). Left to
-    TensorFlow's autodiff the gradient is about twenty ops over the whole activation; written out
-    (`dx = (dy*gamma - mean(dy*gamma) - xhat * mean(dy*gamma*xhat)) / sqrt(var + epsilon)`) it is
-    about a dozen. Keras 3's TensorFlow backend has no fused layer norm. Returns how many layers
-    changed. RMS scaling, other axes, and no gamma or beta keep Keras's code.
-
-    The layer's `call` is replaced on the instance, not its class: Keras names the weights of a
-    layer in a list by its class, so a subclass would not load into a plain model (nor the reverse).
-    Saved models hold plain layers again.
-
-    >>> use_fast_layer_norms(keras.layers.LayerNormalization(epsilon=1e-12))
-    1
-    """
-    changed = 0
-    for layer in all_layers(model):
-        if type(layer) is keras.layers.LayerNormalization and "call" not in vars(layer):
-            layer.call = types.MethodType(_fast_layer_norm_call, layer)
-            changed += 1
-    return changed
-
-
-def _fast_layer_norm_call(layer: keras.layers.LayerNormalization, inputs):
-    if layer.rms_scaling or layer.gamma is None or layer.beta is None or layer.axis not in ([-1], [len(inputs.shape) - 1]):
-        return keras.layers.LayerNormalization.call(layer, inputs)
-    x = tf.convert_to_tensor(inputs)
-    compute_dtype = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
-    outputs = _layer_norm_last_axis(tf.cast(x, compute_dtype), tf.cast(layer.gamma, compute_dtype),
-                                    tf.cast(layer.beta, compute_dtype), layer.epsilon)
-    return tf.cast(outputs, layer.compute_dtype)
-
-
-def _layer_norm_last_axis(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-    @tf.custom_gradient
-    def normalize(x, gamma, beta):
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        rstd = tf.math.rsqrt(variance + epsilon)
-        inv = rstd * gamma
-
-        def gradient(dy):
-            xhat = (x - mean) * rstd
-            dxhat = dy * gamma
-            dx = rstd * (dxhat - tf.reduce_mean(dxhat, -1, keepdims=True)
-                         - xhat * tf.reduce_mean(dxhat * xhat, -1, keepdims=True))
-            width = tf.shape(x)[-1]
-            dgamma = tf.reduce_sum(tf.reshape(dy * xhat, [-1, width]), 0)
-            dbeta = tf.reduce_sum(tf.reshape(dy, [-1, width]), 0)
-            return dx, dgamma, dbeta
-
-        return x * inv + (beta - mean * inv), gradient
-
-    return normalize(x, gamma, beta)
 
 
 # ----------------------------------------------------------------------------- Dense, for inference
@@ -200,52 +140,29 @@ def _inference_dense_call(layer: keras.layers.Dense, inputs, training=None):
 # ------------------------------------------------------------------------------------------- AdamW
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class FusedAdamW(keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` whose per-variable update is TensorFlow's fused Adam kernel, and whose
-    word embeddings are updated lazily.
+    """`keras.optimizers.AdamW` whose per-variable update is TensorFlow's fused Adam kernel.
 
     The same formula as Keras's `Adam.update_step` (m and v moved towards the gradient and its square,
     `var -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`), in one pass over each
     variable instead of about ten element-wise ops; weight decay is Keras's, as `var *= 1 - lr * wd`
     (one pass over each weight instead of two; a rounding apart from `var -= var * wd * lr`). A MiniLM-L6
-    training step on 2 CPU cores: 57.7 -> 70.9 examples/s, median of 3 alternations
-    (benchmarks/RESULTS.md, "Faster than the PyTorch peer"). AMSGrad falls back to Keras's update.
+    training step on 2 CPU cores: 1.33x in mixed bfloat16, 1.27x in float32 (paired medians of 7
+    alternations, benchmarks/RESULTS.md, "Runs anywhere"). AMSGrad falls back to Keras's update.
 
-    `lazy_embedding_updates`: a variable whose gradient is `tf.IndexedSlices` (a word embedding
-    looked up by token id) has only the rows of the batch's tokens updated: their m, v, weight decay
-    and Adam step, with the gradients of a token that repeats summed first, as in the dense gradient.
-    Rows of tokens not in the batch keep their weights and moments until their token comes back (TF
-    Addons' LazyAdam), instead of drifting on stale momentum and decaying, as in dense AdamW and
-    PyTorch. For MiniLM-L6 (half of its 22.6 M weights are the word embeddings) the optimizer's part
-    of a step drops from 79 to 30 ms on 2 CPU cores. Off, with gradient clipping (which needs the
-    whole gradient) or with AMSGrad, the embedding's gradient is made dense and updated like any other.
+    A word embedding's gradient (`tf.IndexedSlices`, one row per token of the batch) is summed per
+    token first, as the dense gradient is and as PyTorch does: Keras 3.15's Adam ops would keep it
+    sparse, so a token that repeats would enter m and v once per repeat (v gets the sum of the
+    squares, not the square of the sum).
 
     >>> optimizer = FusedAdamW(learning_rate=1e-3, weight_decay=0.01)
     """
 
-    def __init__(self, *args, lazy_embedding_updates: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy_embedding_updates = lazy_embedding_updates
-        self._lazy_keys: set[str] = set()
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "lazy_embedding_updates": self.lazy_embedding_updates}
-
     def apply(self, grads, trainable_variables=None):
-        # Python state read while this step is traced: which variables get the lazy update (and so
-        # are left out of the dense weight decay).
-        variables = self._trainable_variables if trainable_variables is None else trainable_variables
-        clipping = self.clipnorm or self.global_clipnorm or self.clipvalue
-        lazy = self.lazy_embedding_updates and not (self.amsgrad or clipping)
-        self._lazy_keys = {self._var_key(v) for g, v in zip(grads, variables)
-                           if lazy and isinstance(g, tf.IndexedSlices)}
-        # Otherwise made dense: Keras 3.15's clipping and Adam ops would keep it sparse, so a token
-        # that repeats would be clipped and enter m and v once per repeat (v gets the sum of the
-        # squares, not the square of the sum); dense AdamW and PyTorch sum the repeats first.
-        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) and not lazy else g for g in grads]
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return super().apply(grads, trainable_variables)
 
     def _apply_weight_decay(self, variables):
-        variables = [v for v in variables if self._var_key(v) not in self._lazy_keys and self._use_weight_decay(v)]
+        variables = [v for v in variables if self._use_weight_decay(v)]
         if self.weight_decay is None or not variables:
             return
         # `var *= 1 - lr * wd`: Keras's `var -= var * wd * lr` passes over each weight twice (the
@@ -291,30 +208,9 @@ class FusedAdamW(keras.optimizers.AdamW):
 
     def _fused_update(self, gradient, variable, scalars: dict) -> None:
         index = self._get_variable_index(variable)
-        if isinstance(gradient, tf.IndexedSlices):
-            return self._lazy_update(gradient, variable, index, scalars)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
             grad=tf.cast(gradient, variable.dtype), use_locking=False, **scalars)
-
-    def _lazy_update(self, gradient: tf.IndexedSlices, variable, index: int, scalars: dict) -> None:
-        # On resource handles, as the dense update: under a strategy these are the current replica's.
-        var, m, v = (_handle(x) for x in (variable, self._momentums[index], self._velocities[index]))
-        dtype = variable.dtype
-        # One row per distinct token, its repeats summed (a strategy's all-reduce concatenates the
-        # replicas' rows, so this is done here, after it).
-        rows, position = tf.unique(gradient.indices)
-        g = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position, tf.shape(rows)[0])
-        m_rows, v_rows, var_rows = (tf.raw_ops.ResourceGather(resource=h, indices=rows, dtype=dtype)
-                                    for h in (m, v, var))
-        m_rows += (g - m_rows) * (1 - scalars["beta1"])  # Keras's Adam.update_step, on these rows
-        v_rows += (tf.square(g) - v_rows) * (1 - scalars["beta2"])
-        if self.weight_decay and self._use_weight_decay(variable):  # Keras's decay, before the step
-            var_rows -= var_rows * tf.cast(self.weight_decay, dtype) * scalars["lr"]
-        alpha = scalars["lr"] * tf.sqrt(1 - scalars["beta2_power"]) / (1 - scalars["beta1_power"])
-        var_rows -= (m_rows * alpha) / (tf.sqrt(v_rows) + scalars["epsilon"])
-        for handle, updates in ((m, m_rows), (v, v_rows), (var, var_rows)):
-            tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=rows, updates=updates)
 
 
 def _tf_variable(variable) -> tf.Variable:
