@@ -1,7 +1,6 @@
 """Text inference speed of a finished sentiment run: `predict` and `evaluate` examples/s.
 
     python benchmarks/text_inference.py RUN_DIR DATA.tsv [--text-column sentence] [--repeats 3]
-    python benchmarks/text_inference.py RUN_DIR DATA.tsv --ab speedups --rounds 7     # inference Dense on / off
     python benchmarks/text_inference.py RUN_DIR DATA.tsv --ab batch_cost=0,32,128     # prediction batch plans
 
 Loads the run as `keras-zoo predict/evaluate` do, runs each once to trace, then times `--repeats`
@@ -14,7 +13,6 @@ passes over all rows and prints the median examples/s:
 
 `--ab` times `predict` alternately in one process, `--rounds` rounds in an order rotated each round,
 and prints each alternative's examples/s and its ratio to the first, round by round, with the median:
-- `speedups`: the run loaded as `predict` loads it (zoo's inference Dense) against KERAS_ZOO_SPEEDUPS=0;
 - `batch_cost=A,B,...`: `zoo.text_inputs.CPU_BATCH_COST_TOKENS` (what a batch costs, in tokens, when
   prediction plans its batches) at each value.
 """
@@ -35,7 +33,7 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--text-column", default="sentence")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ab", default="", help="speedups, or batch_cost=A,B,...")
+    parser.add_argument("--ab", default="", help="batch_cost=A,B,...")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     from zoo.runtime import prefer_inference_kernels
@@ -64,20 +62,11 @@ def main() -> None:
 
 def alternate(args, predictor, texts) -> None:
     """`--ab`: predict's examples/s for each alternative, alternated in one process."""
-    import os
-
     from common import cpu_description
-    from recipes import engine, sentiment
     import zoo.text_inputs
     from zoo.text_inputs import predict_probabilities
 
-    if args.ab == "speedups":
-        os.environ["KERAS_ZOO_SPEEDUPS"] = "0"
-        plain = engine.open_finished(sentiment.RECIPE, args.run)[2]
-        del os.environ["KERAS_ZOO_SPEEDUPS"]
-        jobs = {"on": lambda: predict_probabilities(predictor.model, predictor.encoder, texts),
-                "off": lambda: predict_probabilities(plain.model, plain.encoder, texts)}
-    elif args.ab.startswith("batch_cost="):
+    if args.ab.startswith("batch_cost="):
         def with_cost(cost: int):
             def job():
                 zoo.text_inputs.CPU_BATCH_COST_TOKENS = cost
@@ -85,7 +74,7 @@ def alternate(args, predictor, texts) -> None:
             return job
         jobs = {f"cost {c}": with_cost(int(c)) for c in args.ab.split("=", 1)[1].split(",")}
     else:
-        raise SystemExit(f"--ab: {args.ab!r} is not speedups or batch_cost=A,B,...")
+        raise SystemExit(f"--ab: {args.ab!r} is not batch_cost=A,B,...")
     names = list(jobs)
     for name in names:
         jobs[name]()  # trace every shape

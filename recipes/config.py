@@ -50,10 +50,8 @@ class TrainConfig:
     # every step: +24% step time for `clipnorm`, +11% for a global norm, measured at SST-2 lengths;
     # the warm-up keeps the first steps stable instead.
     clipnorm: float = 0.0
-    # keras-zoo's optional rewrites of Keras internals (zoo/keras_compat.py): the fused AdamW in
-    # training, the inference Dense in predict / evaluate / export. False: keras.optimizers.AdamW and
-    # plain Keras layers, for ruling them out. KERAS_ZOO_SPEEDUPS=0 (or 1) sets it for every run and
-    # reaches predict / evaluate / export too.
+    # keras-zoo's optional rewrites of Keras internals (zoo/keras_compat.py): the fused AdamW. False:
+    # keras.optimizers.AdamW, for ruling it out. KERAS_ZOO_SPEEDUPS=0 (or 1), where set, wins over it.
     speedups: bool = True
     monitor: str = "val_accuracy"  # metric for early stopping and the best checkpoint
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping

@@ -239,14 +239,6 @@ def _resumed_config(recipe: Recipe, plan: RunPlan, cfg: Any, changed_keys: Seque
 
 
 # ------------------------------------------------------------------------------------ finished runs
-def speedups_enabled(configured: bool) -> bool:
-    """The run's `train.speedups`, unless KERAS_ZOO_SPEEDUPS says otherwise in this process."""
-    from zoo.runtime import speedups_from_environment  # noqa: PLC0415
-
-    wanted = speedups_from_environment()
-    return configured if wanted is None else wanted
-
-
 def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
     """`(run, cfg, predictor)` of a finished run, for evaluate / predict / export."""
     import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
@@ -267,8 +259,6 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
     if not all(np.isfinite(weight).all() for weight in model.get_weights()):
         raise UserError(f"{run.keras_model}: some weights are not finite (NaN or Inf), so every output would be; "
                         "the model diverged: train it again with a lower train.learning_rate")
-    if speedups_enabled(cfg.train.speedups):  # this model only runs forward: same outputs, fewer passes over memory
-        keras_compat.use_inference_dense(model)
     return run, cfg, recipe.load(run.path, cfg, task, model)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.contract import Evaluation, Phase, Recipe, Training
 from recipes.image_data import (DecodedImages, LabelledImages, check_decoded, decode_images, list_image_files,
-                                 read_images, split_folder)
+                                read_images, skipped_files, split_folder)
 from recipes.labels import balanced_class_weights, label_ids, read_class_splits
 from recipes.metrics import classification_report, confusion_matrix_png, format_report, misclassified_grid_png, top_k_accuracy
 from zoo.errors import UserError
@@ -220,8 +220,7 @@ class ImageClassification(Recipe):
                               ("test", cfg.data.test or cfg.data.train), ("selection", cfg.data.train)):
             if getattr(decoded, split) is not None:
                 check_decoded(getattr(decoded, split), len(getattr(data, split)), split, source, data.labels)
-        undecodable = [o for d in (decoded.train, decoded.selection, decoded.validation, decoded.test) if d
-                       for o in d.undecodable]
+        undecodable, skipped = skipped_files([decoded.train, decoded.selection, decoded.validation, decoded.test])
         k = len(data.labels)
         y_train = label_ids(decoded.train, data.labels)
         train_ds = augmented_batches(decoded.train, y_train, k, cfg.train.batch_size, cfg.train.seed,
@@ -234,8 +233,7 @@ class ImageClassification(Recipe):
                 "interpolation": images.interpolation, "undecodable": len(undecodable),
                 "examples": {s: len(getattr(decoded, s) or ()) for s in ("train", "validation", "test")}
                 | ({"selection": len(decoded.selection)} if decoded.selection is not None else {})}
-        notes = [f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"] \
-            if undecodable else []
+        notes = [skipped] if skipped else []
         if not cfg.augmented and (cfg.augment != AugmentConfig() or cfg.train.label_smoothing != ImageTrainConfig.label_smoothing):
             notes.append("augment, train.label_smoothing: unused by a frozen head unless train.frozen_augment=true")
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,
@@ -280,7 +278,8 @@ class ImageClassification(Recipe):
         by_file, labels = dict(zip(images.origins, probabilities)), predictor.labels
         return [{"path": file, "label": labels[int(p.argmax())], "probability": float(p.max()),
                  "probabilities": dict(zip(labels, map(float, p)))} if (p := by_file.get(file)) is not None
-                else {"path": file, "label": None, "probability": None, "error": "not a decodable image"}
+                else {"path": file, "label": None, "probability": None,
+                      "error": images.too_large.get(file, "not a decodable image")}
                 for file in files]
 
     def export(self, predictor: ImageClassifier, directory: Path) -> Path:

@@ -174,6 +174,7 @@ class DecodedImages:
     side: int
     interpolation: str
     pixels: np.ndarray | None = None  # [N, side, side, 3] uint8, when in memory
+    too_large: dict[str, str] = field(default_factory=dict)  # origin: why, of the undecodable ones past the pixel limit
     sources: LabelledImages | None = None  # the decodable images, when not in memory
 
     def __len__(self) -> int:
@@ -225,16 +226,60 @@ def check_decoded(decoded: DecodedImages, files_tried: int, split: str, source: 
         raise UserError(f"{source}: no {split} image decodes ({files_tried} files tried)")
 
 
+def skipped_files(splits: list[DecodedImages | None]) -> tuple[list[str], str]:
+    """The files of the decoded splits that were skipped, and the note that says so ("" for none),
+    with why for the first few skipped as too large."""
+    undecodable = [o for d in splits if d for o in d.undecodable]
+    large = [f"{o}: {why}" for d in splits if d for o, why in d.too_large.items()]
+    note = (f"skipped {len(undecodable)} files that do not decode as images (listed in undecodable.txt)"
+            + "".join(f"; {line}" for line in large[:3])) if undecodable else ""
+    return undecodable, note
+
+
+def _over_pixel_limit(data: LabelledImages, side: int) -> dict[str, str]:
+    """`{origin: why}` of the images that would decode past `MAX_DECODED_PIXELS`, from their headers."""
+    from zoo.image_inputs import MAX_DECODED_PIXELS, decoded_pixels  # noqa: PLC0415
+
+    found = {}
+    for i, origin in enumerate(data.origins):
+        if data.encoded:
+            head = data.encoded[i][:HEADER_BYTES]
+        else:
+            try:
+                with open(data.files[i], "rb") as f:
+                    head = f.read(HEADER_BYTES)
+            except OSError:
+                continue  # the decode pass lists it as undecodable
+        pixels = decoded_pixels(head, side)
+        if pixels is not None and pixels > MAX_DECODED_PIXELS:
+            found[origin] = (f"{pixels / 1e6:.0f} M pixels to decode, over the limit of "
+                             f"{MAX_DECODED_PIXELS / 1e6:.0f} M (zoo.image_inputs.MAX_DECODED_PIXELS)")
+    return found
+
+
+HEADER_BYTES = 1 << 16  # enough to reach a JPEG's frame header past its EXIF block
+
+
 def decode_images(data: LabelledImages, side: int, interpolation: str = "bilinear",
                   max_bytes: float = 4 * 2**30) -> DecodedImages:
     """Decode every image once (parallel, in tf.data) to a `side` x `side` centre square, kept in
     memory when they fit in `max_bytes`.
 
     Images that fail to decode (truncated, not an image) are dropped and listed in `undecodable`:
-    this pass finds them, so that training never meets one mid-epoch.
+    this pass finds them, so that training never meets one mid-epoch. So are images that would
+    decode to more than `MAX_DECODED_PIXELS` (JPEGs are decoded at reduced scale first), with the
+    reason in `too_large`, before anything is decoded.
     """
     import tensorflow as tf  # noqa: PLC0415
 
+    too_large = _over_pixel_limit(data, side)
+    if too_large:
+        keep = [i for i, origin in enumerate(data.origins) if origin not in too_large]
+        result = decode_images(data.subset(keep), side, interpolation, max_bytes) if keep else DecodedImages(
+            [], [], [], side, interpolation, pixels=np.empty((0, side, side, 3), np.uint8))
+        result.undecodable += list(too_large)
+        result.too_large = too_large
+        return result
     in_memory = len(data) * side * side * 3 <= max_bytes
     square = _square_fn(bool(data.encoded), side, interpolation)
     source = tf.data.Dataset.from_tensor_slices(data.encoded or data.files)

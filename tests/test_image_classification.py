@@ -321,3 +321,28 @@ def test_a_frozen_head_trains_on_centre_crops_without_label_smoothing_unless_ask
     built.phases[0].prepare(built.model)
     assert built.model.loss.label_smoothing == (0.1 if frozen_augment else 0.0)
     assert any("train.frozen_augment=true" in note for note in built.notes) != frozen_augment
+
+
+def test_images_past_the_pixel_limit_are_skipped_before_decoding_saying_why(image_run, tmp_path):
+    """A PNG (GIF, BMP, WebP) whose header declares 12,000 x 12,000 pixels is not decoded (it would
+    take 3.5 GB): predict flags it with the reason; a JPEG is decoded at reduced scale instead."""
+    from PIL import Image
+
+    from recipes import engine
+    from zoo.image_inputs import MAX_DECODED_PIXELS, declared_size, decoded_pixels
+
+    for extension in ("png", "gif", "bmp", "webp", "jpg"):
+        path = tmp_path / f"small.{extension}"
+        Image.new("RGB", (37, 23), (10, 20, 30)).save(path)
+        assert declared_size(path.read_bytes()) == (37, 23), extension
+    jpeg = tmp_path / "small.jpg"
+    Image.new("RGB", (2000, 1600)).save(jpeg)
+    assert decoded_pixels(jpeg.read_bytes(), 200) == 250 * 200  # decoded at 1/8 scale
+    huge = bytearray((tmp_path / "small.png").read_bytes())
+    huge[16:24] = (12000).to_bytes(4, "big") * 2  # its header now declares 12,000 x 12,000
+    (tmp_path / "huge.png").write_bytes(bytes(huge))
+    assert decoded_pixels(bytes(huge), 32) == 144_000_000 > MAX_DECODED_PIXELS
+    rows = engine.predict("image_classification", image_run["run"],
+                          [str(tmp_path / "huge.png"), str(image_run["photos"] / "val" / "red" / "red_1.jpg")])
+    assert rows[0]["label"] is None and rows[0]["error"].startswith("144 M pixels to decode, over the limit of 64 M")
+    assert rows[1]["label"] == "red"

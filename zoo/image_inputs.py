@@ -32,6 +32,53 @@ PNG_MAGIC = b"\x89PNG"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
+# What an image may decode to, at most (64 M pixels: 192 MB as uint8 RGB, 384 MB as the uint16 a PNG
+# is decoded at). A 12,000 x 12,000 PNG of 420 KB on disk would otherwise take 3.5 GB to decode.
+MAX_DECODED_PIXELS = 64_000_000
+
+
+def declared_size(head: bytes) -> tuple[int, int] | None:
+    """`(width, height)` that an image file's first bytes declare (JPEG: its frame header, so pass
+    enough bytes to reach it; PNG, GIF, BMP, WebP: the first 30), None where they declare none."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head[:2] == b"BM" and len(head) >= 26:
+        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+                abs(int.from_bytes(head[22:26], "little", signed=True)))
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+        if chunk == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 ":
+            return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if head[:3] == JPEG_MAGIC:
+        i = 2
+        while i + 9 <= len(head) and head[i] == 0xFF:
+            marker, length = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+                return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def decoded_pixels(head: bytes, min_side: int) -> int | None:
+    """How many pixels `decode_rgb` would decode the image with this header to (a JPEG at the
+    reduced scale it picks), None where the header declares no size."""
+    size = declared_size(head)
+    if size is None:
+        return None
+    width, height = size
+    if head[:3] == JPEG_MAGIC:
+        ratio = [1, 2, 4, 8][sum(min(width, height) >= min_side * k for k in (2, 4, 8))]
+        width, height = -(-width // ratio), -(-height // ratio)
+    return width * height
+
+
 def decode_rgb(encoded: tf.Tensor, min_side: int) -> tf.Tensor:
     """uint8 `[H, W, 3]` from JPEG, PNG (8 or 16 bit), GIF (first frame), BMP or WebP bytes.
 

@@ -19,11 +19,6 @@ reading `_use_weight_decay` and `_distribution_strategy`) and, when no distribut
 use, its `_backend_update_step` (tests/test_training_step.py trains it beside Keras's AdamW and
 under a strategy, so a change there fails a test, not a run).
 
-`use_inference_dense`: Keras's Dense multiplies a 3-D input through `tensordot` (reshape, MatMul,
-reshape) and adds its bias after, so neither the bias nor KerasHub's tanh GELU (about nine separate
-passes over memory in TensorFlow) fuses with anything; for models that only run forward it is
-replaced by `call` on the instance (a subclass would not load into a plain model).
-
 `distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585, #20329); two of its functions are replaced while a run trains under a
@@ -33,7 +28,6 @@ strategy (recipes/distribute.py), and restored after.
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Iterator
 
 import keras
@@ -76,65 +70,6 @@ def uncompiled(model: keras.Model) -> Iterator[None]:
 def all_layers(model: keras.Model) -> list[keras.Layer]:
     """Every layer of `model`, nested ones included (Keras has no public recursive listing)."""
     return list(model._flatten_layers())
-
-
-# ----------------------------------------------------------------------------- Dense, for inference
-_GELU_TANH = "keras_hub>gelu_approximate"  # KerasHub's BERT-family feed-forward activation
-
-
-def use_inference_dense(model: keras.Layer) -> int:
-    """For a model that only runs forward (predict, evaluate, export): every plain float32
-    `keras.layers.Dense` in `model` without an activation or with KerasHub's tanh GELU computes on
-    a 2-D view of its input, `BiasAdd(MatMul(x, kernel), bias)` (one fused kernel in TensorFlow's
-    graph), and the GELU as `x * sigmoid(x * (a + b x^2))`: the same function as `0.5 x (1 + tanh(
-    sqrt(2/pi) (x + 0.044715 x^3)))`, since `0.5 (1 + tanh(u)) = sigmoid(2u)`, in fewer passes over
-    memory (outputs equal to float32 rounding; benchmarks/RESULTS.md, text inference, item 12).
-    Returns how many layers changed. Other activations, LoRA, quantised layers and other dtypes keep
-    Keras's code; the layers' configs and weights are untouched, so a saved model is a plain one.
-
-    Not for training: the gradient would be autodiff's of the new form, and training's benchmarks
-    were measured on Keras's.
-
-    >>> use_inference_dense(keras.layers.Dense(4))
-    1
-    """
-    changed = 0
-    for layer in all_layers(model):
-        if (type(layer) is keras.layers.Dense and "call" not in vars(layer) and layer.compute_dtype == "float32"
-                and not getattr(layer, "lora_enabled", False) and getattr(layer, "quantization_mode", None) is None
-                and _inference_activation(layer.activation) is not None):
-            layer.call = types.MethodType(_inference_dense_call, layer)
-            changed += 1
-    return changed
-
-
-def _inference_activation(activation):
-    """The function `use_inference_dense` applies for `activation`, None where it keeps Keras's code."""
-    if activation is None or activation is keras.activations.linear:
-        return tf.identity
-    if keras.saving.get_registered_name(activation) == _GELU_TANH:
-        return gelu_tanh_as_sigmoid
-    return None
-
-
-def gelu_tanh_as_sigmoid(x: tf.Tensor) -> tf.Tensor:
-    """The tanh approximation of GELU written with one sigmoid: `x * sigmoid(2 sqrt(2/pi) x (1 +
-    0.044715 x^2))`. Six element-wise ops instead of `tf.nn.gelu`'s nine (16% faster on a 2560 x 1536
-    activation on 2 CPU cores)."""
-    twice_root_two_over_pi = 2.0 * 0.7978845608028654
-    return x * tf.sigmoid(x * (twice_root_two_over_pi + (twice_root_two_over_pi * 0.044715) * tf.square(x)))
-
-
-def _inference_dense_call(layer: keras.layers.Dense, inputs, training=None):
-    x = tf.convert_to_tensor(inputs)
-    flat = tf.reshape(x, [-1, x.shape[-1]]) if x.shape.rank != 2 else x
-    y = tf.matmul(flat, layer.kernel)
-    if layer.bias is not None:
-        y = tf.nn.bias_add(y, layer.bias)
-    y = _inference_activation(layer.activation)(y)
-    if x.shape.rank == 2:
-        return y
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
 
 
 # ------------------------------------------------------------------------------------------- AdamW
