@@ -38,7 +38,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
-        warmup = step / max(self.warmup_steps, 1)
+        # No warm-up: the peak from the first step (`step / 1` would make the first step's rate 0).
+        warmup = step / self.warmup_steps if self.warmup_steps > 0 else 1.0
         decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
         return self.peak * keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
 

@@ -288,9 +288,9 @@ def test_runs_and_show_import_no_tensorflow(runs, tmp_path):
 def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(copy, capsys, file, content, why):
     (copy / "toy" / "killed" / file).write_text(content)
     rows = table(capsys, copy)
-    assert sorted(rows) == ["crashed", "good", "killed", "live", "search", "small"]  # all listed
-    assert f"unreadable: {why}" in rows["killed"]
-    assert "finished" in rows["good"]
+    assert sorted(rows) == [f"toy/{n}" for n in ("crashed", "good", "killed", "live", "search", "small")]  # all listed
+    assert f"unreadable: {why}" in rows["toy/killed"]
+    assert "finished" in rows["toy/good"]
     row = next(r for r in as_json(capsys, copy) if r["name"] == "toy/killed")
     assert row["status"].startswith(f"unreadable: {why}")
     table(capsys, copy, "--sort", "val_accuracy")  # sorting copes with it too

@@ -12,12 +12,10 @@ training phases and resumes, which needs these three attributes.
 `FusedAdamW`: Keras's AdamW updates each variable with a chain of separate element-wise ops (a
 fresh temporary and a pass over memory for each); TensorFlow's fused `ResourceApplyAdam` kernel does
 the same arithmetic in one pass (1.27-1.33x a MiniLM-L6 training step, benchmarks/RESULTS.md, "Runs
-anywhere"). The override reads AdamW's slot variables through Keras's private `_momentums`,
-`_velocities` and `_get_variable_index`, replaces its `_apply_weight_decay` (under a strategy through
-the same `tf.__internal__.distribute.interim.maybe_merge_call` as Keras's TensorFlow optimizer, and
-reading `_use_weight_decay` and `_distribution_strategy`) and, when no distribution strategy is in
-use, its `_backend_update_step` (tests/test_training_step.py trains it beside Keras's AdamW and
-under a strategy, so a change there fails a test, not a run).
+anywhere"). It overrides `update_step`, Keras's extension point for an optimizer's arithmetic, and
+reads AdamW's slot variables through the private `_momentums`, `_velocities` and
+`_get_variable_index` (tests/test_training_step.py trains it beside Keras's AdamW and under a
+strategy, so a change there fails a test, not a run).
 
 `distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
@@ -79,10 +77,9 @@ class FusedAdamW(keras.optimizers.AdamW):
 
     The same formula as Keras's `Adam.update_step` (m and v moved towards the gradient and its square,
     `var -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`), in one pass over each
-    variable instead of about ten element-wise ops; weight decay is Keras's, as `var *= 1 - lr * wd`
-    (one pass over each weight instead of two; a rounding apart from `var -= var * wd * lr`). A MiniLM-L6
-    training step on 2 CPU cores: 1.33x in mixed bfloat16, 1.27x in float32 (paired medians of 7
-    alternations, benchmarks/RESULTS.md, "Runs anywhere"). AMSGrad falls back to Keras's update.
+    variable instead of about ten element-wise ops; weight decay is Keras's own. A MiniLM-L6 training
+    step on 2 CPU cores: 1.33x in mixed bfloat16, 1.27x in float32 (paired medians of 7 alternations,
+    benchmarks/RESULTS.md, "Runs anywhere"). AMSGrad falls back to Keras's update.
 
     A word embedding's gradient (`tf.IndexedSlices`, one row per token of the batch) is summed per
     token first, as the dense gradient is and as PyTorch does: Keras 3.15's Adam ops would keep it
@@ -95,40 +92,6 @@ class FusedAdamW(keras.optimizers.AdamW):
     def apply(self, grads, trainable_variables=None):
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return super().apply(grads, trainable_variables)
-
-    def _apply_weight_decay(self, variables):
-        variables = [v for v in variables if self._use_weight_decay(v)]
-        if self.weight_decay is None or not variables:
-            return
-        # `var *= 1 - lr * wd`: Keras's `var -= var * wd * lr` passes over each weight twice (the
-        # product, then the subtraction); the assignment here takes over the product's buffer.
-        if tf.distribute.has_strategy():  # Keras's path: the strategy's `update` for each variable
-            def decay_all(distribution, variables):
-                for variable in variables:
-                    distribution.extended.update(_tf_variable(variable), self._decay, group=False)
-
-            return tf.__internal__.distribute.interim.maybe_merge_call(decay_all, self._distribution_strategy, variables)
-        # Keras's version evaluates the learning-rate schedule and goes through the strategy's
-        # `update` once per variable: about 20 graph ops and 10 ms of tracing each, 103 times for
-        # MiniLM. With no strategy the rate is computed once.
-        learning_rate = self.learning_rate
-        for variable in variables:
-            self._decay(_tf_variable(variable), learning_rate)
-
-    def _decay(self, variable, learning_rate=None) -> None:
-        learning_rate = self.learning_rate if learning_rate is None else learning_rate
-        factor = 1 - tf.cast(self.weight_decay, variable.dtype) * tf.cast(learning_rate, variable.dtype)
-        variable.assign(variable * factor)
-
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if self.amsgrad or tf.distribute.has_strategy():
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        # The per-step scalars once, not once per variable; the same values, so the same weights.
-        scalars = {}
-        for gradient, variable in zip(grads, trainable_variables):
-            if variable.dtype not in scalars:
-                scalars[variable.dtype] = self._adam_scalars(variable.dtype, learning_rate)
-            self._fused_update(gradient, variable, scalars[variable.dtype])
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:
@@ -148,14 +111,9 @@ class FusedAdamW(keras.optimizers.AdamW):
             grad=tf.cast(gradient, variable.dtype), use_locking=False, **scalars)
 
 
-def _tf_variable(variable) -> tf.Variable:
-    """The tf.Variable behind a Keras variable (the TF optimizer passes either)."""
-    return variable.value if isinstance(variable, keras.Variable) else variable
-
-
 def _handle(variable) -> tf.Tensor:
     """The resource handle of a Keras variable or of the tf.Variable the TF optimizer passes."""
-    return _tf_variable(variable).handle
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 # ------------------------------------------------------------------------------------ tf.distribute
