@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import yaml
 
 from recipes.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
 from recipes.run_files import RunFileError, read_if_present

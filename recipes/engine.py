@@ -33,7 +33,6 @@ from recipes.registry import load_recipe
 from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
 from recipes.run_files import read_if_present
 from recipes.run_metrics import final_metrics, scalar_metrics
-from zoo import keras_compat
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 

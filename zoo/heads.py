@@ -8,7 +8,6 @@ import warnings
 from typing import Literal
 
 import keras
-import tensorflow as tf
 
 from zoo import keras_compat
 
