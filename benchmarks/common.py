@@ -33,8 +33,8 @@ def benchmark_parser(name: str) -> argparse.ArgumentParser:
 def cpu_description() -> str:
     """The CPU behind a figure: its model and the flags that decide keras-zoo's defaults
     (AVX2, AVX-512, native bf16, AMX), as RESULTS.md names it."""
-    from recipes.devices import DECIDING_CPU_FLAGS, cpu_model  # noqa: PLC0415
-    from zoo.runtime import cpu_flags  # noqa: PLC0415
+    from recipes.devices import DECIDING_CPU_FLAGS  # noqa: PLC0415
+    from zoo.runtime import cpu_flags, cpu_model  # noqa: PLC0415
 
     flags = sorted(cpu_flags() & DECIDING_CPU_FLAGS)
     return f"{cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores ({', '.join(flags) or 'none of avx2/avx512f/bf16/amx'})"

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-
 from recipes.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
 from recipes.run_files import RunFileError, read_if_present
 from recipes.run_metrics import final_metrics, history_rows, monitor_mode
@@ -71,10 +70,10 @@ def resolve(name: str, runs_dir: str) -> Path:
 # -------------------------------------------------------------------------------------------- rows
 def run_row(path: Path, runs_dir: str) -> dict:
     """A run's line: status from run.json, figures from metrics.json and history.csv."""
-    status, cfg = run_status(path), read_mapping(path / "config.yaml")
+    status, cfg = run_status(path), read_if_present(path / "config.yaml")
     monitor = cfg.get("train", {}).get("monitor", "")
     metrics = final_metrics(RunDir(path), monitor) if monitor else {}
-    chosen = read_mapping(path / "metrics.json").get("chosen_epoch")
+    chosen = read_if_present(path / "metrics.json").get("chosen_epoch")
     epochs = f"{chosen['epoch']}/{chosen['of']}" if chosen else str(len(history_rows(path / "history.csv")) or "-")
     end = time.time() if status.get("status") == "running" else status.get("finished_at") or status.get("updated_at")
     return _row("run", path, runs_dir, recipe=status.get("recipe") or path.parent.name,
@@ -85,6 +84,8 @@ def run_row(path: Path, runs_dir: str) -> dict:
 
 def _run_state(path: Path, status: dict) -> str:
     state = status.get("status", "?")
+    if state == UNREADABLE:
+        return f"unreadable: {status['reason']}"
     if state == "failed":
         reason = status.get("reason", "?")
         state = f"failed: {reason if len(reason) <= 40 else reason[:37] + '...'}"
@@ -96,9 +97,9 @@ def _run_state(path: Path, status: dict) -> str:
 
 def search_row(path: Path, runs_dir: str) -> dict:
     """A search's line: trials completed of tuning.max_trials, the best completed trial's figures."""
-    cfg = read_mapping(path / "search.yaml")
+    cfg = read_if_present(path / "search.yaml")
     tuning = cfg.get("tuning", {})
-    trials = [read_mapping(file) for file in sorted(path.glob("trials/trial_*/result.json"))]
+    trials = [read_if_present(file) for file in sorted(path.glob("trials/trial_*/result.json"))]
     done = [t for t in trials if t.get("status") == "COMPLETED"]
     failed, running = sum(t.get("status") == "FAILED" for t in trials), search_is_running(path)
     status = (f"search {len(done)}/{tuning.get('max_trials', '?')} trials" + (f", {failed} failed" if failed else "")
@@ -137,7 +138,7 @@ def search_is_running(path: Path) -> bool:
     """The search's chief (or single process) holds its lock, a trial's run is being trained, or a
     worker's heartbeat is fresh (a worker whose chief is on another host)."""
     try:
-        timeout = read_mapping(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
+        timeout = read_if_present(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
     except RunFileError:
         timeout = 120
     runs = [run for run in path.glob("trials/trial_*/run*") if is_run(run)]
@@ -184,12 +185,6 @@ def _name(path: Path, runs_dir: str) -> str:
         return str(path)
 
 
-def read_mapping(file: Path) -> dict:
-    """A run's or search's file, its shape checked ({} while it does not exist); a malformed one
-    raises RunFileError, which makes the run's row `unreadable`."""
-    return read_if_present(file)
-
-
 def unreadable_row(path: Path, runs_dir: str, error: RunFileError) -> dict:
     """The row of a run or search one of whose files is malformed: its name and what is wrong."""
     kind = "search" if (path / "search.yaml").is_file() and not is_run(path) else "run"
@@ -200,15 +195,9 @@ def unreadable_row(path: Path, runs_dir: str, error: RunFileError) -> dict:
 def row(path: Path, runs_dir: str) -> dict:
     """A run's or search's row, or its `unreadable` row."""
     try:
-        if is_search(path):
-            return search_row(path, runs_dir)
-        row = run_row(path, runs_dir)
-    except RunFileError as e:
+        return search_row(path, runs_dir) if is_search(path) else run_row(path, runs_dir)
+    except RunFileError as e:  # a malformed file (run_files.py): the row says which and why
         return unreadable_row(path, runs_dir, e)
-    status = run_status(path)
-    if status["status"] == UNREADABLE:
-        return {**row, "status": f"unreadable: {status['reason']}", "reason": status["reason"]}
-    return row
 
 
 # ------------------------------------------------------------------------------------------- table

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from keras_zoo_cli.runs import is_search, read_mapping, resolve, run_row, search_row
+from keras_zoo_cli.runs import is_search, resolve, run_row, search_row
 from recipes.cli import kept_epoch_line
 from recipes.model_card import format_runtime
 from recipes.registry import load_recipe
 from recipes.run_dir import UNREADABLE, is_run, run_status
-from recipes.run_files import RunFileError
+from recipes.run_files import RunFileError, read_if_present
 from recipes.run_metrics import scalar_metrics
 from tuning.common import SearchDir, SearchResult
 from tuning.results import format_table
@@ -32,11 +32,11 @@ def _show_run(path: Path, name: str, runs_dir: str) -> str:
         raise UserError(f"{name}: not a keras-zoo run or search (no run.json, nor search.yaml)")
     if (state := run_status(path))["status"] == UNREADABLE:
         raise UserError(f"{path}: unreadable: {state['reason']}")
-    r, report, config = run_row(path, runs_dir), read_mapping(path / "metrics.json"), path / "config.yaml"
+    r, report, config = run_row(path, runs_dir), read_if_present(path / "metrics.json"), path / "config.yaml"
     status = f"failed: {r['reason']}" if r["reason"] else r["status"]  # the whole reason
     lines = [f"run:      {r['name']} ({r['recipe']})", f"status:   {status}", f"backbone: {r['backbone']}",
              f"epochs:   {r['epochs']}", f"config:   {config if config.exists() else '-'}",
-             f"runtime:  {format_runtime(read_mapping(path / 'run.json').get('runtime'))}"]
+             f"runtime:  {format_runtime(read_if_present(path / 'run.json').get('runtime'))}"]
     format_report = _report_format(r["recipe"])
     lines += [f"\n{split} metrics:\n{format_report(report[split])}" for split in ("validation", "test")
               if split in report]
@@ -59,7 +59,7 @@ def _show_search(path: Path, runs_dir: str) -> str:
     lines = [f"search:   {r['name']} ({r['recipe']})", f"status:   {r['status']}", f"backbone: {r['backbone']}",
              f"config:   {search.config}"]
     lines += [f"best:     {search.best_config}"] if search.best_config.exists() else []
-    results = read_mapping(search.results_json)
+    results = read_if_present(search.results_json)
     if not results:
         return "\n".join(lines + ["\nno results.json yet: the search is running, or stopped before its end (--resume)"])
     trials = results["trials"]

@@ -132,10 +132,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return load_config_and_keys(cls, path, overrides)[0]
 
 
-def yaml_position(error: Exception) -> str:
-    """`LINE:COLUMN:` (1-based) of a YAML error, where PyYAML knows it ("" where not)."""
+def yaml_error(error: Exception) -> tuple[tuple[int, int] | None, str]:
+    """`((line, column), problem)` of a YAML error, 1-based; the position is None where PyYAML
+    does not know it."""
     mark = getattr(error, "problem_mark", None)
-    return f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return ((mark.line + 1, mark.column + 1) if mark is not None else None), problem
 
 
 def load_config_and_keys(cls: type[C], path: str | Path | None = None,
@@ -150,7 +152,9 @@ def load_config_and_keys(cls: type[C], path: str | Path | None = None,
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"{path}:{yaml_position(e)} invalid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
+            position, problem = yaml_error(e)
+            where = f"{position[0]}:{position[1]}:" if position else ""
+            raise UserError(f"{path}:{where} invalid YAML ({problem})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: a config must be a mapping of sections")
         values = loaded

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from zoo.errors import UserError
-from zoo.runtime import NATIVE_BF16, cpu_flags
+from zoo.runtime import NATIVE_BF16, cpu_flags, cpu_model
 
 # `auto` resolved as on a CPU with native bf16 (`native`) or without (`emulated`), whatever this
 # CPU has: the test suite runs its precision-sensitive tests both ways on every machine, and a user
@@ -90,15 +89,6 @@ def forced_cpu_bf16(environ=os.environ) -> str:
         raise UserError(f"{CPU_BF16_VARIABLE}: '{value}' is not one of {', '.join(CPU_BF16_CHOICES)} "
                         "(unset it to let the CPU decide)")
     return value
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
 
 
 def resolve_precision(precision: str, devices: Devices, cpu_bf16: bool = True) -> str:

@@ -198,13 +198,13 @@ def runtime_record(train_cfg: Any, dist: distribute.Distribution, local: devices
 def _record_runtime(writer: Any, runtime: dict) -> None:
     """Keep `runtime` in run.json; a resume on another machine says what changed and keeps the
     earlier record beside the new one."""
-    previous = writer.run.read_json(writer.run.status).get("runtime") if writer.run.status.exists() else None
-    fields = {"runtime": runtime}
+    record = writer.run.read_json(writer.run.status)
+    previous, fields = record.get("runtime"), {"runtime": runtime}
     if previous and previous != runtime:
         changed = ", ".join(f"{key} {previous.get(key)!r} -> {value!r}" for key, value in runtime.items()
                             if previous.get(key) != value)
         print(f"resuming with another runtime: {changed}")
-        fields["earlier_runtimes"] = [*writer.run.read_json(writer.run.status).get("earlier_runtimes", []), previous]
+        fields["earlier_runtimes"] = [*record.get("earlier_runtimes", []), previous]
     writer.set_status("running", **fields)
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from recipes.run_files import RunFileError, read_run_file
+from recipes.run_files import RunFileError, read_if_present, read_run_file
 from zoo.errors import UserError
 
 STATUS_FILE = "run.json"
@@ -167,13 +167,14 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if resume:
         for candidate in (partial, final):  # a replacement in progress is what was interrupted
             if _resumable(candidate):
-                state = run_status(candidate)["status"]
+                status = run_status(candidate)
+                state = status["status"]
                 if state == "running":
                     raise UserError(f"{candidate}: another command is training this run right now")
                 if state == "finished":
                     raise UserError(f"{candidate}: finished; nothing to resume (--overwrite trains it again)")
                 if state == UNREADABLE:
-                    raise UserError(f"{candidate}: {run_status(candidate)['reason']}; it cannot be resumed "
+                    raise UserError(f"{candidate}: {status['reason']}; it cannot be resumed "
                                     "(--overwrite trains it again)")
                 return RunPlan(final, candidate, resume=True,
                                replaces=run_status(final)["status"] if candidate == partial and final.exists() else "")
@@ -267,22 +268,16 @@ class RunWriter:
         """Write run.json: the status, this command, and `fields`; what earlier writes recorded
         (recipe, origin, runtime, ...) stays, except the reason a run failed and when it finished."""
         record = {"status": status, "pid": os.getpid(), "command": sys.argv, "updated_at": time.time(), **fields}
-        previous = read_json_object(self.run.status) if self.run.status.exists() else {}
+        try:
+            previous = read_if_present(self.run.status)
+        except RunFileError:  # written over: this command's record is the one to keep
+            previous = {}
         kept = {k: v for k, v in previous.items() if k not in STATUS_OF_ONE_COMMAND}
         write_json(self.run.status, {**kept, **record})
 
 
 # What run.json says of the command that last wrote it only: not carried to the next status.
 STATUS_OF_ONE_COMMAND = ("reason", "finished_at")
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON file that holds an object; {} where it is unreadable or holds something else."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 @contextlib.contextmanager

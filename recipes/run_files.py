@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
+from recipes.config import yaml_error
 from zoo.errors import UserError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -133,9 +134,9 @@ def read_run_file(path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise RunFileError(path, f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RunFileError(path, f"not YAML ({where}{getattr(e, 'problem', None) or e})") from None
+        position, problem = yaml_error(e)
+        where = f"line {position[0]}, column {position[1]}: " if position else ""
+        raise RunFileError(path, f"not YAML ({where}{problem})") from None
     if value is None and path.suffix != ".json":
         value = {}  # an empty YAML file
     problem = SHAPES.get(path.name, lambda v: _fields(v, {}))(value)

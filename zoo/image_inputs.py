@@ -39,7 +39,9 @@ MAX_DECODED_PIXELS = 64_000_000
 
 def declared_size(head: bytes) -> tuple[int, int] | None:
     """`(width, height)` that an image file's first bytes declare (JPEG: its frame header, so pass
-    enough bytes to reach it; PNG, GIF, BMP, WebP: the first 30), None where they declare none."""
+    enough bytes to reach it; PNG, GIF, BMP, WebP: the first 30), None where they declare none.
+    Not Pillow's `Image.open(...).size`: past 179 M pixels it raises instead of telling the size,
+    unless a process-wide limit is changed."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:

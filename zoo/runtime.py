@@ -36,17 +36,28 @@ import time
 from pathlib import Path
 from typing import MutableMapping
 
+from zoo.errors import UserError
+
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` line's value in /proc/cpuinfo ("" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), "")
 
 
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                           if line.startswith("flags")), []))
+    return frozenset(_cpuinfo_field("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    return _cpuinfo_field("model name")
 
 
 SPEEDUPS_VARIABLE = "KERAS_ZOO_SPEEDUPS"  # 0 turns keras-zoo's rewrites of Keras internals off (zoo/keras_compat.py)
@@ -55,8 +66,6 @@ SPEEDUPS_VARIABLE = "KERAS_ZOO_SPEEDUPS"  # 0 turns keras-zoo's rewrites of Kera
 def speedups_from_environment(environ: MutableMapping[str, str] = os.environ) -> bool | None:
     """KERAS_ZOO_SPEEDUPS as a boolean, None where it is not set. Where set, it wins over the
     config's `train.speedups` (the engine writes it into a new run's config)."""
-    from zoo.errors import UserError  # noqa: PLC0415  (a light module; keeps this one standalone)
-
     value = environ.get(SPEEDUPS_VARIABLE, "").strip().lower()
     if not value:
         return None
