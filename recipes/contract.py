@@ -63,6 +63,15 @@ class Training:
     # The splits to evaluate after training when `build` prepared them further than `read_data`
     # (decoded images); None: `read_data`'s.
     data: Any = None
+    # When `model` is only the head, trained on a frozen backbone's features computed once
+    # (`training.head_on_features`): the whole model (backbone and that same head), which the
+    # engine evaluates, exports and hands to `Recipe.load`. None: `model` is the whole model.
+    whole_model: Any = None
+
+    @property
+    def whole(self) -> Any:
+        """The model to evaluate and export once training is done."""
+        return self.model if self.whole_model is None else self.whole_model
 
 
 @dataclass

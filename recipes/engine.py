@@ -99,7 +99,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
                                        class_weight=built.class_weight, verbose=verbose if dist.is_chief else 0,
                                        logging=cfg.run)
             synchronize_batch_norm(built.model, False)
-            model = inference_copy(built.model)  # every worker: the copy reads the replicated weights
+            model = inference_copy(built.whole)  # every worker: the copy reads the replicated weights
             if not dist.is_chief:
                 return RunDir(plan.final, tensorboard=cfg.run.tensorboard), {}
             predictor = recipe.load(run.path, cfg, built.task, model)
@@ -162,11 +162,11 @@ def _chosen_and_last_epoch(recipe: Recipe, built: Any, run: RunDir, cfg: Any, sp
     elif run.last_weights.exists() and evaluate_last:
         training.load_best_weights(built.model, run, run.last_weights)
         try:
-            predictor = recipe.load(run.path, cfg, built.task, inference_copy(built.model))
+            predictor = recipe.load(run.path, cfg, built.task, inference_copy(built.whole))
             for split in REPORTED_SPLITS:
                 if (examples := getattr(splits, split, None)) is not None:
                     last[split] = recipe.evaluate(predictor, examples, split, cfg).report
-        finally:  # back to the kept epoch: built.model may be the very model that is exported
+        finally:  # back to the kept epoch: built.model may be (part of) the very model that is exported
             training.load_best_weights(built.model, run)
     run.last_weights.unlink(missing_ok=True)
     scalars = {split: scalar_metrics(figures) if isinstance(figures, dict) else figures

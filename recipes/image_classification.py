@@ -204,9 +204,11 @@ class ImageClassification(Recipe):
 
     def build(self, cfg: ImageClassificationConfig, data: ImageSplits) -> Training:
         """Decode every image once (files that do not decode are skipped and listed), then the model."""
+        from recipes import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import image_classifier  # noqa: PLC0415
-        from zoo.image_inputs import augmented_batches, cropped_batches, input_size, save_run_assets  # noqa: PLC0415
+        from zoo.image_inputs import (augmented_batches, cropped_batches, feature_batches, input_size,  # noqa: PLC0415
+                                      model_outputs, save_run_assets)
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="image", task=self.name)
         converter = preprocessor.image_converter
@@ -226,8 +228,17 @@ class ImageClassification(Recipe):
         train_ds = augmented_batches(decoded.train, y_train, k, cfg.train.batch_size, cfg.train.seed,
                                      cfg.augment if cfg.augmented else None, image_size)
         chooser = decoded.validation if decoded.selection is None else decoded.selection  # the split the best epoch is chosen on
-        val_ds = cropped_batches(chooser, label_ids(chooser, data.labels), k, image_size, cfg.train.batch_size)
-        model = image_classifier(backbone, k, converter, cfg.model.dropout)
+        y_chooser = label_ids(chooser, data.labels)
+        val_ds = cropped_batches(chooser, y_chooser, k, image_size, cfg.train.batch_size)
+        model = whole = image_classifier(backbone, k, converter, cfg.model.dropout)
+        # A frozen backbone on centre crops gives the same features every epoch: compute them once.
+        split = training.head_on_features(model, len(y_train) + len(y_chooser), cfg.train) \
+            if cfg.model.finetune == "frozen" and not cfg.augmented else None
+        if split is not None:
+            features, model = split
+            batch, seed = cfg.train.batch_size, cfg.train.seed
+            train_ds = feature_batches(model_outputs(features, decoded.train, batch, "features"), y_train, k, batch, seed)
+            val_ds = feature_batches(model_outputs(features, chooser, batch, "features"), y_chooser, k, batch)
         steps = math.ceil(len(y_train) / cfg.train.batch_size)
         task = {"labels": data.labels, "image_size": image_size, "side": images.side,
                 "interpolation": images.interpolation, "undecodable": len(undecodable),
@@ -239,7 +250,7 @@ class ImageClassification(Recipe):
         return Training(model, training_phases(cfg, backbone, steps, k), train_ds, val_ds, len(y_train), task,
                         save_assets=lambda path: save_run_assets(path, converter, undecodable),
                         class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights), notes=notes,
-                        data=decoded)
+                        data=decoded, whole_model=whole if model is not whole else None)
 
     def load(self, run_path: Path, cfg: ImageClassificationConfig, task: dict, model) -> ImageClassifier:
         return ImageClassifier(model, task["labels"], task["side"], task["interpolation"], cfg.data.cache_max_gb * 2**30)

@@ -121,7 +121,8 @@ class Sentiment(Recipe):
         from recipes import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
-        from zoo.text_inputs import TextEncoder, length_sorted_batches, training_batches  # noqa: PLC0415
+        from zoo.text_inputs import (TextEncoder, feature_batches, length_sorted_batches,  # noqa: PLC0415
+                                     predict_probabilities, training_batches)
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction read
@@ -131,19 +132,31 @@ class Sentiment(Recipe):
         lengths = reader.lengths(data.train.texts)  # before truncation
         max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
         encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length, pad_to_buckets=xla)
-        train_ds, steps = training_batches(encoder, data.train.texts, label_ids(data.train, data.labels),
-                                           cfg.train.batch_size, cfg.train.seed, lengths)
+        y_train, batch, seed = label_ids(data.train, data.labels), cfg.train.batch_size, cfg.train.seed
+        train_ds, steps = training_batches(encoder, data.train.texts, y_train, batch, seed, lengths)
         chooser = data.validation if data.selection is None else data.selection  # the split the best epoch is chosen on
-        val_ds, _ = length_sorted_batches(reader, chooser.texts, label_ids(chooser, data.labels), cfg.train.batch_size)
+        y_chooser = label_ids(chooser, data.labels)
+        val_ds, _ = length_sorted_batches(reader, chooser.texts, y_chooser, batch)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
         if cfg.model.freeze_embeddings:
             freeze_token_embeddings(backbone)
-        model = text_classifier(backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling)
+        model = whole = text_classifier(backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling)
+        # A frozen backbone gives the same sentence vectors every epoch: compute them once (in
+        # inference mode: the backbone's own dropout, which Keras applies even to frozen layers, is off).
+        split = training.head_on_features(model, len(y_train) + len(y_chooser), cfg.train) \
+            if cfg.model.finetune == "frozen" else None
+        if split is not None:
+            model = split[1]
+            vectors = predict_probabilities(whole, encoder, data.train.texts, features=True)[1].astype("float32")
+            train_ds = feature_batches(vectors, y_train, batch, seed, lengths, max_length, bucketed=xla)
+            val_x = predict_probabilities(whole, reader, chooser.texts, features=True)[1].astype("float32")
+            val_ds = feature_batches(val_x, y_chooser, batch)
         phase = Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))
         task = {"labels": data.labels, "max_length": max_length, "read_length": reader.max_length,
                 "truncated_train_examples": int((lengths > max_length).sum())}
         return Training(model, [phase], train_ds, val_ds, len(data.train), task,
-                        save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")))
+                        save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
+                        whole_model=whole if model is not whole else None)
 
     def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
         from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415

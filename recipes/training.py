@@ -75,6 +75,30 @@ def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: in
     )
 
 
+def head_on_features(model: keras.Model, examples: int, cfg: TrainConfig) -> tuple[keras.Model, keras.Model] | None:
+    """`(features, head)` (`zoo.heads.split_at_head`) for a recipe whose backbone is frozen and
+    whose inputs are the same every epoch: it computes the backbone's features once, in inference
+    mode, and trains `head` on them, handing the whole model on as `Training.whole_model`. None
+    (the backbone runs every epoch) with `train.speedups` off, or, said in one line, when the
+    features of `examples` examples would take over half the memory available."""
+    from zoo.heads import split_at_head  # noqa: PLC0415
+    from zoo.runtime import available_memory  # noqa: PLC0415
+
+    if not cfg.speedups:
+        return None
+    features, head = split_at_head(model)
+    size = examples * math.prod(head.input.shape[1:]) * 4
+    available = available_memory()
+    if available is not None and size > available / 2:
+        print(f"model.finetune=frozen: the backbone's features of {examples} examples would take "
+              f"{size / 2**30:.1f} GB, over half the {available / 2**30:.1f} GB of memory available; "
+              "the frozen backbone runs on every batch of every epoch instead", flush=True)
+        return None
+    print(f"model.finetune=frozen: computing the frozen backbone's features of {examples} examples once; "
+          "the head trains on them", flush=True)
+    return features, head
+
+
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
         run: RunDir, examples_per_epoch: int, phases: list[Phase] | None = None,
         extra_callbacks: list | None = None, class_weight: dict | None = None,

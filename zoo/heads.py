@@ -83,6 +83,20 @@ def head_features(model: keras.Model, with_logits: bool = False) -> keras.Model:
                        name=f"{model.name}_features")
 
 
+def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """`(features, head)`: the model up to what its head sees (`head_features`) and the head alone
+    (its `head_dropout` and `logits` layers, the same objects, so the same weights) taking those
+    features as input. Training `head` on features computed once by `features` trains `model`'s
+    head: the standard transfer-learning recipe for a frozen backbone.
+
+        >>> features, head = split_at_head(model)  # doctest: +SKIP
+        >>> head.fit(features.predict(images), labels)  # doctest: +SKIP
+    """
+    dropout, logits = model.get_layer("head_dropout"), model.get_layer("logits")
+    inputs = keras.Input(tuple(dropout.input.shape[1:]), name="features")
+    return head_features(model), keras.Model(inputs, logits(dropout(inputs)), name=f"{model.name}_head")
+
+
 def backbone_blocks(backbone) -> list[list]:
     """The backbone's layers that hold weights, grouped into blocks in input-to-output order.
 

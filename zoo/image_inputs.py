@@ -227,12 +227,29 @@ def cropped_batches(images, y: np.ndarray | None, num_classes: int, image_size: 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def feature_batches(features: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,
+                    seed: int | None = None):
+    """Batches of (features, one-hot labels) computed once from decoded images: with `seed`,
+    shuffled exactly as `augmented_batches` shuffles those images (tf.data's permutation depends
+    on the seed and the count alone), else in order, as `cropped_batches` gives them."""
+    ds = tf.data.Dataset.from_tensor_slices((features, np.eye(num_classes, dtype=np.float32)[y]))
+    if seed is not None:
+        ds = ds.shuffle(len(features), seed=seed)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def model_outputs(model, images, batch_size: int = 32, desc: str = "predicting") -> np.ndarray:
+    """`model`'s outputs for decoded images (centre crops), in their order, in float32."""
+    size = int(model.input.shape[1])
+    outputs = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0,
+                            callbacks=predict_callbacks(-(-len(images) // batch_size), desc))
+    return np.asarray(outputs, dtype="float32")
+
+
 def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
     """Class probabilities for decoded images, in their order (centre crops)."""
-    size = int(model.input.shape[1])
-    logits = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0,
-                           callbacks=predict_callbacks(-(-len(images) // batch_size)))
-    return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+    logits = model_outputs(model, images, batch_size)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
 def save_run_assets(path, converter, undecodable: Sequence[str]) -> None:

@@ -60,6 +60,17 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name")
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (MemAvailable in /proc/meminfo);
+    None where that is not known."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else None
+
+
 SPEEDUPS_VARIABLE = "KERAS_ZOO_SPEEDUPS"  # 0 turns keras-zoo's rewrites of Keras internals off (zoo/keras_compat.py)
 
 

@@ -197,6 +197,37 @@ def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_s
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
+def feature_batches(features: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None,
+                    lengths: np.ndarray | None = None, max_length: int = 0, bucketed: bool = False,
+                    group_batches: int = 50) -> tf.data.Dataset:
+    """Batches of (sentence vectors computed once, labels): without `seed` in order; with it in
+    exactly the order `training_batches` gives the texts they come from: the same shuffles
+    (tf.data's permutations depend on the seed and the count alone) and the same grouping by
+    length (the texts' `lengths`, cut at `max_length` as the encoder cuts them), bucketed
+    (`bucketed_batches`) or grouped (`length_grouped_batches`)."""
+    if seed is None:
+        return tf.data.Dataset.from_tensor_slices((features, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    cut = np.minimum(lengths, max_length).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((features, cut, y))
+    ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    if bucketed:
+        boundaries = [b + 1 for b in bucket_lengths(max_length)]
+        ds = ds.bucket_by_sequence_length(lambda vector, length, label: length, bucket_boundaries=boundaries[:-1],
+                                          bucket_batch_sizes=[batch_size] * len(boundaries))
+        steps = int(sum(math.ceil(count / batch_size)
+                        for count in np.bincount(np.searchsorted(bucket_lengths(max_length), cut)) if count))
+    else:
+        def sort_group(vectors, group_lengths, labels):
+            order = tf.argsort(group_lengths, direction="DESCENDING", stable=True)
+            return tf.gather(vectors, order), tf.gather(group_lengths, order), tf.gather(labels, order)
+
+        ds = ds.batch(group_batches * batch_size).map(sort_group).unbatch().batch(batch_size)
+        ds = ds.shuffle(group_batches, seed=seed + 1, reshuffle_each_iteration=True)
+        steps = -(-len(y) // batch_size)
+    ds = ds.map(lambda vectors, group_lengths, labels: (vectors, labels))
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
 def length_sorted_batches(encoder, texts: Sequence[str], y: np.ndarray | None, batch_size: int):
     """Batches of texts sorted by length (little padding); returns the dataset and the sort order."""
     order = np.argsort(encoder.lengths(texts), kind="stable")
