@@ -50,8 +50,9 @@ class TrainConfig:
     # every step: +24% step time for `clipnorm`, +11% for a global norm, measured at SST-2 lengths;
     # the warm-up keeps the first steps stable instead.
     clipnorm: float = 0.0
-    # keras-zoo's optional rewrites of Keras internals (zoo/keras_compat.py): the fused AdamW. False:
-    # keras.optimizers.AdamW, for ruling it out. KERAS_ZOO_SPEEDUPS=0 (or 1), where set, wins over it.
+    # keras-zoo's speed-ups: the fused AdamW (zoo/keras_compat.py), and a frozen backbone's features
+    # computed once (training.head_on_features). False: keras.optimizers.AdamW and the backbone run
+    # every epoch, for ruling them out. KERAS_ZOO_SPEEDUPS=0 (or 1), where set, wins over it.
     speedups: bool = True
     monitor: str = "val_accuracy"  # metric for early stopping and the best checkpoint
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping

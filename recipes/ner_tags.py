@@ -1,8 +1,9 @@
 """Named-entity tags: their schemes (IOB1, IOB2, BIOES), conversions, entities and entity-level metrics.
 
-Entities are read exactly as seqeval's default mode and conlleval read them (any tag sequence, even an
-ill-formed one, has one reading), so the scores here are the ones papers report. Pure Python and NumPy:
-no TensorFlow, no seqeval.
+Entities and their precision, recall and F1 come from seqeval (its default mode, which reads them
+as conlleval does: any tag sequence, even an ill-formed one, has one reading), so the scores are
+the ones papers report. Written here: what seqeval lacks, the checks of a file's tags against its
+scheme, the conversion to IOB2 and back, and the entity-type confusion. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
+from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
 from recipes.metrics import confusion_matrix_png
 from zoo.errors import UserError
@@ -116,33 +118,13 @@ def invalid_iob2_starts(tags: Sequence[str]) -> int:
     return count
 
 
-def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    """conlleval's endOfChunk (as seqeval's): did an entity end just before this token?"""
-    return (prev_tag in ("E", "S")
-            or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-            or (prev_tag != "O" and prev_type != type_))
-
-
-def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    """conlleval's startOfChunk (as seqeval's): does an entity start at this token?"""
-    return (tag in ("B", "S")
-            or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
-            or (tag != "O" and prev_type != type_))
-
-
 def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """One sentence's entities as `(type, start, end_exclusive)`, read as seqeval's default mode and
-    conlleval read them, ill-formed sequences included (I-X after O starts an entity; I-Y after B-X
-    ends X and starts Y; E-X / S-X end one). Malformed tags raise ValueError."""
-    found = []
-    prev_tag, prev_type, begin = "O", "", 0
-    for i, (tag, type_) in enumerate([parse_tag(t) for t in tags] + [("O", "")]):
-        if _end_of_chunk(prev_tag, tag, prev_type, type_):
-            found.append((prev_type, begin, i))
-        if _start_of_chunk(prev_tag, tag, prev_type, type_):
-            begin = i
-        prev_tag, prev_type = tag, type_
-    return found
+    """One sentence's entities as `(type, start, end_exclusive)`, read by seqeval's `get_entities`
+    (as conlleval reads them, ill-formed sequences included: I-X after O starts an entity; I-Y
+    after B-X ends X and starts Y; E-X / S-X end one). Malformed tags raise ValueError."""
+    for tag in tags:
+        parse_tag(tag)
+    return [(type_, start, end + 1) for type_, start, end in get_entities(list(tags))]
 
 
 def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
@@ -185,21 +167,11 @@ def from_iob2(tags: Sequence[str], scheme: str) -> list[str]:
     return out
 
 
-def _prf(correct: int, predicted: int, true: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 as seqeval computes them (0.0 where undefined)."""
-    precision = correct / predicted if predicted else 0.0
-    recall = correct / true if true else 0.0
-    denom = precision + recall
-    f1 = 2 * precision * recall / denom if denom else 0.0
-    return precision, recall, f1
-
-
-# Hand-written, not seqeval (only a dev dependency): runs every epoch on word tags; tests/test_ner_tags.py checks it equals seqeval.
 def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
-    """Entity-level metrics as seqeval's default mode and conlleval compute them: an entity is correct
-    when its type, start and end all match. Micro precision/recall/F1, per type (sorted; support =
-    true entities), macro-F1, token accuracy, counts, and the type confusion (rows true type, columns
-    predicted, "O" last: an entity without one of the same span on the other side). JSON-ready."""
+    """Entity-level metrics: seqeval's micro and per-type precision, recall and F1 (support = true
+    entities; an entity is correct when its type, start and end all match), macro-F1, token accuracy,
+    counts, and the type confusion (rows true type, columns predicted, "O" last: an entity without
+    one of the same span on the other side). JSON-ready."""
     if len(true) != len(pred):
         raise ValueError(f"entity_report: {len(true)} true sentences but {len(pred)} predicted")
     true_spans, pred_spans = [], []
@@ -216,39 +188,32 @@ def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     index = {name: k for k, name in enumerate(types)}
     outside = len(types)
     cm = np.zeros((outside + 1, outside + 1), dtype=np.int64)
-    counts = {name: [0, 0, 0] for name in types}  # correct, predicted, true
     for t_spans, p_spans in zip(true_spans, pred_spans):
         for span, type_ in t_spans.items():
-            counts[type_][2] += 1
             other = p_spans.get(span)
             cm[index[type_], outside if other is None else index[other]] += 1
-            if other == type_:
-                counts[type_][0] += 1
         for span, type_ in p_spans.items():
-            counts[type_][1] += 1
             if span not in t_spans:
                 cm[outside, index[type_]] += 1
-
-    per_type = {}
-    for name in types:
-        c, n_pred, n_true = counts[name]
-        precision, recall, f1 = _prf(c, n_pred, n_true)
-        per_type[name] = {"precision": precision, "recall": recall, "f1": f1, "support": n_true}
-    correct = sum(c[0] for c in counts.values())
-    predicted = sum(c[1] for c in counts.values())
-    n_true = sum(c[2] for c in counts.values())
-    precision, recall, f1 = _prf(correct, predicted, n_true)
+    sequences = [list(t) for t in true], [list(p) for p in pred]
+    per_type, precision, recall, f1 = {}, 0.0, 0.0, 0.0  # no entity on either side: nothing to score
+    if types:  # seqeval's per-type arrays follow the sorted types of both sides, as `types` does
+        scores = precision_recall_fscore_support(*sequences, average=None, zero_division=0)
+        per_type = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                    for name, p, r, f, n in zip(types, *scores)}
+        precision, recall, f1, _ = precision_recall_fscore_support(*sequences, average="micro", zero_division=0)
+    correct = int(np.trace(cm[:outside, :outside]))
     return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "per_type": per_type,
         "macro_f1": float(np.mean([m["f1"] for m in per_type.values()])) if types else 0.0,
         "token_accuracy": correct_tokens / num_tokens if num_tokens else 0.0,
         "num_sentences": len(true),
         "num_tokens": num_tokens,
-        "true_entities": n_true,
-        "predicted_entities": predicted,
+        "true_entities": sum(len(spans) for spans in true_spans),
+        "predicted_entities": sum(len(spans) for spans in pred_spans),
         "correct_entities": correct,
         "type_confusion": {"labels": types + ["O"], "matrix": cm.tolist()},
     }

@@ -1,15 +1,13 @@
-"""NER tags: schemes, conversions, entities and entity metrics, checked against seqeval's default mode."""
+"""NER tags: schemes, conversions, entities and entity metrics, against seqeval's default mode
+(which recipes/ner_tags.py calls: these check the glue, the conversions and the type confusion)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
-pytest.importorskip("seqeval", reason="seqeval is the reference the entity metrics are checked against")
-
-from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support  # noqa: E402
-
-from recipes.ner_tags import (  # noqa: E402
+from recipes.ner_tags import (
     SCHEMES,
     check_tags,
     detect_scheme,
@@ -21,7 +19,7 @@ from recipes.ner_tags import (  # noqa: E402
     to_iob2,
     type_confusion_png,
 )
-from zoo.errors import UserError  # noqa: E402
+from zoo.errors import UserError
 
 TYPES = ("PER", "LOC", "ORG")
 IOB_TAGS = ["O"] + [f"{p}-{t}" for t in TYPES for p in "BI"]
