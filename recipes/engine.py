@@ -243,7 +243,7 @@ def open_finished(recipe: Recipe, path: str | Path) -> tuple[RunDir, Any, Any]:
     import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
 
     run = open_finished_run(path)
-    made_by = run.read_json(run.status).get("recipe") if run.status.exists() else None
+    made_by = run.read_json(run.status).get("recipe")
     if made_by and made_by != recipe.name:
         raise UserError(f"{run.path}: a run of the {made_by} recipe, not {recipe.name}")
     cfg = recipe.load_config(run.config)
@@ -270,11 +270,6 @@ def evaluate(recipe: Recipe | str, run_path: str | Path, source: str = "", split
     if source:
         examples = recipe.read_split(cfg, source, split)
     else:
-        if not run.status.exists() and split != "test" and not getattr(cfg.data, "validation", "x"):
-            # Made before keras-zoo 0.1's lifecycle change: its validation set was carved from train
-            # by another algorithm, so carving again now would mix training data into validation.
-            raise UserError(f"{run.path}: made by an older keras-zoo, whose split of the training data differs; "
-                            "name the data to evaluate with --data")
         examples = getattr(recipe.read_data(cfg), split, None)
         if examples is None:
             raise UserError(f"{run.config}: the run has no {split} data; pass --data")
@@ -307,8 +302,7 @@ def export(recipe: Recipe | str, run_path: str | Path) -> Path:
     check_writable(Path(run_path) / "export", "export writes into the run's export/ folder")
     run, _, predictor = open_finished(recipe, run_path)
     path = recipe.export(predictor, run.export)
-    if (run.path / "data.json").exists():  # runs from before model cards have none to copy
-        model_card.write_model_card(recipe, run.path, run.export)
+    model_card.write_model_card(recipe, run.path, run.export)
     return path
 
 
@@ -336,8 +330,7 @@ def export_preset(recipe: Recipe | str, run_path: str | Path, directory: str | P
     record = {"recipe": recipe.name, "recipe_module": type(recipe).__module__, "task": run.read_json(run.task)}
     save_task_preset(predictor.model, building, record, [run.path / "tokenizer", run.path / "image_converter"])
     save_config(cfg, building / PRESET_CONFIG)
-    if run.data.exists():  # runs from before model cards have none
-        model_card.write_model_card(recipe, run.path, building)
+    model_card.write_model_card(recipe, run.path, building)
     if target.exists():
         target.rmdir()
     building.rename(target)

@@ -81,10 +81,8 @@ def write_json(path: Path, data) -> None:
 
 
 def is_run(path: Path) -> bool:
-    """Whether `path` is a keras-zoo run (so it may be replaced or deleted): it has run.json, or,
-    made before run.json existed, config.yaml, history.csv and checkpoints/."""
-    return (path / STATUS_FILE).is_file() or all((path / name).exists()
-                                                 for name in ("config.yaml", "history.csv", "checkpoints"))
+    """Whether `path` is a keras-zoo run (so it may be replaced or deleted): it has run.json."""
+    return (path / STATUS_FILE).is_file()
 
 
 def run_status(path: Path) -> dict:
@@ -93,8 +91,8 @@ def run_status(path: Path) -> dict:
     file = path / STATUS_FILE
     try:
         status = read_run_file(file)
-    except FileNotFoundError:  # made before run.json existed
-        status = {"status": "finished" if (path / "export" / "model.keras").exists() else "interrupted"}
+    except FileNotFoundError:  # deleted since it was listed
+        status = {"status": UNREADABLE, "reason": f"{STATUS_FILE}: not found"}
     except RunFileError as e:
         status = {"status": UNREADABLE, "reason": e.short}
     if status.get("status") == "running" and not is_locked(lock_path(_final_path(path))):
@@ -383,8 +381,8 @@ def open_finished_run(path: str | Path) -> RunDir:
     recover_swap(run.path)
     if not run.path.is_dir():
         raise UserError(f"{path}: no such run directory")
-    if not run.config.exists():
-        raise UserError(f"{path}: not a run directory (no config.yaml)")
+    if not is_run(run.path) or not run.config.exists():
+        raise UserError(f"{path}: not a run directory (no {'run.json' if run.config.exists() else 'config.yaml'})")
     return run
 
 

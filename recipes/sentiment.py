@@ -164,8 +164,7 @@ class Sentiment(Recipe):
         tokenizer = load_tokenizer(run_path)
         input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
         xla = getattr(model, "jit_compile", False) is True  # bucket lengths only for XLA, as in build
-        read_length = task.get("read_length", task["max_length"])  # runs made before read_length: as trained
-        return TextClassifier(model, TextEncoder(tokenizer, input_names, read_length, pad_to_buckets=xla),
+        return TextClassifier(model, TextEncoder(tokenizer, input_names, task["read_length"], pad_to_buckets=xla),
                               task["labels"])
 
     def evaluate(self, predictor: TextClassifier, texts: LabelledTexts, split: str, cfg: SentimentConfig) -> Evaluation:

@@ -326,14 +326,14 @@ def test_scratch_left_by_a_kill_never_blocks_and_only_runs_count(tmp_path):
     assert sorted(os.listdir(lookalike)) == ["config.yaml", "history.csv"]
 
 
-def test_runs_made_before_the_status_record_count_as_runs(finished):
+def test_a_folder_without_run_json_is_not_a_run(finished):
     runs, run, _ = finished
-    (run / "run.json").unlink()  # an older keras-zoo run: config.yaml and history.csv, no run.json
-    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
-    assert code == 2 and "a finished run of this name is there; --overwrite replaces it" in error_line(err)
+    (run / "run.json").unlink()  # config.yaml, history.csv and the model alone do not make a run
     code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST, "--overwrite")
-    assert code == 0, err
-    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert code == 2 and "is not a keras-zoo run" in error_line(err)
+    code, _, err = cli("predict", TOY, str(run), "x")
+    assert code == 2 and error_line(err).endswith(f"error: {run}: not a run directory (no run.json)")
+    assert (run / "config.yaml").exists() and (run / "history.csv").exists()
 
 
 def test_an_interrupted_swap_is_completed_or_undone_by_the_next_command(tmp_path):

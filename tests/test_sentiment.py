@@ -209,24 +209,6 @@ def test_the_recipe_module_is_runnable_as_a_script():
     assert result.returncode == 0 and "usage: python -m recipes.sentiment train" in result.stdout
 
 
-def test_an_older_run_with_a_carved_validation_set_is_not_recarved(trained, tmp_path):
-    import shutil
-
-    import yaml
-
-    work, run, _ = trained
-    old = tmp_path / "old"
-    shutil.copytree(run, old)
-    (old / "run.json").unlink()  # made before run.json (and before scikit-learn carved the split)
-    config = yaml.safe_load((old / "config.yaml").read_text())
-    config["data"]["validation"] = ""
-    (old / "config.yaml").write_text(yaml.safe_dump(config))
-    code, _, err = cli("evaluate", "sentiment", str(old))
-    assert code == 2 and "made by an older keras-zoo, whose split of the training data differs" in err
-    code, _, err = cli("evaluate", "sentiment", str(old), "--data", str(work / "dev.jsonl"))
-    assert code == 0, err[-2000:]
-
-
 def test_the_run_and_its_export_have_a_model_card_whose_figures_are_its_metrics(trained):
     work, run, _ = trained
     front = check_model_card(run)

@@ -139,10 +139,9 @@ def plan_search(recipe: str, cfg, directory: str | Path | None, resume: bool, ro
 
 
 def create_search(search: SearchDir, cfg, overwrite: bool) -> None:
-    """Make the directory of a new search, holding its config. A directory with nothing but a
-    search.yaml (what an older keras-zoo left when a search failed to start) is reused as new."""
+    """Make the directory of a new search, holding its config."""
     path = search.path
-    if path.exists() and any(p != search.config for p in path.iterdir()):
+    if path.exists() and any(path.iterdir()):
         # Only a search is ever deleted: not a training run of the same name, not any other folder.
         if not search.config.is_file() or is_run(path):
             raise UserError(f"{path}: exists and is not a keras-zoo search; refusing to replace it (choose another "
