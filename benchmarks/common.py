@@ -33,7 +33,7 @@ def benchmark_parser(name: str) -> argparse.ArgumentParser:
 def cpu_description() -> str:
     """The CPU behind a figure: its model and the flags that decide keras-zoo's defaults
     (AVX2, AVX-512, native bf16, AMX), as RESULTS.md names it."""
-    from recipes.devices import DECIDING_CPU_FLAGS  # noqa: PLC0415
+    from recipes.engine.devices import DECIDING_CPU_FLAGS  # noqa: PLC0415
     from zoo.runtime import cpu_flags, cpu_model  # noqa: PLC0415
 
     flags = sorted(cpu_flags() & DECIDING_CPU_FLAGS)
@@ -67,15 +67,15 @@ def timed_fit(model, dataset, callbacks=()) -> list[float]:
 def scratch_run(stack: contextlib.ExitStack, runs_dir, recipe: str, name: str, tensorboard: bool = True):
     """A fresh run directory, `runs_dir/recipe/name`, for the callbacks of timed fits (history.csv,
     TensorBoard logs): it replaces the one an earlier invocation left, and stays open for writing
-    (locked, status `running`) until `stack` closes. Returns its `recipes.run_dir.RunDir`."""
-    from recipes.run_dir import open_run_for_writing, plan_run  # noqa: PLC0415
+    (locked, status `running`) until `stack` closes. Returns its `recipes.engine.run_dir.RunDir`."""
+    from recipes.engine.run_dir import open_run_for_writing, plan_run  # noqa: PLC0415
 
     plan = plan_run(str(runs_dir), recipe, name, overwrite=True)
     return stack.enter_context(open_run_for_writing(plan, recipe, tensorboard=tensorboard)).run
 
 
 def sentiment_model(model_cfg, backbone, num_classes: int):
-    """The sentiment recipe's classifier on `backbone`, as `recipes.sentiment.Sentiment.build` makes it
+    """The sentiment recipe's classifier on `backbone`, as `recipes.sentiment.recipe.Sentiment.build` makes it
     from the config's `model` section (fine-tuning mode, frozen embeddings, head), not yet compiled."""
     from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
 

@@ -30,7 +30,7 @@ def main() -> None:
     import numpy as np
 
     from recipes import engine, sentiment
-    from recipes.text_data import read_texts
+    from recipes.common.text_data import read_texts
 
     texts = read_texts(args.data, "validation", args.text_column, None).texts
     rows = engine.predict(sentiment.RECIPE, args.run, texts)

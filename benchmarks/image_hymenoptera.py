@@ -49,9 +49,11 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine, training
+    from recipes import engine
+
+    from recipes.engine import training
     from recipes import image_classification as ic
-    from recipes.labels import label_ids
+    from recipes.common.labels import label_ids
     from zoo.export import TFLITE_VARIANTS, tflite_probabilities
     from zoo.image_inputs import augmented_batches, center_crop, predict_probabilities
 
@@ -59,7 +61,7 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
                                            f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
     start = time.perf_counter()
     if args.reuse_run:  # the training figures are in that invocation's output
-        from recipes.run_dir import open_finished_run
+        from recipes.engine.run_dir import open_finished_run
 
         run = open_finished_run(Path(args.out) / ic.RECIPE.name / "recipe")
         report = json.loads(run.metrics.read_text())
@@ -80,7 +82,7 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     # Inference throughput of the exported Keras model (float32) on the decoded validation images.
     _, _, predictor = engine.open_finished(ic.RECIPE, run.path)
     model, task = predictor.model, run.read_json(run.task)
-    from recipes.image_data import decode_images, read_images
+    from recipes.image_classification.images import decode_images, read_images
 
     val_images = decode_images(read_images(str(DATA), "validation"), task["side"], task["interpolation"])
     predict_probabilities(model, val_images)  # warm-up: trace

@@ -4,7 +4,7 @@
 
 The default sentiment config with MiniLM-L6 (as benchmarks/sentiment_sst2.py trains it), on the
 recipe's own length-bucketed SST-2 training batches held in memory. One model, two callback sets
-from `recipes.training.training_callbacks`, alternated round by round so that drifting machine load
+from `recipes.engine.training.training_callbacks`, alternated round by round so that drifting machine load
 hits both:
 - off: `run.tensorboard=false` (history.csv, checkpoints, resume state: everything but TensorBoard);
 - on: the defaults (per-epoch curves, learning rate, examples/s, the loss every 50 steps).
@@ -58,8 +58,10 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from recipes import devices, engine, sentiment, training
-    from recipes.labels import label_ids
+    from recipes import engine, sentiment
+
+    from recipes.engine import devices, training
+    from recipes.common.labels import label_ids
     from zoo.text_inputs import TextEncoder, training_batches
 
     out = Path(args.out)

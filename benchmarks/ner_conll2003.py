@@ -37,10 +37,12 @@ def main() -> None:
     import keras
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-    from recipes import engine, ner, ner_tags
-    from recipes.ner_data import normalise_tags, read_tagged
-    from recipes.run_dir import open_finished_run
-    from zoo.token_inputs import Tagger
+    from recipes import engine, ner
+
+    from recipes.ner import tags as ner_tags
+    from recipes.ner.data import normalise_tags, read_tagged
+    from recipes.engine.run_dir import open_finished_run
+    from recipes.ner.token_inputs import Tagger
 
     cfg = ner.RECIPE.load_config(overrides=[
         f"data.train={DATA / 'train.txt'}", f"data.validation={DATA / 'valid.txt'}", f"data.test={DATA / 'test.txt'}",

@@ -46,8 +46,10 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from recipes import engine, sentiment, training
-    from recipes.labels import label_ids
+    from recipes import engine, sentiment
+
+    from recipes.engine import training
+    from recipes.common.labels import label_ids
 
     train_file = SST2 / "train.tsv"
     if args.train_subset:  # a scratch copy of the first rows, outside the repository

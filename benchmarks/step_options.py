@@ -43,7 +43,9 @@ def build_variant(name: str, base_overrides: list[str], train_file, data=None):
     """(built recipe, data) for one variant; `data` is read once and shared."""
     import keras
 
-    from recipes import devices, sentiment, training
+    from recipes import sentiment
+
+    from recipes.engine import devices, training
 
     overrides = {"on": [], "off": ["train.speedups=false"], "fused_kernel_only": []}[name]
     cfg = sentiment.RECIPE.load_config(overrides=[
@@ -61,7 +63,7 @@ def build_variant(name: str, base_overrides: list[str], train_file, data=None):
         optimizer = built.model.optimizer
         for method in ("_apply_weight_decay", "_backend_update_step"):
             setattr(optimizer, method, types.MethodType(getattr(keras.optimizers.AdamW, method), optimizer))
-    training.build_optimizer(built.model)  # as recipes.training.fit does
+    training.build_optimizer(built.model)  # as recipes.engine.training.fit does
     return built, data, cfg
 
 

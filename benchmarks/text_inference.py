@@ -40,7 +40,7 @@ def main() -> None:
 
     prefer_inference_kernels()  # as `keras-zoo predict` and `evaluate` do, before TensorFlow loads
     from recipes import engine, sentiment
-    from recipes.text_data import read_texts
+    from recipes.common.text_data import read_texts
     from zoo.text_inputs import predict_probabilities
 
     _, cfg, predictor = engine.open_finished(sentiment.RECIPE, args.run)

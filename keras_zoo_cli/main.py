@@ -1,4 +1,4 @@
-"""`keras-zoo`: every recipe's commands (recipes/cli.py), a hyperparameter search (`tune`),
+"""`keras-zoo`: every recipe's commands (recipes/engine/cli.py), a hyperparameter search (`tune`),
 TensorBoard over the runs (`tensorboard`) and the backbone catalog (`list`). Heavy libraries are
 imported only by the commands that need them, so `keras-zoo --help` and `keras-zoo list` answer at once."""
 
@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Sequence
 
-from recipes.cli import (add_config_options, add_recipe_commands, config_overrides, guarded, parse_command_line,
+from recipes.engine.cli import (add_config_options, add_recipe_commands, config_overrides, guarded, parse_command_line,
                          run_recipe_command)
 from zoo.catalog import TASKS, format_catalog
 from zoo.errors import UserError
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from recipes.config import check_config  # noqa: PLC0415
-    from recipes.registry import load_recipe  # noqa: PLC0415
+    from recipes.engine.config import check_config  # noqa: PLC0415
+    from recipes.engine.registry import load_recipe  # noqa: PLC0415
 
     if args.workers and args.role != "single":
         raise UserError("--workers starts its own chief and workers; leave out --role")
@@ -104,7 +104,7 @@ def _command(args: argparse.Namespace) -> None:
 
         print(show(args.run, args.runs_dir))
     else:
-        from recipes.registry import load_recipe  # noqa: PLC0415
+        from recipes.engine.registry import load_recipe  # noqa: PLC0415
 
         run_recipe_command(load_recipe(args.recipe), args)
 

@@ -1,6 +1,6 @@
 """`keras-zoo runs`: a table of the runs and searches under a runs directory, and `--delete` to
 remove some (`keras-zoo show`, one run's report, is keras_zoo_cli/show.py). Everything comes from
-the files (recipes/run_dir.py, tuning/search.py), never from TensorFlow, so it answers at once.
+the files (recipes/engine/run_dir.py, tuning/search.py), never from TensorFlow, so it answers at once.
 
 What is a row: the walk from the runs directory, or from each PATTERN's matches, stops at a run or
 a search. A search is one row (its best trial's figures); its trials' runs are rows only when a
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from recipes.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
-from recipes.run_files import RunFileError, read_if_present
-from recipes.run_metrics import final_metrics, history_rows, monitor_mode
+from recipes.engine.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
+from recipes.engine.run_files import RunFileError, read_if_present
+from recipes.engine.run_metrics import final_metrics, history_rows, monitor_mode
 from tuning.common import SearchDir
 from zoo.backbones import REMOTE_PREFIXES
 from zoo.errors import UserError

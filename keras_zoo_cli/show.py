@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from keras_zoo_cli.runs import is_search, resolve, run_row, search_row
-from recipes.cli import kept_epoch_line
-from recipes.model_card import format_runtime
-from recipes.registry import load_recipe
-from recipes.run_dir import UNREADABLE, is_run, run_status
-from recipes.run_files import RunFileError, read_if_present
-from recipes.run_metrics import scalar_metrics
+from recipes.engine.cli import kept_epoch_line
+from recipes.engine.model_card import format_runtime
+from recipes.engine.registry import load_recipe
+from recipes.engine.run_dir import UNREADABLE, is_run, run_status
+from recipes.engine.run_files import RunFileError, read_if_present
+from recipes.engine.run_metrics import scalar_metrics
 from tuning.common import SearchDir, SearchResult
 from tuning.results import format_table
 from zoo.errors import UserError

@@ -1,3 +1,3 @@
-"""keras-zoo recipes: one module per task behind one contract (contract.py), and the engine that
-runs every task's lifecycle (engine.py: train, evaluate, predict, export), with its config,
-data readers, training loop, run directories, metrics and the recipe script (cli.py)."""
+"""keras-zoo recipes: the engine (engine/: the run lifecycle every task shares), what tasks share
+(common/), and one package per task (sentiment/, image_classification/, ner/), each holding its
+recipe and the code only it uses. `python -m recipes.<task>` is a task's own command line."""

@@ -50,7 +50,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 def review_vocabulary() -> list[str]:
     """The words of the demo set and of `make_reviews`, with BERT's special tokens."""
-    demo = (ROOT / "recipes" / "demo_data" / "sentiment_train.jsonl").read_text()
+    demo = (ROOT / "recipes" / "common" / "demo_data" / "sentiment_train.jsonl").read_text()
     words = sorted({w for line in demo.splitlines() for w in json.loads(line)["text"].lower()
                     .replace(".", " . ").replace(",", " , ").replace("'", " ' ").split()})
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words + POSITIVE + NEGATIVE + FILLER))

@@ -22,7 +22,7 @@ def main(spec_path: str) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
     from recipes import engine
-    from recipes.registry import load_recipe
+    from recipes.engine.registry import load_recipe
 
     import keras
 

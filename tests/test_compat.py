@@ -180,7 +180,7 @@ def test_keras_still_needs_the_distributed_fit_patch_under_both_strategies(tmp_p
     """tests/unpatched_fit.py fits a model with a boolean padding mask under each strategy without
     zoo's patch, then with it. Unpatched must fail as keras-team/keras#20329 / #20585 describe;
     once it trains, this test fails: delete `keras_compat.distributed_fit` and its use in
-    recipes/distribute.py. Patched must train (and the patch be gone after the block)."""
+    recipes/engine/distribute.py. Patched must train (and the patch be gone after the block)."""
     import json
     import os
     import subprocess

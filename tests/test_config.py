@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from recipes.config import load_config, save_config
-from recipes.sentiment import SentimentConfig
+from recipes.engine.config import load_config, save_config
+from recipes.sentiment.recipe import SentimentConfig
 from zoo.errors import UserError
 
 
@@ -55,7 +55,7 @@ def test_missing_config_file():
 
 
 def test_a_bare_yaml_off_is_the_choice_off(tmp_path):
-    from recipes.ner import NerConfig
+    from recipes.ner.recipe import NerConfig
 
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  document_context: off\n")  # YAML 1.1: the boolean False

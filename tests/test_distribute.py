@@ -27,10 +27,10 @@ import pytest
 
 from tests.conftest import (FILLER, NEGATIVE, POSITIVE, ROOT, make_image_folder, make_ner_sentences, ner_vocabulary,
                       review_vocabulary, run_cli, save_tiny_bert, write_conll, write_jsonl)
-from recipes import devices, distribute
-from recipes.devices import Devices
-from recipes.launch import without_option, worker_environments
-from recipes.run_dir import RunPlan, plan_run
+from recipes.engine import devices, distribute
+from recipes.engine.devices import Devices
+from recipes.engine.launch import without_option, worker_environments
+from recipes.engine.run_dir import RunPlan, plan_run
 from zoo.errors import UserError
 
 RECIPES = ("sentiment", "image_classification", "ner")
@@ -64,7 +64,7 @@ def test_auto_precision_and_xla_for_every_device_kind(found, precision, xla):
     assert devices.resolve_jit_compile(False, found) is False
     assert devices.resolve_jit_compile(True, found) is True
     # The image recipe (EfficientNet trains slower in bf16 on CPUs) keeps float32 on CPUs only.
-    from recipes.image_classification import ImageTrainConfig
+    from recipes.image_classification.recipe import ImageTrainConfig
     assert devices.resolve_precision("auto", found, ImageTrainConfig.CPU_BF16) == (
         precision if found.gpus else "float32")
 
@@ -85,8 +85,8 @@ def test_local_devices_reads_each_gpus_compute_capability(monkeypatch):
 def test_mixed_float16_compiles_with_loss_scaling():
     import keras
 
-    from recipes import training
-    from recipes.config import TrainConfig
+    from recipes.engine import training
+    from recipes.engine.config import TrainConfig
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -159,7 +159,7 @@ def test_token_loss_is_the_global_batchs_mean_whatever_the_split():
     import numpy as np
     import tensorflow as tf
 
-    from zoo.token_inputs import token_loss_weights
+    from recipes.ner.token_inputs import token_loss_weights
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, (4, 6)).astype("int32")
@@ -525,7 +525,7 @@ def test_workers_refuse_a_one_process_strategy(tmp_path):
 
 
 def test_config_takes_the_new_training_keys_and_names_bad_values():
-    from recipes.registry import load_recipe
+    from recipes.engine.registry import load_recipe
 
     recipe = load_recipe("sentiment")
     cfg = recipe.load_config(overrides=["train.jit_compile=true", "train.distribute=mirrored",

@@ -29,7 +29,7 @@ def two_epochs(dataset) -> list:
 
 def test_image_features_come_in_the_order_and_with_the_values_of_the_pixels_they_replace(tiny_image_backbone,
                                                                                           tmp_path):
-    from recipes.image_classification import RECIPE
+    from recipes.image_classification.recipe import RECIPE
     from zoo.heads import head_features
 
     photos = make_image_folder(tmp_path / "photos", 12, seed=4)
@@ -48,7 +48,7 @@ def test_image_features_come_in_the_order_and_with_the_values_of_the_pixels_they
 
 @pytest.mark.parametrize("jit_compile", ["false", "true"])  # length-grouped batches; length buckets (XLA)
 def test_sentence_vectors_come_in_the_order_of_the_texts_they_replace(tiny_bert, tmp_path, jit_compile):
-    from recipes.sentiment import RECIPE
+    from recipes.sentiment.recipe import RECIPE
     from zoo.heads import head_features
 
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(150, seed=2))
@@ -79,7 +79,7 @@ def train_twice(recipe, overrides: list[str], tmp_path, capsys) -> dict:
 
 def test_a_frozen_image_head_trained_on_features_is_the_head_trained_on_images(tiny_image_backbone, tmp_path, capsys):
     from recipes import engine
-    from recipes.image_classification import RECIPE
+    from recipes.image_classification.recipe import RECIPE
 
     photos = make_image_folder(tmp_path / "photos", 16, seed=5)
     runs = train_twice(RECIPE, [f"data.train={photos}", f"model.backbone={tiny_image_backbone}",
@@ -104,7 +104,7 @@ def test_a_frozen_image_head_trained_on_features_is_the_head_trained_on_images(t
 
 def test_a_frozen_text_head_trained_on_features_is_the_head_trained_on_texts(tmp_path, capsys):
     from recipes import engine
-    from recipes.sentiment import RECIPE
+    from recipes.sentiment.recipe import RECIPE
 
     backbone = save_tiny_bert(review_vocabulary(), tmp_path / "no_dropout", dropout=0.0)  # same arithmetic both ways
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(120, seed=3))
@@ -123,7 +123,7 @@ def test_a_frozen_text_head_trained_on_features_is_the_head_trained_on_texts(tmp
 
 
 def test_features_that_would_not_fit_in_memory_fall_back_saying_so(tiny_image_backbone, tmp_path, monkeypatch, capsys):
-    from recipes.image_classification import RECIPE
+    from recipes.image_classification.recipe import RECIPE
 
     monkeypatch.setattr("zoo.runtime.available_memory", lambda: 1000)  # bytes
     photos = make_image_folder(tmp_path / "photos", 6, seed=6)
@@ -141,8 +141,9 @@ def test_a_frozen_run_on_features_interrupted_resumes_where_it_was(tiny_image_ba
     trains epochs 3 and 4 from the saved head and optimizer state. Not the same figures as one go
     to the digit: a resumed run's datasets start again from their first shuffle (every recipe's do),
     so epoch 3 sees another order; a head trained again from scratch would be back at epoch 1's loss."""
-    from recipes import engine, training
-    from recipes.image_classification import RECIPE
+    from recipes import engine
+    from recipes.engine import training
+    from recipes.image_classification.recipe import RECIPE
 
     photos = make_image_folder(tmp_path / "photos", 16, seed=7)
     overrides = [f"data.train={photos}", f"model.backbone={tiny_image_backbone}", "model.finetune=frozen",

@@ -142,7 +142,7 @@ def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
 def test_tflite_models_agree_with_keras_on_validation_images(image_run):
     from recipes import engine
     from recipes import image_classification as ic
-    from recipes.image_data import read_images
+    from recipes.image_classification.images import read_images
     from zoo.export import TFLITE_VARIANTS, tflite_probabilities
     from zoo.image_inputs import center_crop, predict_probabilities
 
@@ -233,7 +233,7 @@ def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
 @pytest.mark.parametrize("name", ["tf_flowers", "cats_vs_dogs"])  # oxford_iiit_pet: TFDS cannot mock its boxes
 def test_tfds_images_are_read_encoded_and_decode_like_files(name):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from recipes.image_data import decode_images, read_images
+    from recipes.image_classification.images import decode_images, read_images
 
     with tfds.testing.mock_data(num_examples=6):  # offline: TFDS's mock examples, real feature specs
         data = read_images(f"tfds:{name}", "train")
@@ -244,7 +244,7 @@ def test_tfds_images_are_read_encoded_and_decode_like_files(name):
 
 
 def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixels(tmp_path):
-    from recipes.image_data import decode_images, read_images
+    from recipes.image_classification.images import decode_images, read_images
 
     photos = make_image_folder(tmp_path / "photos", 5)
     (photos / "red" / "broken.jpg").write_text("not an image")
@@ -261,8 +261,8 @@ def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixel
 
 
 def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_class():
-    from recipes.labels import balanced_class_weights
-    from recipes.metrics import top_k_accuracy
+    from recipes.common.labels import balanced_class_weights
+    from recipes.common.metrics import top_k_accuracy
 
     assert balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None  # 1.25x: left alone
     weights = balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "auto")
@@ -274,7 +274,7 @@ def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_cl
 
 
 def test_frozen_mode_trains_the_head_alone_for_its_own_epochs():
-    from recipes.image_classification import RECIPE, training_phases
+    from recipes.image_classification.recipe import RECIPE, training_phases
 
     cfg = RECIPE.load_config(overrides=["model.finetune=frozen", "train.frozen_epochs=7"])
     phases = training_phases(cfg, backbone=None, steps_per_epoch=10, num_classes=2)
@@ -304,7 +304,7 @@ def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(imag
 @pytest.mark.parametrize("frozen_augment", [False, True])
 def test_a_frozen_head_trains_on_centre_crops_without_label_smoothing_unless_asked(tiny_image_backbone, tmp_path,
                                                                                     frozen_augment):
-    from recipes.image_classification import RECIPE
+    from recipes.image_classification.recipe import RECIPE
     from zoo.heads import head_features
     from zoo.image_inputs import center_crop
 

@@ -74,8 +74,8 @@ def test_a_bad_setting_with_overwrite_is_one_line_and_the_old_run_stays(finished
 
 
 def test_string_settings_take_the_text_as_it_is(tmp_path):
-    from recipes.config import load_config_and_keys
-    from recipes.sentiment import SentimentConfig
+    from recipes.engine.config import load_config_and_keys
+    from recipes.sentiment.recipe import SentimentConfig
 
     cfg, keys = load_config_and_keys(SentimentConfig, None, ["run.name=2024-01-01", "data.train=*.csv",
                                                               "data.text_column=[x", "train.epochs=3"])
@@ -102,7 +102,7 @@ def test_overwrite_refuses_what_is_not_a_run_and_names_that_are_paths(tmp_path):
 
 
 def test_unwritable_runs_directory_is_one_line(tmp_path, monkeypatch):
-    from recipes import run_dir
+    from recipes.engine import run_dir
 
     monkeypatch.setattr(run_dir.os, "access", lambda path, mode: False)
     code, _, err = cli("train", TOY, "--runs-dir", str(tmp_path / "runs"), *FAST)
@@ -118,7 +118,7 @@ def test_unwritable_runs_directory_is_one_line(tmp_path, monkeypatch):
 
 
 def test_sentiment_with_only_training_data_validates_on_a_split_of_it(tmp_path):
-    from recipes.sentiment import RECIPE
+    from recipes.sentiment.recipe import RECIPE
 
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(100, seed=1))
     data = RECIPE.read_data(RECIPE.load_config(overrides=[f"data.train={train}"]))
@@ -242,7 +242,7 @@ def test_run_json_keeps_what_auto_resolved_to_through_every_status_and_a_resume(
 
 
 def test_the_cpu_bf16_variable_forces_auto_both_ways_and_names_a_bad_value(monkeypatch):
-    from recipes import devices
+    from recipes.engine import devices
 
     flags = frozenset({"avx2", "avx512f"})  # no native bf16
     monkeypatch.setenv("KERAS_ZOO_CPU_BF16", "native")
@@ -303,7 +303,7 @@ def test_a_search_never_replaces_a_training_run_or_another_folder(finished, tmp_
 
 
 def test_a_crop_scale_out_of_range_is_one_line():
-    from recipes.image_classification import RECIPE
+    from recipes.image_classification.recipe import RECIPE
     from zoo.errors import UserError
 
     with pytest.raises(UserError, match=r"^augment.crop_scale: must be \[low, high\] with 0 < low <= high <= 1"):
@@ -337,7 +337,7 @@ def test_a_folder_without_run_json_is_not_a_run(finished):
 
 
 def test_an_interrupted_swap_is_completed_or_undone_by_the_next_command(tmp_path):
-    from recipes.run_dir import old_path, partial_path, recover_swap, write_json
+    from recipes.engine.run_dir import old_path, partial_path, recover_swap, write_json
 
     final = tmp_path / "toy" / "a"
 
@@ -453,7 +453,7 @@ def test_a_second_command_on_a_run_being_trained_is_refused(tmp_path):
         assert json.loads((runs / "toy" / "a" / "run.json").read_text())["status"] == "running"
     finally:
         kill(process)
-    from recipes.run_dir import run_status
+    from recipes.engine.run_dir import run_status
 
     assert run_status(runs / "toy" / "a")["status"] == "interrupted"  # the lock went with the process
     code, _, err = cli(*args)
@@ -481,8 +481,8 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
 def test_every_registered_recipe_and_the_toy_follow_the_contract():
     import importlib
 
-    from recipes.contract import Recipe
-    from recipes.registry import RECIPES, load_recipe
+    from recipes.engine.contract import Recipe
+    from recipes.engine.registry import RECIPES, load_recipe
 
     for name in [*RECIPES, TOY]:
         recipe = load_recipe(name)

@@ -37,7 +37,7 @@ def test_training_learns_entities_and_writes_the_run(trained):
     task = json.loads((run / "task.json").read_text())
     assert task["tags"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     assert task["scheme"] == "IOB2" and task["case_feature"] == "segment"
-    from recipes.ner_data import read_tagged
+    from recipes.ner.data import read_tagged
     from zoo.text_inputs import load_tokenizer
 
     tokenizer = load_tokenizer(str(run / "tokenizer"))
@@ -60,9 +60,10 @@ def test_training_learns_entities_and_writes_the_run(trained):
 
 def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     seqeval = pytest.importorskip("seqeval.metrics", reason="seqeval is a dev dependency")
-    from recipes import engine, ner, ner_tags
-    from recipes.ner_data import read_tagged
-    from zoo.token_inputs import Tagger
+    from recipes import engine, ner
+    from recipes.ner import tags as ner_tags
+    from recipes.ner.data import read_tagged
+    from recipes.ner.token_inputs import Tagger
 
     work, run, _ = trained
     _, _, tagger = engine.open_finished(ner.RECIPE, run)
@@ -120,7 +121,7 @@ def test_predict_offsets_slice_the_original_text(trained):
 
 def test_exported_savedmodel_tags_like_keras_without_keras_zoo(trained):
     from recipes import engine, ner
-    from recipes.ner_data import read_tagged
+    from recipes.ner.data import read_tagged
 
     work, run, _ = trained
     _, _, tagger = engine.open_finished(ner.RECIPE, run)
@@ -177,7 +178,7 @@ def test_cli_predicts_entities_per_line_and_jsonl_and_evaluates(trained, capsys)
 def test_pretokenize_offsets_are_character_offsets_on_awkward_text():
     import tensorflow as tf
 
-    from zoo.token_inputs import pretokenize
+    from recipes.ner.token_inputs import pretokenize
 
     texts = ["Zoë  met\tJosé (Café\u0301) 😀!", "U.S.-based", "", "   "]
     words, starts, ends = pretokenize(tf.constant(texts))
@@ -194,7 +195,7 @@ def test_long_sentences_are_windowed_and_merged_from_the_most_central_window(tin
     import tensorflow as tf
 
     from zoo.text_inputs import load_tokenizer
-    from zoo.token_inputs import TokenEncoder
+    from recipes.ner.token_inputs import TokenEncoder
 
     encoder = TokenEncoder(load_tokenizer(str(tiny_ner_bert)), ["token_ids", "segment_ids", "padding_mask"],
                            max_length=10, case_feature="segment")  # windows of 8 subwords, stride 4
@@ -238,7 +239,7 @@ def test_constrained_decoding_never_starts_an_entity_with_i():
     import numpy as np
     import tensorflow as tf
 
-    from zoo.token_inputs import allowed_transitions, decode_tags
+    from recipes.ner.token_inputs import allowed_transitions, decode_tags
 
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     probabilities = np.array([[0.5, 0.05, 0.4, 0.0, 0.05],   # O wins, I-PER close
@@ -260,7 +261,7 @@ def test_training_batches_are_cut_to_their_longest_window_and_see_every_window_o
 
     from tests.conftest import make_ner_sentences
     from zoo.text_inputs import load_tokenizer
-    from zoo.token_inputs import TokenEncoder, encode_windows, window_batches
+    from recipes.ner.token_inputs import TokenEncoder, encode_windows, window_batches
 
     encoder = TokenEncoder(load_tokenizer(str(tiny_ner_bert)), ["token_ids", "segment_ids", "padding_mask"],
                            max_length=24, case_feature="segment")
@@ -290,7 +291,7 @@ def test_the_run_has_a_model_card_with_the_per_type_table_and_test_figures(train
     assert front["pipeline_tag"] == "token-classification"
     results = {r["dataset"]["split"]: r["dataset"]["name"] for r in front["model-index"][0]["results"]}
     assert results == {"validation": "valid.txt", "test": "test.txt"}
-    assert "Python: recipes.engine.train" in (run / "README.md").read_text()  # trained from Python, not the CLI
+    assert "Python: recipes.engine.lifecycle.train" in (run / "README.md").read_text()  # trained from Python, not the CLI
 
 
 def test_a_preset_export_reloads_in_a_fresh_process_and_tags_as_the_run(trained, tmp_path):

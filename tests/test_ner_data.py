@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recipes.ner_data import normalise_tags, read_tagged, tag_set
+from recipes.ner.data import normalise_tags, read_tagged, tag_set
 from zoo.errors import UserError
 
 
@@ -25,7 +25,7 @@ def test_conll_skips_docstart_any_whitespace_and_chosen_columns(tmp_path):
 
 
 def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path):
-    from recipes.ner_data import context_groups, join_groups, split_groups
+    from recipes.ner.data import context_groups, join_groups, split_groups
 
     lines = ["a O", ""]  # a first sentence before any -DOCSTART-
     for d in range(2):  # two documents of three sentences, 1, 2 and 3 words long
@@ -54,7 +54,7 @@ def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path
 def test_training_groups_have_random_sizes_but_keep_order_and_documents():
     import numpy as np
 
-    from recipes.ner_data import TaggedSentences, context_groups
+    from recipes.ner.data import TaggedSentences, context_groups
 
     documents = [d for d in range(20) for _ in range(10)]  # 20 documents of 10 sentences
     data = TaggedSentences([["w"]] * 200, [["O"]] * 200, [""] * 200, documents=documents)

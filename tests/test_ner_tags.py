@@ -1,5 +1,5 @@
 """NER tags: schemes, conversions, entities and entity metrics, against seqeval's default mode
-(which recipes/ner_tags.py calls: these check the glue, the conversions and the type confusion)."""
+(which recipes/ner/tags.py calls: these check the glue, the conversions and the type confusion)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
-from recipes.ner_tags import (
+from recipes.ner.tags import (
     SCHEMES,
     check_tags,
     detect_scheme,

@@ -10,11 +10,11 @@ import re
 import numpy as np
 import pytest
 
-from recipes.image_data import list_image_files, read_class_folders, read_images
-from recipes.labels import balanced_class_weights, stratified_split
-from recipes.metrics import classification_report, top_k_accuracy
-from recipes.ner_data import normalise_tags, read_tagged
-from recipes.text_data import LabelledTexts, read_texts
+from recipes.image_classification.images import list_image_files, read_class_folders, read_images
+from recipes.common.labels import balanced_class_weights, stratified_split
+from recipes.common.metrics import classification_report, top_k_accuracy
+from recipes.ner.data import normalise_tags, read_tagged
+from recipes.common.text_data import LabelledTexts, read_texts
 from tests.conftest import SHARED
 from zoo.errors import UserError
 

@@ -37,7 +37,7 @@ def test_sigkill_in_epoch_two_then_resume_continues_from_epoch_two(tiny_bert, tm
     while not history_rows(run / "history.csv") and time.time() < deadline:
         assert process.poll() is None, "training ended before epoch 1 finished"
         time.sleep(0.01)
-    # Epoch 1's row is written after its resume state (recipes/training.py orders the callbacks so):
+    # Epoch 1's row is written after its resume state (recipes/engine/training.py orders the callbacks so):
     # killed now, the run is in epoch 2 (300 steps), or between 1 and 2.
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -77,7 +77,7 @@ def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backb
     while len(history_rows(run / "history.csv")) < 3 and time.time() < deadline:  # head done, 1 fine-tuning epoch
         assert process.poll() is None, "training ended early"
         time.sleep(0.01)
-    # Epoch 3's row is written after its resume state (recipes/training.py orders the callbacks so):
+    # Epoch 3's row is written after its resume state (recipes/engine/training.py orders the callbacks so):
     # killed now, the run is in epoch 4, or between 3 and 4.
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -36,7 +36,7 @@ def train_toy(runs: Path, name: str, *overrides: str) -> Path:
 
 def fail_run(runs: Path, name: str, error: Exception) -> Path:
     """A run that failed after its directory was made, as the engine records it."""
-    from recipes.run_dir import open_run_for_writing, plan_run
+    from recipes.engine.run_dir import open_run_for_writing, plan_run
 
     with pytest.raises(type(error)), open_run_for_writing(plan_run(str(runs), "toy", name), "toy"):
         raise error
@@ -138,8 +138,8 @@ def test_patterns_choose_the_rows_and_reach_into_a_search(runs, capsys):
 
 
 def test_json_holds_every_metric_of_each_row(runs, capsys):
-    from recipes.run_dir import RunDir
-    from recipes.run_metrics import final_metrics
+    from recipes.engine.run_dir import RunDir
+    from recipes.engine.run_metrics import final_metrics
 
     rows = {row["name"]: row for row in as_json(capsys, runs)}
     good = rows["toy/good"]
@@ -212,7 +212,7 @@ def test_a_replacement_being_trained_shows_and_blocks_deleting_its_run(copy, cap
 
 def test_a_search_whose_chief_is_running_shows_running_and_is_not_deleted(copy, capsys):
     """Between two trials nothing but the chief's lock says the search is alive."""
-    from recipes.run_dir import hold_lock
+    from recipes.engine.run_dir import hold_lock
 
     with hold_lock(copy / "toy" / "search", "busy"):
         assert "search 1/2 trials, 1 failed, running" in table(capsys, copy)["toy/search"]

@@ -175,7 +175,7 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(trained):
 @pytest.mark.parametrize("args, message", [
     (["--set", "data.train=/nonexistent/train.csv"], "/nonexistent/train.csv: file not found"),
     (["--set", "train.learnig_rate=1"], "unknown config key 'train.learnig_rate' (did you mean 'train.learning_rate'?)"),
-    (["--set", f"data.train={ROOT / 'recipes/demo_data/sentiment_train.jsonl'}", "--set", "data.text_column=review"],
+    (["--set", f"data.train={ROOT / 'recipes/common/demo_data/sentiment_train.jsonl'}", "--set", "data.text_column=review"],
      "sentiment_train.jsonl:1: no column 'review'"),
     (["--set", "model.backbone=minilm-l5"], "unknown backbone 'minilm-l5' (did you mean 'minilm-l6'"),
     (["--set", "run.log_every_steps=-5"], "run.log_every_steps: must be at least 0, not -5"),

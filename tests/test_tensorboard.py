@@ -188,8 +188,8 @@ def test_precision_recall_curves_per_class_agree_with_the_report_at_one_half(boa
 
 def test_every_run_is_an_hparams_session_with_its_final_metrics(board):
     server, runs, _ = board
-    from recipes.engine import final_metrics
-    from recipes.run_dir import RunDir
+    from recipes.engine.lifecycle import final_metrics
+    from recipes.engine.run_dir import RunDir
 
     sessions = {group["name"]: group for group in hparams_sessions(server)}
     assert set(sessions) == {f"{recipe}/tiny" for recipe in runs}  # named relative to the runs directory served
@@ -232,7 +232,7 @@ def test_the_projector_serves_validation_embeddings_with_their_labels(board, rec
         assert [r[0] for r in rows] == [d["label"] for d in dev[:count]]
         assert [r[2] for r in rows] == [d["text"] for d in dev[:count]]
     else:  # the true entities of the validation sentences, in order, up to the cap
-        from recipes.ner_tags import entities
+        from recipes.ner.tags import entities
 
         sentences = make_ner_sentences(48, seed=3)[36:]
         truth = [(kind, " ".join(tokens[a:b])) for tokens, tags in sentences for kind, a, b in entities(tags)]

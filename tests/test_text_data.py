@@ -1,7 +1,7 @@
 import pytest
 
-from recipes.labels import label_ids, label_order, read_class_splits, stratified_split
-from recipes.text_data import read_texts
+from recipes.common.labels import label_ids, label_order, read_class_splits, stratified_split
+from recipes.common.text_data import read_texts
 from zoo.errors import UserError
 
 

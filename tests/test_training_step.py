@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import training
-from recipes.config import TrainConfig
+from recipes.engine import training
+from recipes.engine.config import TrainConfig
 
 
 class CountsTraces(keras.layers.Layer):
@@ -150,8 +150,8 @@ def test_with_speedups_off_training_gets_keras_adamw():
 
 
 def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_validation_loss(tmp_path):
-    from recipes.run_dir import RunDir
-    from recipes.run_metrics import final_metrics
+    from recipes.engine.run_dir import RunDir
+    from recipes.engine.run_metrics import final_metrics
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,val_accuracy,val_loss\n0,0.90,0.50\n")  # an epoch before a resume

@@ -342,7 +342,7 @@ def test_a_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
 
 
 def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path):
-    from recipes.launch import free_port
+    from recipes.engine.launch import free_port
 
     search, port = tmp_path / "search", str(free_port())
     common = [TOY, "--dir", str(search), "--port", port, "--set", "tuning.algorithm=random", "--set", "tuning.max_trials=4",

@@ -10,7 +10,7 @@ import pytest
 
 import zoo.catalog
 from keras_zoo_cli.main import main
-from recipes.registry import RECIPES
+from recipes.engine.registry import RECIPES
 from tests.conftest import ROOT, requires_shared
 from zoo.backbones import load_backbone, local_format, resolve_spec
 from zoo.catalog import CATALOG, TASKS, format_catalog

@@ -1,6 +1,6 @@
 """A recipe small enough for the search and lifecycle tests: two classes of generated 2-D points, a one-layer MLP.
 
-It follows the recipe contract (recipes/contract.py) like the real recipes, so the engine trains
+It follows the recipe contract (recipes/engine/contract.py) like the real recipes, so the engine trains
 it exactly as them (checks, run directory and status, resume, best checkpoint, report, HParams
 session, export), in a second or two per run; the tests can run many trials, kill searches and
 runs, and start workers. `keras-zoo tune tests.toy_recipe` finds it by import path. Knobs that
@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from recipes.config import RunConfig, TrainConfig, TuningConfig
-from recipes.contract import Evaluation, Phase, Recipe, Training
-from recipes.metrics import classification_report
+from recipes.engine.config import RunConfig, TrainConfig, TuningConfig
+from recipes.engine.contract import Evaluation, Phase, Recipe, Training
+from recipes.common.metrics import classification_report
 from zoo.errors import UserError
 
 
@@ -116,7 +116,7 @@ class Toy(Recipe):
         import keras
         import tensorflow as tf
 
-        from recipes import training
+        from recipes.engine import training
 
         if cfg.model.units == cfg.model.fail_on_units:
             raise UserError(f"model.units: {cfg.model.units} units is the failing value this test asked for")
@@ -157,6 +157,6 @@ class Toy(Recipe):
 RECIPE = Toy()
 
 if __name__ == "__main__":
-    from recipes.cli import script_main
+    from recipes.engine.cli import script_main
 
     raise SystemExit(script_main(RECIPE, sys.argv[1:]))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from recipes.launch import die_with_parent, local_gpu_count, worker_environments
+from recipes.engine.launch import die_with_parent, local_gpu_count, worker_environments
 from tuning.common import SearchDir
 from zoo.errors import UserError
 

@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from recipes.config import save_config, with_values
-from recipes.run_files import read_if_present
+from recipes.engine.config import save_config, with_values
+from recipes.engine.run_files import read_if_present
 from tuning.common import SearchDir, SearchResult, objective_of
 from tuning.space import config_values, trial_config
 

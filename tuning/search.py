@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recipes.config import check_config, load_config, save_config, with_values
-from recipes.launch import free_port
-from recipes.run_dir import hold_lock, is_run
-from recipes.run_files import read_if_present
+from recipes.engine.config import check_config, load_config, save_config, with_values
+from recipes.engine.launch import free_port
+from recipes.engine.run_dir import hold_lock, is_run
+from recipes.engine.run_files import read_if_present
 from tuning import distributed, results
 from tuning.common import TUNER_DIR, SearchDir, SearchResult, objective_of
 from tuning.space import build_hyperparameters, parse_duration

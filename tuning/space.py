@@ -22,7 +22,7 @@ import re
 import typing
 from typing import Any, Literal
 
-from recipes.config import field_type, with_values
+from recipes.engine.config import field_type, with_values
 from zoo.errors import UserError
 
 RANGE_KEYS = {"min", "max", "sampling", "step"}

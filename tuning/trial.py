@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from recipes.config import flat_values, save_config, with_values
-from recipes.launch import die_with_parent
-from recipes.run_files import read_if_present
+from recipes.engine.config import flat_values, save_config, with_values
+from recipes.engine.launch import die_with_parent
+from recipes.engine.run_files import read_if_present
 from tuning.common import SearchDir, objective_of
 from tuning.space import config_values, trial_config
 from zoo.errors import UserError
@@ -30,7 +30,7 @@ def train_trial(recipe: str, cfg: Any, resume: bool, verbose: int | str) -> None
     """Train `cfg` (a recipe config, or the path of its YAML file) with `recipe`, writing no export:
     one run of a trial. Continues the run in `cfg.run.dir` when `resume`, else starts it afresh."""
     from recipes import engine  # noqa: PLC0415
-    from recipes.registry import load_recipe  # noqa: PLC0415
+    from recipes.engine.registry import load_recipe  # noqa: PLC0415
 
     recipe_object = load_recipe(recipe)
     if isinstance(cfg, (str, Path)):  # the trial process gets the config as a file
@@ -44,8 +44,8 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
     """Train the trial's config (`executions_per_trial` runs, seeds seed, seed+1, ...) and return its
     metrics, averaged over the runs. A trial finished before an interruption is not trained again;
     an interrupted run continues from its last epoch."""
-    from recipes.engine import final_metrics, log_hparams_session, session_name  # noqa: PLC0415
-    from recipes.run_dir import RunDir, is_run, run_status, write_json  # noqa: PLC0415
+    from recipes.engine.lifecycle import final_metrics, log_hparams_session, session_name  # noqa: PLC0415
+    from recipes.engine.run_dir import RunDir, is_run, run_status, write_json  # noqa: PLC0415
 
     trial_dir = search.trial(trial_id)
     result_file = trial_dir / "result.json"

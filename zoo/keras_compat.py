@@ -6,7 +6,7 @@
 
 `all_layers`: Keras has no public way to list nested layers (as_float32 in zoo/heads.py checks each
 layer's dtype policy). Keras's TensorBoard callback counts training steps from 0 at every `fit` and keeps its profiling
-window as private step numbers; `TrainingLogs` (recipes/training.py) continues the count across
+window as private step numbers; `TrainingLogs` (recipes/engine/training.py) continues the count across
 training phases and resumes, which needs these three attributes.
 
 `FusedAdamW`: Keras's AdamW updates each variable with a chain of separate element-wise ops (a
@@ -20,7 +20,7 @@ strategy, so a change there fails a test, not a run).
 `distributed_fit`: Keras 3.15's TensorFlow trainer cannot `fit` our models under
 `MirroredStrategy` (boolean padding masks) nor any model under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585, #20329); two of its functions are replaced while a run trains under a
-strategy (recipes/distribute.py), and restored after.
+strategy (recipes/engine/distribute.py), and restored after.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def add_recipe_commands(commands, recipe_argument: bool) -> None:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         if recipe_argument:
-            from recipes.registry import RECIPES  # noqa: PLC0415
+            from recipes.engine.registry import RECIPES  # noqa: PLC0415
 
             sub.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}, or a module path (my_pkg.my_recipe)")
         return sub
@@ -82,12 +82,12 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
-    """Carry out train / evaluate / predict / export for `recipe` (a `recipes.contract.Recipe`)."""
-    from recipes.config import check_config, load_config_and_keys  # noqa: PLC0415
+    """Carry out train / evaluate / predict / export for `recipe` (a `recipes.engine.contract.Recipe`)."""
+    from recipes.engine.config import check_config, load_config_and_keys  # noqa: PLC0415
     from zoo.runtime import prefer_inference_kernels  # noqa: PLC0415
 
     if args.command == "train":  # a bad key, value or run place is said at once, not after TensorFlow's start-up
-        from recipes.run_dir import plan_training_run  # noqa: PLC0415
+        from recipes.engine.run_dir import plan_training_run  # noqa: PLC0415
 
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
         check_config(cfg)
@@ -127,7 +127,7 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
     """`train --workers N` (checked in `run_recipe_command`): run this same command as N workers."""
-    from recipes.launch import run_local_cluster, without_option  # noqa: PLC0415
+    from recipes.engine.launch import run_local_cluster, without_option  # noqa: PLC0415
 
     if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
         import time  # noqa: PLC0415
@@ -154,7 +154,7 @@ def _predict(recipe, args: argparse.Namespace) -> None:
 
     inputs = list(args.inputs)
     if args.file:
-        from recipes.text_data import read_lines  # noqa: PLC0415
+        from recipes.common.text_data import read_lines  # noqa: PLC0415
 
         if not Path(args.file).is_file():
             raise UserError(f"{args.file}: file not found")
@@ -217,15 +217,20 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
 
 
 def script_main(recipe, argv: Sequence[str] | None = None) -> int:
-    """`python -m recipes.<name>`: the recipe's own command line. Called with no `argv` it is that
-    program, and applies its process settings first (zoo/runtime.py `prepare_command_process`)."""
-    parser = argparse.ArgumentParser(prog=f"python -m recipes.{recipe.name}",
-                                     description=f"The {recipe.name} recipe: train, evaluate, predict, export.")
+    """`python -m recipes.<name>` (each task's `__main__`): the recipe's own command line.
+    `recipe`: a `Recipe`, or a registered recipe's name, whose module (and TensorFlow) loads only
+    after the process settings are applied: called with no `argv` it is that program, and applies
+    them first (zoo/runtime.py `prepare_command_process`)."""
+    from recipes.engine.registry import load_recipe  # noqa: PLC0415  (light: the recipe loads below)
+
+    name = recipe if isinstance(recipe, str) else recipe.name
+    parser = argparse.ArgumentParser(prog=f"python -m recipes.{name}",
+                                     description=f"The {name} recipe: train, evaluate, predict, export.")
     add_recipe_commands(parser.add_subparsers(dest="command", required=True), recipe_argument=False)
     args = parse_command_line(parser, argv)
-    args.origin = ["python", "-m", f"recipes.{recipe.name}", *(sys.argv[1:] if argv is None else argv)]
+    args.origin = ["python", "-m", f"recipes.{name}", *(sys.argv[1:] if argv is None else argv)]
     if argv is None:
         from zoo.runtime import prepare_command_process  # noqa: PLC0415
 
         prepare_command_process()
-    return guarded(lambda: run_recipe_command(recipe, args))
+    return guarded(lambda: run_recipe_command(load_recipe(recipe) if isinstance(recipe, str) else recipe, args))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from recipes.run_files import RunFileError, read_if_present, read_run_file
+from recipes.engine.run_files import RunFileError, read_if_present, read_run_file
 from zoo.errors import UserError
 
 STATUS_FILE = "run.json"
@@ -66,7 +66,7 @@ class RunDir:
         write_json(path, data)
 
     def read_json(self, path: Path) -> dict:
-        """One of the run's files, its shape checked (recipes/run_files.py)."""
+        """One of the run's files, its shape checked (recipes/engine/run_files.py)."""
         try:
             return read_run_file(path)
         except FileNotFoundError:

@@ -9,8 +9,8 @@ import csv
 from pathlib import Path
 from typing import Mapping
 
-from recipes.run_dir import RunDir
-from recipes.run_files import read_if_present
+from recipes.engine.run_dir import RunDir
+from recipes.engine.run_files import read_if_present
 
 
 def monitor_mode(monitor: str) -> str:

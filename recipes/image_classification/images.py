@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.labels import class_folders
+from recipes.common.labels import class_folders
 from zoo.errors import UserError
 from zoo.progress import progress
 
@@ -111,7 +111,7 @@ def list_image_files(paths: list[str]) -> list[str]:
 
 
 def _read_csv(path: Path, path_column: str, label_column: str) -> LabelledImages:
-    from recipes.text_data import csv_records  # noqa: PLC0415
+    from recipes.common.text_data import csv_records  # noqa: PLC0415
 
     records = csv_records(path, ",")
     header = [h.strip() for h in next(records, (1, []))[1]]
@@ -143,7 +143,7 @@ def _read_csv(path: Path, path_column: str, label_column: str) -> LabelledImages
 def _read_tfds(name: str, split: str) -> LabelledImages:
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    from recipes.tfds_data import prepared_builder, split_for  # noqa: PLC0415
+    from recipes.common.tfds_data import prepared_builder, split_for  # noqa: PLC0415
 
     builder = prepared_builder(name, "point data.train at a local folder of class folders instead")
     tfds_split = split_for(builder, name, split)

@@ -1,7 +1,7 @@
 """The recipe contract: what a task must say about itself, and nothing more.
 
 A recipe is an object of a `Recipe` subclass. It knows its task (config, data, model, metrics,
-predictions, export); the engine (recipes/engine.py) owns everything every task needs: config
+predictions, export); the engine (recipes/engine/lifecycle.py) owns everything every task needs: config
 checks, the run directory and its status, resume, seeds and precision, training, TensorBoard,
 metrics.json, the command line. The engine calls a recipe in this order:
 
@@ -13,7 +13,7 @@ metrics.json, the command line. The engine calls a recipe in this order:
 
 `read_data` and `build` must check everything that can be checked and write nothing: the run
 directory is created only after both have returned. A recipe module holds one instance, `RECIPE`,
-and its line in recipes/registry.py; `python -m recipes.<name>` is the engine's script CLI.
+and its line in recipes/engine/registry.py; `python -m recipes.<name>` is the engine's script CLI.
 
     >>> from recipes import engine, sentiment
     >>> cfg = sentiment.RECIPE.load_config(overrides=["train.epochs=1"])  # doctest: +SKIP
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from recipes.config import load_config
-from recipes.metrics import format_report
+from recipes.engine.config import load_config
+from recipes.common.metrics import format_report
 
 
 @dataclass

@@ -11,7 +11,7 @@ wrong, never an AttributeError three calls later. `keras-zoo runs` shows such a 
     >>> read_run_file(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    recipes.run_files.RunFileError: .../run.json: 'status' is 7, not text
+    recipes.engine.run_files.RunFileError: .../run.json: 'status' is 7, not text
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
-from recipes.config import yaml_error
+from recipes.engine.config import yaml_error
 from zoo.errors import UserError
 
 STATUSES = ("running", "finished", "failed", "interrupted")

@@ -1,5 +1,5 @@
 """Training on several devices or machines: the `tf.distribute` strategy of a run, and what each
-process of a cluster writes. The engine (recipes/engine.py) opens `Distribution.strategy`'s scope
+process of a cluster writes. The engine (recipes/engine/lifecycle.py) opens `Distribution.strategy`'s scope
 around building, compiling and fitting every recipe's model.
 
 `train.distribute`:
@@ -7,7 +7,7 @@ around building, compiling and fitting every recipe's model.
 - `mirrored`: `MirroredStrategy` over this machine's GPUs (its logical CPU devices where it has
   no GPU: that is how the tests run it);
 - `multi_worker`: `MultiWorkerMirroredStrategy` over the processes that `TF_CONFIG` names (one per
-  machine or per GPU; `keras-zoo train --workers N` starts N on this machine, recipes/launch.py);
+  machine or per GPU; `keras-zoo train --workers N` starts N on this machine, recipes/engine/launch.py);
 - `auto`: `multi_worker` when `TF_CONFIG` names a cluster, `mirrored` with two or more local GPUs,
   else `none`.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from recipes.run_dir import RunDir, RunPlan
+from recipes.engine.run_dir import RunDir, RunPlan
 from zoo.errors import UserError
 
 @dataclass(frozen=True)

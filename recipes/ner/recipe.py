@@ -25,10 +25,10 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-from recipes import ner_tags
-from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
-from recipes.contract import Evaluation, Phase, Projector, Recipe, Training
-from recipes.ner_data import (TaggedSentences, check_known_tags, context_groups, join_groups, normalise_tags,
+from recipes.ner import tags as ner_tags
+from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
+from recipes.engine.contract import Evaluation, Phase, Projector, Recipe, Training
+from recipes.ner.data import (TaggedSentences, check_known_tags, context_groups, join_groups, normalise_tags,
                               read_tagged, split_groups, tag_set)
 from zoo.errors import UserError
 
@@ -159,10 +159,10 @@ def resolve_case_feature(setting: str, backbone) -> str:
 def compile_tagger(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     import keras  # noqa: PLC0415
 
-    from recipes import training  # noqa: PLC0415
+    from recipes.engine import training  # noqa: PLC0415
 
     # Subwords after a word's first, padding and start/end tokens have weight 0: not scored (the
-    # batches carry the weights: zoo.token_inputs.token_loss_weights).
+    # batches carry the weights: recipes.ner.token_inputs.token_loss_weights).
     model.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=cfg.jit_compile, run_eagerly=cfg.run_eagerly)
@@ -171,7 +171,7 @@ def compile_tagger(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
 def mistagged_sentences(data: TaggedSentences, predicted: Sequence[Sequence[str]], limit: int = 25) -> str:
     """Sentences whose predicted entities differ from the true ones, as a Markdown table of the
     sentence, its true and its predicted entities (`text (TYPE)`)."""
-    from recipes.summaries import markdown_table  # noqa: PLC0415
+    from recipes.engine.summaries import markdown_table  # noqa: PLC0415
 
     def spans(tokens, tags):
         return ", ".join(f"{' '.join(tokens[a:b])} ({kind})" for kind, a, b in ner_tags.entities(tags)) or "-"
@@ -220,7 +220,7 @@ class Ner(Recipe):
     def build(self, cfg: NerConfig, data: NerData) -> Training:
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, token_classifier  # noqa: PLC0415
-        from zoo.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
+        from recipes.ner.token_inputs import Tagger, TokenEncoder, encode_windows, window_batches  # noqa: PLC0415
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         case_feature = resolve_case_feature(cfg.model.case_feature, backbone)
@@ -257,7 +257,7 @@ class Ner(Recipe):
 
     def load(self, run_path: Path, cfg: NerConfig, task: dict, model):
         from zoo.text_inputs import load_tokenizer  # noqa: PLC0415
-        from zoo.token_inputs import Tagger, TokenEncoder  # noqa: PLC0415
+        from recipes.ner.token_inputs import Tagger, TokenEncoder  # noqa: PLC0415
 
         tokenizer = load_tokenizer(run_path)
         encoder = TokenEncoder(tokenizer, list(model.input), task["max_length"], task["case_feature"])
@@ -292,7 +292,7 @@ class Ner(Recipe):
         """
         import tensorflow as tf  # noqa: PLC0415
 
-        from zoo.token_inputs import pretokenize  # noqa: PLC0415
+        from recipes.ner.token_inputs import pretokenize  # noqa: PLC0415
 
         texts = list(texts)
         if pretokenized:
@@ -312,7 +312,7 @@ class Ner(Recipe):
 
     def export(self, tagger, directory: Path) -> Path:
         """`saved_model/`: raw strings in, word tags and character offsets out."""
-        from zoo.export import export_token_classifier  # noqa: PLC0415
+        from recipes.ner.export import export_token_classifier  # noqa: PLC0415
 
         return export_token_classifier(tagger.model, tagger.encoder, tagger.tags, directory, tagger.constrained)
 
@@ -332,8 +332,3 @@ class Ner(Recipe):
 
 
 RECIPE = Ner()
-
-if __name__ == "__main__":
-    from recipes.cli import script_main
-
-    raise SystemExit(script_main(RECIPE))

@@ -26,12 +26,12 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
-from recipes.contract import Evaluation, Phase, Recipe, Training
-from recipes.image_data import (DecodedImages, LabelledImages, check_decoded, decode_images, list_image_files,
+from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
+from recipes.engine.contract import Evaluation, Phase, Recipe, Training
+from recipes.image_classification.images import (DecodedImages, LabelledImages, check_decoded, decode_images, list_image_files,
                                 read_images, skipped_files, split_folder)
-from recipes.labels import balanced_class_weights, label_ids, read_class_splits
-from recipes.metrics import classification_report, confusion_matrix_png, format_report, misclassified_grid_png, top_k_accuracy
+from recipes.common.labels import balanced_class_weights, label_ids, read_class_splits
+from recipes.common.metrics import classification_report, confusion_matrix_png, format_report, misclassified_grid_png, top_k_accuracy
 from zoo.errors import UserError
 
 
@@ -130,7 +130,7 @@ def training_phases(cfg: ImageClassificationConfig, backbone, steps_per_epoch: i
     the head alone, for `frozen_epochs`."""
     import keras  # noqa: PLC0415
 
-    from recipes import training  # noqa: PLC0415
+    from recipes.engine import training  # noqa: PLC0415
     from zoo.heads import unfreeze_top  # noqa: PLC0415
 
     t = cfg.train
@@ -204,7 +204,7 @@ class ImageClassification(Recipe):
 
     def build(self, cfg: ImageClassificationConfig, data: ImageSplits) -> Training:
         """Decode every image once (files that do not decode are skipped and listed), then the model."""
-        from recipes import training  # noqa: PLC0415
+        from recipes.engine import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import image_classifier  # noqa: PLC0415
         from zoo.image_inputs import (augmented_batches, cropped_batches, feature_batches, input_size,  # noqa: PLC0415
@@ -303,8 +303,3 @@ class ImageClassification(Recipe):
 
 
 RECIPE = ImageClassification()
-
-if __name__ == "__main__":
-    from recipes.cli import script_main
-
-    raise SystemExit(script_main(RECIPE))

@@ -38,7 +38,7 @@ class TrainConfig:
     LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 1", "batch_size": ">= 1", "learning_rate": "> 0",
                                         "weight_decay": ">= 0", "warmup_ratio": "[0, 1)", "clipnorm": ">= 0",
                                         "early_stopping_patience": ">= 0", "seed": ">= 0"}
-    # Whether `precision: auto` picks mixed bfloat16 on CPUs with native bf16 (see recipes/devices.py)
+    # Whether `precision: auto` picks mixed bfloat16 on CPUs with native bf16 (see recipes/engine/devices.py)
     CPU_BF16: ClassVar[bool] = True
 
     epochs: int = 2
@@ -58,16 +58,16 @@ class TrainConfig:
     early_stopping_patience: int = 2  # epochs without improvement; 0 disables early stopping
     seed: int = 42
     # XLA; auto: on for GPUs of compute capability 7.0+, off on CPU, where plain TF graphs were
-    # faster for these models (measured). recipes/devices.py resolves it.
+    # faster for these models (measured). recipes/engine/devices.py resolves it.
     jit_compile: bool | Literal["auto"] = "auto"
     # Eager steps: no graph tracing, which costs tens of seconds per run; only pays for tiny models
     # and few steps (tests, smoke runs), and for debugging.
     run_eagerly: bool = False
     # auto: mixed bfloat16 on GPUs of compute capability 8.0+ and CPUs with native bf16, mixed
-    # float16 (with loss scaling) on 7.x GPUs, else float32 (recipes/devices.py)
+    # float16 (with loss scaling) on 7.x GPUs, else float32 (recipes/engine/devices.py)
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     # auto: all local GPUs (MirroredStrategy) when there are 2+, the cluster TF_CONFIG names
-    # (MultiWorkerMirroredStrategy), else one device; see recipes/distribute.py
+    # (MultiWorkerMirroredStrategy), else one device; see recipes/engine/distribute.py
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     # batch_size is the global batch (each replica takes batch_size / replicas); linear multiplies
     # the learning rate by the number of replicas

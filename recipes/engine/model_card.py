@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from recipes.run_files import read_if_present, read_run_file
-from recipes.run_metrics import scalar_metrics
+from recipes.engine.run_files import read_if_present, read_run_file
+from recipes.engine.run_metrics import scalar_metrics
 from zoo.catalog import CATALOG
 
 CARD = "README.md"

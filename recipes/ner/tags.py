@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
-from recipes.metrics import confusion_matrix_png
+from recipes.common.metrics import confusion_matrix_png
 from zoo.errors import UserError
 
 SCHEMES = ("IOB1", "IOB2", "BIOES")

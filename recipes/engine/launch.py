@@ -1,6 +1,6 @@
 """Processes on this machine that train or search together: `keras-zoo train RECIPE --workers N`
 starts N copies of the same command as a `MultiWorkerMirroredStrategy` cluster on 127.0.0.1
-(`TF_CONFIG` names each one's task, recipes/distribute.py), and `keras-zoo tune --workers N`
+(`TF_CONFIG` names each one's task, recipes/engine/distribute.py), and `keras-zoo tune --workers N`
 starts its search workers with `worker_environments` too.
 
 Collective ops wait for every process: when one dies, the others would wait forever. So the

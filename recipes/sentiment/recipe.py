@@ -22,11 +22,11 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-from recipes.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
-from recipes.contract import Evaluation, Phase, Projector, Recipe, Training
-from recipes.labels import label_ids, read_class_splits
-from recipes.metrics import classification_report, confusion_matrix_png, format_report
-from recipes.text_data import LabelledTexts, read_texts
+from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
+from recipes.engine.contract import Evaluation, Phase, Projector, Recipe, Training
+from recipes.common.labels import label_ids, read_class_splits
+from recipes.common.metrics import classification_report, confusion_matrix_png, format_report
+from recipes.common.text_data import LabelledTexts, read_texts
 
 
 @dataclass
@@ -118,7 +118,7 @@ class Sentiment(Recipe):
         return read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
 
     def build(self, cfg: SentimentConfig, data: SentimentData) -> Training:
-        from recipes import training  # noqa: PLC0415
+        from recipes.engine import training  # noqa: PLC0415
         from zoo.backbones import load_backbone  # noqa: PLC0415
         from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
         from zoo.text_inputs import (TextEncoder, feature_batches, length_sorted_batches,  # noqa: PLC0415
@@ -170,7 +170,7 @@ class Sentiment(Recipe):
     def evaluate(self, predictor: TextClassifier, texts: LabelledTexts, split: str, cfg: SentimentConfig) -> Evaluation:
         """The classification report, confusion matrix, PR curves, misclassified texts and (up to
         `run.embeddings` of) the sentence vectors the head sees, for the projector."""
-        from recipes import summaries  # noqa: PLC0415
+        from recipes.engine import summaries  # noqa: PLC0415
         from zoo.text_inputs import predict_probabilities  # noqa: PLC0415
 
         labels = predictor.labels
@@ -205,8 +205,3 @@ class Sentiment(Recipe):
 
 
 RECIPE = Sentiment()
-
-if __name__ == "__main__":
-    from recipes.cli import script_main
-
-    raise SystemExit(script_main(RECIPE))

@@ -1,15 +1,15 @@
 """The run lifecycle, written once for every recipe: train, evaluate, predict, export.
 
     >>> from recipes import engine
-    >>> from recipes.registry import load_recipe
+    >>> from recipes.engine.registry import load_recipe
     >>> recipe = load_recipe("sentiment")
     >>> cfg = recipe.load_config(overrides=["train.epochs=1"])  # doctest: +SKIP
     >>> run, report = engine.train(recipe, cfg)  # doctest: +SKIP
     >>> engine.predict(recipe, run.path, ["a lovely film"])  # doctest: +SKIP
 
-A training run, as `train` runs it: check the config and the run's place (recipes/run_dir.py),
+A training run, as `train` runs it: check the config and the run's place (recipes/engine/run_dir.py),
 read and check the data, build the model, and only then open the run directory; fit phase after
-phase (recipes/training.py), evaluate every split, log the HParams session, export, mark the run
+phase (recipes/engine/training.py), evaluate every split, log the HParams session, export, mark the run
 finished (and swap it in when it replaces another). Nothing a recipe writes itself.
 """
 
@@ -26,13 +26,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes import devices, distribute, model_card, summaries, training
-from recipes.config import check_config, flat_values, save_config, value_at, with_values
-from recipes.contract import Evaluation, Recipe
-from recipes.registry import load_recipe
-from recipes.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
-from recipes.run_files import read_if_present
-from recipes.run_metrics import final_metrics, scalar_metrics
+from recipes.engine import devices, distribute, model_card, summaries, training
+from recipes.engine.config import check_config, flat_values, save_config, value_at, with_values
+from recipes.engine.contract import Evaluation, Recipe
+from recipes.engine.registry import load_recipe
+from recipes.engine.run_dir import RunDir, RunPlan, open_finished_run, open_run_for_writing, plan_training_run
+from recipes.engine.run_files import read_if_present
+from recipes.engine.run_metrics import final_metrics, scalar_metrics
 from zoo.errors import UserError
 from zoo.heads import inference_copy, synchronize_batch_norm
 
@@ -47,7 +47,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
     """Train `cfg` into `runs/<recipe>/<run.name>/` (or `run.dir`); returns the run and its report
     (`validation`, `test` when there is test data, `chosen_epoch`, `last_epoch`,
     `train_examples_per_second`), which is empty in
-    the workers of a cluster other than the chief (see recipes/distribute.py).
+    the workers of a cluster other than the chief (see recipes/engine/distribute.py).
 
     `overwrite` replaces an existing run once the new one has finished; `resume` continues an
     interrupted (or failed) run with its own config, changing only `changed_keys` (the keys the
@@ -73,7 +73,7 @@ def train(recipe: Recipe | str, cfg: Any, *, overwrite: bool = False, resume: bo
         if plan.replaces and dist.is_chief:
             print(f"{plan.final}: the {plan.replaces} run there is replaced when this one finishes")
         opened = (open_run_for_writing(plan, recipe.name, tensorboard=cfg.run.tensorboard,
-                                       origin=origin or "Python: recipes.engine.train") if dist.is_chief
+                                       origin=origin or "Python: recipes.engine.lifecycle.train") if dist.is_chief
                   else distribute.scratch_run(dist.scratch, cfg.run.tensorboard))
         with opened as writer:
             run = writer.run

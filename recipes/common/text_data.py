@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from recipes.labels import class_folders
+from recipes.common.labels import class_folders
 from zoo.errors import UserError
 from zoo.progress import progress
 
@@ -220,7 +220,7 @@ def _read_class_folders(root: Path) -> LabelledTexts:
 def _read_tfds(name: str, split: str) -> LabelledTexts:
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    from recipes.tfds_data import prepared_builder, split_for  # noqa: PLC0415
+    from recipes.common.tfds_data import prepared_builder, split_for  # noqa: PLC0415
 
     builder = prepared_builder(name, "point data.train at a local CSV/TSV/JSONL file instead")
     tfds_split = split_for(builder, name, split)

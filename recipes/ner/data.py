@@ -26,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from recipes import ner_tags
-from recipes.text_data import read_lines
+from recipes.ner import tags as ner_tags
+from recipes.common.text_data import read_lines
 from zoo.errors import UserError
 from zoo.progress import progress
 
@@ -201,7 +201,7 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
 
 # ------------------------------------------------------------------------------------------- JSONL
 def _read_jsonl(path: Path) -> TaggedSentences:
-    from recipes.text_data import jsonl_rows  # noqa: PLC0415
+    from recipes.common.text_data import jsonl_rows  # noqa: PLC0415
 
     tokens, tags, origins = [], [], []
     texts, spans = [], []
@@ -269,7 +269,7 @@ def _split_words(texts: list[str]) -> list[tuple[list[str], list[int], list[int]
     """Words and their character offsets, split by the same graph code as `predict` and the export."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from zoo.token_inputs import pretokenize  # noqa: PLC0415
+    from recipes.ner.token_inputs import pretokenize  # noqa: PLC0415
 
     words, starts, ends = pretokenize(tf.constant(texts))
     return [([w.decode("utf-8") for w in ws], s, e)
@@ -292,7 +292,7 @@ def _tags_from_spans(starts: list[int], ends: list[int], spans: list[tuple[int, 
 def _read_tfds(name: str, split: str) -> TaggedSentences:
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    from recipes.tfds_data import prepared_builder, split_for  # noqa: PLC0415
+    from recipes.common.tfds_data import prepared_builder, split_for  # noqa: PLC0415
 
     builder = prepared_builder(name, "point data.train at a local CoNLL or JSONL file instead")
     tfds_split = split_for(builder, name, split)

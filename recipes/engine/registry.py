@@ -17,7 +17,7 @@ RECIPES = {
 
 def load_recipe(name: str):
     """The `Recipe` of a registered recipe by name, or of your own module by its import path."""
-    from recipes.contract import Recipe  # noqa: PLC0415  (keeps `keras-zoo --help` free of heavy imports)
+    from recipes.engine.contract import Recipe  # noqa: PLC0415  (keeps `keras-zoo --help` free of heavy imports)
 
     if name in RECIPES:
         module = importlib.import_module(RECIPES[name])
@@ -30,5 +30,5 @@ def load_recipe(name: str):
         raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
     recipe = getattr(module, "RECIPE", None)
     if not isinstance(recipe, Recipe):
-        raise UserError(f"{module.__name__}: has no RECIPE (an instance of recipes.contract.Recipe)")
+        raise UserError(f"{module.__name__}: has no RECIPE (an instance of recipes.engine.contract.Recipe)")
     return recipe

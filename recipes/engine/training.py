@@ -1,6 +1,6 @@
 """How every recipe's model trains: optimiser, phases, callbacks, `fit`, resume.
 
-The engine (recipes/engine.py) hands `fit` a recipe's built model and its tf.data pipelines;
+The engine (recipes/engine/lifecycle.py) hands `fit` a recipe's built model and its tf.data pipelines;
 everything about training (AdamW with warm-up and linear decay, clipping, best checkpoint, early
 stopping, resume from the last epoch, NaN guard, TensorBoard curves) lives here once.
 """
@@ -18,10 +18,10 @@ import keras
 import tensorflow as tf
 
 from zoo import keras_compat
-from recipes.config import RunConfig, TrainConfig
-from recipes.contract import Phase
-from recipes.run_dir import RunDir
-from recipes.run_metrics import history_rows, monitor_mode, selection_key
+from recipes.engine.config import RunConfig, TrainConfig
+from recipes.engine.contract import Phase
+from recipes.engine.run_dir import RunDir
+from recipes.engine.run_metrics import history_rows, monitor_mode, selection_key
 from zoo.errors import UserError
 
 
@@ -197,7 +197,7 @@ def seed_everything(seed: int) -> None:
 
 
 class Diverged(UserError):
-    """Training produced a value that is not finite (recipes/training.py `StopWhenDiverged`)."""
+    """Training produced a value that is not finite (recipes/engine/training.py `StopWhenDiverged`)."""
 
 
 class StopWhenDiverged(keras.callbacks.Callback):

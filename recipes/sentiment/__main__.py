@@ -1,0 +1,5 @@
+"""`python -m recipes.sentiment`: the recipe's own command line (recipes/engine/cli.py)."""
+
+from recipes.engine.cli import script_main
+
+raise SystemExit(script_main("sentiment"))
