@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/keras-zoo train sentiment --name demo --overwrite
 
 # Headless Chromium from Debian's packages, for the test that screenshots TensorBoard and for
-# docs/screenshots.py: apt, as root or with sudo. `make test` tries it and goes on without it (that
+# docs/screenshots.py: apt, as root or with sudo. `make test-all` tries it and goes on without it (that
 # one test is then skipped, saying why); `make browser` on its own fails loudly.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
@@ -34,14 +34,18 @@ try-browser:
 # Three workers, a test file each at a time: much of a test's time is process start-up, graph
 # tracing and waiting on subprocesses, so even on 2 cores a third worker helps (926 s with two,
 # 826 s with three, measured 2026-12-01). The tests marked slow are left to `make test-all`.
-test: setup try-browser
+test: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile -m "not slow" --durations=15 tests
 
 # Everything, the tests marked slow included.
 test-all: setup try-browser
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import ROOT, SHARED  # noqa: E402  (benchmarks/common.py)
+from common import ROOT, SHARED
 
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
@@ -31,20 +31,36 @@ def train_one(rows_file: Path, seed: int, batching: str, out: Path) -> dict:
     from recipes import engine, sentiment
 
     if batching == "buckets":
+
         class BucketedEncoder(zoo.text_inputs.TextEncoder):
             def __init__(self, *args, pad_to_buckets: bool = False, **kwargs):
                 super().__init__(*args, pad_to_buckets=True, **kwargs)
 
         zoo.text_inputs.TextEncoder = BucketedEncoder  # sentiment.build imports it when it runs
-    cfg = sentiment.RECIPE.load_config(overrides=[
-        f"data.train={rows_file}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
-        f"model.backbone={MINILM}", "train.epochs=2", "train.batch_size=32", "train.learning_rate=1e-4",
-        f"train.seed={seed}", f"run.runs_dir={out}", f"run.name={batching}-seed{seed}", "run.export=false",
-        "run.embeddings=0"])
+    cfg = sentiment.RECIPE.load_config(
+        overrides=[
+            f"data.train={rows_file}",
+            f"data.validation={SST2 / 'dev.tsv'}",
+            "data.text_column=sentence",
+            f"model.backbone={MINILM}",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "train.learning_rate=1e-4",
+            f"train.seed={seed}",
+            f"run.runs_dir={out}",
+            f"run.name={batching}-seed{seed}",
+            "run.export=false",
+            "run.embeddings=0",
+        ]
+    )
     _, report = engine.train(sentiment.RECIPE, cfg, overwrite=True, verbose=2)
-    return {"seed": seed, "batching": batching, "dev_accuracy": round(100 * report["validation"]["accuracy"], 2),
-            "kept_epoch": report["chosen_epoch"]["epoch"],
-            "examples_per_second": [round(v, 1) for v in report["train_examples_per_second"]]}
+    return {
+        "seed": seed,
+        "batching": batching,
+        "dev_accuracy": round(100 * report["validation"]["accuracy"], 2),
+        "kept_epoch": report["chosen_epoch"]["epoch"],
+        "examples_per_second": [round(v, 1) for v in report["train_examples_per_second"]],
+    }
 
 
 def main() -> None:
@@ -57,7 +73,10 @@ def main() -> None:
     out = Path(args.out)
     rows_file = out / f"sst2_train_{args.rows}.tsv"
     if args.one:
-        print("RESULT " + json.dumps(train_one(rows_file, int(args.one[0]), args.one[1], out)), flush=True)
+        print(
+            "RESULT " + json.dumps(train_one(rows_file, int(args.one[0]), args.one[1], out)),
+            flush=True,
+        )
         return
     if not SST2.exists() or not MINILM.exists():
         raise SystemExit(f"needs {SST2} and {MINILM}")
@@ -67,12 +86,26 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for batching in ("grouping", "buckets"):
-            done = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--out", str(out),
-                                   "--one", str(seed), batching], capture_output=True, text=True, cwd=ROOT)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--rows",
+                    str(args.rows),
+                    "--out",
+                    str(out),
+                    "--one",
+                    str(seed),
+                    batching,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if done.returncode or not line:
                 raise SystemExit(f"seed {seed} {batching} failed:\n{done.stderr[-3000:]}")
-            results.append(json.loads(line[0][len("RESULT "):]))
+            results.append(json.loads(line[0][len("RESULT ") :]))
             print(results[-1], flush=True)
     for batching in ("grouping", "buckets"):
         scores = [r["dev_accuracy"] for r in results if r["batching"] == batching]

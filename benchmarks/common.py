@@ -24,17 +24,22 @@ def benchmark_parser(name: str) -> argparse.ArgumentParser:
     """The options every recipe benchmark takes: `--out` (default benchmarks/out/NAME), `--set`, `--reuse-run`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / name))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides")
-    parser.add_argument("--reuse-run", action="store_true",
-                        help="skip training: measure the rest on the run a previous invocation left in --out")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="config overrides"
+    )
+    parser.add_argument(
+        "--reuse-run",
+        action="store_true",
+        help="skip training: measure the rest on the run a previous invocation left in --out",
+    )
     return parser
 
 
 def cpu_description() -> str:
     """The CPU behind a figure: its model and the flags that decide keras-zoo's defaults
     (AVX2, AVX-512, native bf16, AMX), as RESULTS.md names it."""
-    from recipes.engine.devices import DECIDING_CPU_FLAGS  # noqa: PLC0415
-    from zoo.runtime import cpu_flags, cpu_model  # noqa: PLC0415
+    from recipes.engine.devices import DECIDING_CPU_FLAGS
+    from zoo.runtime import cpu_flags, cpu_model
 
     flags = sorted(cpu_flags() & DECIDING_CPU_FLAGS)
     return f"{cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores ({', '.join(flags) or 'none of avx2/avx512f/bf16/amx'})"
@@ -46,7 +51,7 @@ def peak_rss_gib() -> float:
 
 def timed_fit(model, dataset, callbacks=()) -> list[float]:
     """One epoch of `model.fit` over `dataset`; the wall time of each training step, in order."""
-    import keras  # noqa: PLC0415
+    import keras
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -64,11 +69,13 @@ def timed_fit(model, dataset, callbacks=()) -> list[float]:
     return timer.times
 
 
-def scratch_run(stack: contextlib.ExitStack, runs_dir, recipe: str, name: str, tensorboard: bool = True):
+def scratch_run(
+    stack: contextlib.ExitStack, runs_dir, recipe: str, name: str, tensorboard: bool = True
+):
     """A fresh run directory, `runs_dir/recipe/name`, for the callbacks of timed fits (history.csv,
     TensorBoard logs): it replaces the one an earlier invocation left, and stays open for writing
     (locked, status `running`) until `stack` closes. Returns its `recipes.engine.run_dir.RunDir`."""
-    from recipes.engine.run_dir import open_run_for_writing, plan_run  # noqa: PLC0415
+    from recipes.engine.run_dir import open_run_for_writing, plan_run
 
     plan = plan_run(str(runs_dir), recipe, name, overwrite=True)
     return stack.enter_context(open_run_for_writing(plan, recipe, tensorboard=tensorboard)).run
@@ -77,7 +84,7 @@ def scratch_run(stack: contextlib.ExitStack, runs_dir, recipe: str, name: str, t
 def sentiment_model(model_cfg, backbone, num_classes: int):
     """The sentiment recipe's classifier on `backbone`, as `recipes.sentiment.recipe.Sentiment.build` makes it
     from the config's `model` section (fine-tuning mode, frozen embeddings, head), not yet compiled."""
-    from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
+    from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier
 
     set_finetune_mode(backbone, model_cfg.finetune, model_cfg.lora_rank)
     if model_cfg.freeze_embeddings:

@@ -35,8 +35,14 @@ def main() -> None:
     from keras_hub.models import BertBackbone
 
     keras.utils.set_random_seed(0)
-    backbone = BertBackbone(vocabulary_size=1000, num_layers=1, num_heads=12, hidden_dim=384,
-                            intermediate_dim=1536, max_sequence_length=512)
+    backbone = BertBackbone(
+        vocabulary_size=1000,
+        num_layers=1,
+        num_heads=12,
+        hidden_dim=384,
+        intermediate_dim=1536,
+        max_sequence_length=512,
+    )
     layer = backbone.get_layer("transformer_layer_0")
     x = tf.random.normal([args.batch, args.length, 384])
     mask = tf.ones([args.batch, args.length], tf.bool)
@@ -48,11 +54,14 @@ def main() -> None:
         "layer": lambda: layer(x, padding_mask=mask, training=False),
         "self_attention": lambda: attention(query=x, value=x, attention_mask=pairs, training=False),
         "feed_forward": lambda: output(intermediate(x)),
-        "feed_forward_matmuls_only": lambda: tf.matmul(tf.matmul(tf.reshape(x, [-1, 384]), intermediate.kernel),
-                                                       output.kernel),
+        "feed_forward_matmuls_only": lambda: tf.matmul(
+            tf.matmul(tf.reshape(x, [-1, 384]), intermediate.kernel), output.kernel
+        ),
         "layer_norm": lambda: norm(x),
         "gelu_tanh_tf": lambda: tf.nn.gelu(hidden, approximate=True),
-        "gelu_tanh_as_sigmoid": lambda: hidden * tf.sigmoid(hidden * (1.5957691216057308 + 0.0713548162726 * tf.square(hidden))),
+        "gelu_tanh_as_sigmoid": lambda: (
+            hidden * tf.sigmoid(hidden * (1.5957691216057308 + 0.0713548162726 * tf.square(hidden)))
+        ),
     }
     functions = {name: tf.function(part) for name, part in parts.items()}
     for function in functions.values():
@@ -65,9 +74,18 @@ def main() -> None:
                 out = function()
             out.numpy()
             times[name].append((time.perf_counter() - start) * 100)
-    print("RESULT " + json.dumps({"tool": "keras-zoo", "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                                  "batch": args.batch, "length": args.length,
-                                  **{name: round(statistics.median(t), 2) for name, t in times.items()}}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "tool": "keras-zoo",
+                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                "batch": args.batch,
+                "length": args.length,
+                **{name: round(statistics.median(t), 2) for name, t in times.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

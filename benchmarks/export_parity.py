@@ -36,11 +36,24 @@ def main() -> None:
     rows = engine.predict(sentiment.RECIPE, args.run, texts)
     labels = list(rows[0]["probabilities"])
     keras_p = np.array([[r["probabilities"][k] for k in labels] for r in rows])
-    out = subprocess.run([sys.executable, "-c", SERVE, str((Path(args.run) / "export" / "saved_model").resolve())],
-                         input=json.dumps(texts), capture_output=True, text=True, check=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE, str((Path(args.run) / "export" / "saved_model").resolve())],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
     served = np.array(json.loads(out.stdout.splitlines()[-1]))
-    print(json.dumps({"examples": len(texts), "max_abs_difference": float(np.abs(served - keras_p).max()),
-                      "top1_agreement": float((served.argmax(1) == keras_p.argmax(1)).mean())}))
+    print(
+        json.dumps(
+            {
+                "examples": len(texts),
+                "max_abs_difference": float(np.abs(served - keras_p).max()),
+                "top1_agreement": float((served.argmax(1) == keras_p.argmax(1)).mean()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

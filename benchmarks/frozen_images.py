@@ -21,6 +21,7 @@ label smoothing, 30 epochs, the head's learning rate 1e-3.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -29,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, cpu_description  # noqa: E402  (benchmarks/common.py)
+from common import ROOT, SHARED, cpu_description
 
 BACKBONE = SHARED / "pretrained" / "efficientnet-lite0-imagenet"
 NO_AUGMENT = ["augment.crop_scale=[1.0, 1.0]", "augment.flip=false", "train.label_smoothing=0.0"]
@@ -37,15 +38,32 @@ VARIANTS = {
     "default": [],  # the recipe's frozen defaults
     "plain": [*NO_AUGMENT, "train.frozen_epochs=30"],
     "old-default": ["train.frozen_epochs=4"],  # before this benchmark: 4 epochs, full augmentation
-    "15-epochs-light": ["train.frozen_epochs=15", "augment.crop_scale=[0.6, 1.0]", "train.label_smoothing=0.0"],
+    "15-epochs-light": [
+        "train.frozen_epochs=15",
+        "augment.crop_scale=[0.6, 1.0]",
+        "train.label_smoothing=0.0",
+    ],
 }
-SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "h-stripes", "v-stripes", "checker", "dots")
+SHAPES = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "diamond",
+    "h-stripes",
+    "v-stripes",
+    "checker",
+    "dots",
+)
 
 
-def synthetic10(root: Path, per_class: dict[str, int] | None = None, side: int = 256, seed: int = 0) -> Path:
+def synthetic10(
+    root: Path, per_class: dict[str, int] | None = None, side: int = 256, seed: int = 0
+) -> Path:
     """The generated 10-class set (see the module docstring), written once."""
-    import numpy as np  # noqa: PLC0415
-    from PIL import Image, ImageDraw  # noqa: PLC0415
+    import numpy as np
+    from PIL import Image, ImageDraw
 
     per_class = per_class or {"train": 300, "val": 50}
     if (root / "COMPLETE").exists():
@@ -56,7 +74,9 @@ def synthetic10(root: Path, per_class: dict[str, int] | None = None, side: int =
             (root / split / label).mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 background = rng.integers(0, 256, 3)
-                pixels = np.clip(background + rng.normal(0, 30, (side, side, 3)), 0, 255).astype("uint8")
+                pixels = np.clip(background + rng.normal(0, 30, (side, side, 3)), 0, 255).astype(
+                    "uint8"
+                )
                 image = Image.fromarray(pixels)
                 draw = ImageDraw.Draw(image)
                 colour = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -68,25 +88,34 @@ def synthetic10(root: Path, per_class: dict[str, int] | None = None, side: int =
                 elif label == "square":
                     draw.rectangle(box, fill=colour)
                 elif label == "triangle":
-                    draw.polygon([(x, y - size), (x - size, y + size), (x + size, y + size)], fill=colour)
+                    draw.polygon(
+                        [(x, y - size), (x - size, y + size), (x + size, y + size)], fill=colour
+                    )
                 elif label == "cross":
                     draw.rectangle([x - size, y - size // 4, x + size, y + size // 4], fill=colour)
                     draw.rectangle([x - size // 4, y - size, x + size // 4, y + size], fill=colour)
                 elif label == "ring":
                     draw.ellipse(box, outline=colour, width=max(size // 4, 2))
                 elif label == "diamond":
-                    draw.polygon([(x, y - size), (x + size, y), (x, y + size), (x - size, y)], fill=colour)
+                    draw.polygon(
+                        [(x, y - size), (x + size, y), (x, y + size), (x - size, y)], fill=colour
+                    )
                 elif label in ("h-stripes", "v-stripes"):
                     for k in range(-size, size, max(size // 3, 4)):
-                        line = ([x - size, y + k, x + size, y + k + max(size // 6, 2)] if label == "h-stripes"
-                                else [x + k, y - size, x + k + max(size // 6, 2), y + size])
+                        line = (
+                            [x - size, y + k, x + size, y + k + max(size // 6, 2)]
+                            if label == "h-stripes"
+                            else [x + k, y - size, x + k + max(size // 6, 2), y + size]
+                        )
                         draw.rectangle(line, fill=colour)
                 elif label == "checker":
                     step = max(size // 3, 4)
                     for a in range(-size, size, step):
                         for b in range(-size, size, step):
                             if (a // step + b // step) % 2 == 0:
-                                draw.rectangle([x + a, y + b, x + a + step, y + b + step], fill=colour)
+                                draw.rectangle(
+                                    [x + a, y + b, x + a + step, y + b + step], fill=colour
+                                )
                 else:  # dots
                     for _ in range(12):
                         cx, cy = (int(v) for v in rng.integers(-size, size, 2))
@@ -98,7 +127,7 @@ def synthetic10(root: Path, per_class: dict[str, int] | None = None, side: int =
 
 def epoch_end_times(logs: Path) -> list[float]:
     """Wall times at which the run's epochs ended: TensorBoard's `epoch_loss` events in logs/train."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     times = {}
     for events in sorted((logs / "train").glob("events.out.tfevents.*")):
@@ -111,12 +140,35 @@ def epoch_end_times(logs: Path) -> list[float]:
 
 def train(tree: Path, out: Path, name: str, data: tuple[Path, Path], settings: list[str]) -> dict:
     """One run from `tree`'s code; its figures."""
-    command = [sys.executable, "-m", "keras_zoo_cli", "train", "image_classification", "--name", name,
-               "--overwrite", "--set", f"run.runs_dir={out}", "--set", f"data.train={data[0]}",
-               "--set", f"data.validation={data[1]}", "--set", f"model.backbone={BACKBONE}",
-               "--set", "model.finetune=frozen", *[a for o in settings for a in ("--set", o)]]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_zoo_cli",
+        "train",
+        "image_classification",
+        "--name",
+        name,
+        "--overwrite",
+        "--set",
+        f"run.runs_dir={out}",
+        "--set",
+        f"data.train={data[0]}",
+        "--set",
+        f"data.validation={data[1]}",
+        "--set",
+        f"model.backbone={BACKBONE}",
+        "--set",
+        "model.finetune=frozen",
+        *[a for o in settings for a in ("--set", o)],
+    ]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+    )
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -125,12 +177,18 @@ def train(tree: Path, out: Path, name: str, data: tuple[Path, Path], settings: l
     history = (run / "history.csv").read_text().splitlines()
     header, last = history[0].split(","), history[-1].split(",")
     ends = epoch_end_times(run / "logs")
-    return {"kept_epoch": f"{metrics['chosen_epoch']['epoch']}/{metrics['chosen_epoch']['of']}",
-            "validation_accuracy": round(100 * metrics["validation"]["accuracy"], 4),
-            "last_epoch_validation_accuracy": round(100 * metrics["last_epoch"]["validation"]["accuracy"], 4),
-            "last_epoch_train_accuracy": round(100 * float(last[header.index("accuracy")]), 4),
-            "median_epoch_seconds": round(statistics.median(b - a for a, b in zip(ends, ends[1:])), 2),
-            "seconds": round(seconds, 1)}
+    return {
+        "kept_epoch": f"{metrics['chosen_epoch']['epoch']}/{metrics['chosen_epoch']['of']}",
+        "validation_accuracy": round(100 * metrics["validation"]["accuracy"], 4),
+        "last_epoch_validation_accuracy": round(
+            100 * metrics["last_epoch"]["validation"]["accuracy"], 4
+        ),
+        "last_epoch_train_accuracy": round(100 * float(last[header.index("accuracy")]), 4),
+        "median_epoch_seconds": round(
+            statistics.median(b - a for a, b in itertools.pairwise(ends)), 2
+        ),
+        "seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -138,7 +196,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "frozen"))
     parser.add_argument("--data", choices=["hymenoptera", "synthetic10"], default="hymenoptera")
     parser.add_argument("--only", nargs="*", default=list(VARIANTS))
-    parser.add_argument("--tree", action="append", default=[], help="LABEL=PATH of a keras-zoo checkout")
+    parser.add_argument(
+        "--tree", action="append", default=[], help="LABEL=PATH of a keras-zoo checkout"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     if args.data == "hymenoptera":
@@ -151,8 +211,13 @@ def main() -> None:
     rows = []
     for name in args.only:
         for label, tree in trees.items():
-            row = {"variant": name, "tree": label, "data": args.data, "settings": " ".join(VARIANTS[name]) or "(defaults)",
-                   **train(Path(tree), out, f"{args.data}-{name}-{label}", data, VARIANTS[name])}
+            row = {
+                "variant": name,
+                "tree": label,
+                "data": args.data,
+                "settings": " ".join(VARIANTS[name]) or "(defaults)",
+                **train(Path(tree), out, f"{args.data}-{name}-{label}", data, VARIANTS[name]),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     (out / f"summary-{args.data}.json").write_text(json.dumps(rows, indent=2))

@@ -26,7 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import SHARED, benchmark_parser, peak_rss_gib, scratch_run, timed_fit  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser, peak_rss_gib, scratch_run, timed_fit
 
 DATA = SHARED / "data" / "hymenoptera"
 WEIGHTS = SHARED / "pretrained" / "efficientnet-lite0-imagenet"
@@ -50,15 +50,21 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     import tensorflow as tf
 
     from recipes import engine
-
-    from recipes.engine import training
     from recipes import image_classification as ic
     from recipes.common.labels import label_ids
+    from recipes.engine import training
     from zoo.export import TFLITE_VARIANTS, tflite_probabilities
     from zoo.image_inputs import augmented_batches, center_crop, predict_probabilities
 
-    cfg = ic.RECIPE.load_config(overrides=[f"data.train={DATA}", f"model.backbone={WEIGHTS}",
-                                           f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
+    cfg = ic.RECIPE.load_config(
+        overrides=[
+            f"data.train={DATA}",
+            f"model.backbone={WEIGHTS}",
+            f"run.runs_dir={args.out}",
+            "run.name=recipe",
+            *args.overrides,
+        ]
+    )
     start = time.perf_counter()
     if args.reuse_run:  # the training figures are in that invocation's output
         from recipes.engine.run_dir import open_finished_run
@@ -70,13 +76,17 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
         run, report = engine.train(ic.RECIPE, cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start
     val = report["validation"]
-    result = {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-              "val_correct": round(val["accuracy"] * val["num_examples"]), "val_examples": val["num_examples"],
-              "misclassified": val["misclassified"],
-              "train_images_per_second_per_epoch": report["train_examples_per_second"],
-              "recipe_wall_seconds": None if args.reuse_run else wall,
-              "recipe_peak_rss_gib": None if args.reuse_run else peak_rss_gib(),
-              "precision": keras.mixed_precision.global_policy().name}
+    result = {
+        "val_accuracy": val["accuracy"],
+        "val_macro_f1": val["macro_f1"],
+        "val_correct": round(val["accuracy"] * val["num_examples"]),
+        "val_examples": val["num_examples"],
+        "misclassified": val["misclassified"],
+        "train_images_per_second_per_epoch": report["train_examples_per_second"],
+        "recipe_wall_seconds": None if args.reuse_run else wall,
+        "recipe_peak_rss_gib": None if args.reuse_run else peak_rss_gib(),
+        "precision": keras.mixed_precision.global_policy().name,
+    }
     print(json.dumps(result, indent=2), flush=True)
 
     # Inference throughput of the exported Keras model (float32) on the decoded validation images.
@@ -84,7 +94,9 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     model, task = predictor.model, run.read_json(run.task)
     from recipes.image_classification.images import decode_images, read_images
 
-    val_images = decode_images(read_images(str(DATA), "validation"), task["side"], task["interpolation"])
+    val_images = decode_images(
+        read_images(str(DATA), "validation"), task["side"], task["interpolation"]
+    )
     predict_probabilities(model, val_images)  # warm-up: trace
     t = time.perf_counter()
     keras_p = predict_probabilities(model, val_images)
@@ -94,7 +106,9 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
     crops = center_crop(val_images.pixels, task["image_size"]).numpy()
     for variant, name in TFLITE_VARIANTS.items():
         p = tflite_probabilities(run.export / name, crops)
-        result[f"tflite_{variant}_top1_agreement"] = float((p.argmax(-1) == keras_p.argmax(-1)).mean())
+        result[f"tflite_{variant}_top1_agreement"] = float(
+            (p.argmax(-1) == keras_p.argmax(-1)).mean()
+        )
         result[f"tflite_{variant}_max_abs_diff"] = float(np.abs(p - keras_p).max())
     script = textwrap.dedent(f"""
         import json, sys
@@ -106,29 +120,46 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
         assert not any(m in sys.modules for m in ("keras_hub", "recipes", "zoo")), "imported more than TF"
         print(json.dumps(tf.concat(out, 0).numpy().tolist()))
     """)
-    served = subprocess.run([sys.executable, "-c", script], input=json.dumps(val_images.origins),
-                            capture_output=True, text=True)
+    served = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(val_images.origins),
+        capture_output=True,
+        text=True,
+    )
     if served.returncode:
         raise SystemExit(f"SavedModel check failed:\n{served.stderr[-3000:]}")
     served_p = np.array(json.loads(served.stdout.strip().splitlines()[-1]))
     result["saved_model_max_abs_diff"] = float(np.abs(served_p - keras_p).max())
     result["saved_model_top1_agreement"] = float((served_p.argmax(-1) == keras_p.argmax(-1)).mean())
-    print(json.dumps({k: v for k, v in result.items() if k.startswith(("tflite", "saved", "inference"))}), flush=True)
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k.startswith(("tflite", "saved", "inference"))}
+        ),
+        flush=True,
+    )
 
     # ---- per-step overhead and data wait, on the recipe's fine-tuning phase
     keras.mixed_precision.set_global_policy(result["precision"])
-    converter = keras_hub.models.ImageClassifierPreprocessor.from_preset(str(WEIGHTS)).image_converter
+    converter = keras_hub.models.ImageClassifierPreprocessor.from_preset(
+        str(WEIGHTS)
+    ).image_converter
     splits = ic.RECIPE.read_data(cfg)
     train_images = decode_images(splits.train, task["side"], task["interpolation"])
     y = label_ids(train_images, splits.labels)
-    live = augmented_batches(train_images, y, 2, cfg.train.batch_size, cfg.train.seed, cfg.augment, task["image_size"])
+    live = augmented_batches(
+        train_images, y, 2, cfg.train.batch_size, cfg.train.seed, cfg.augment, task["image_size"]
+    )
     batches = [b for b in live.take(args.steps) if int(b[0].shape[0]) == cfg.train.batch_size]
-    scale, offset = np.asarray(converter.scale, np.float32), np.asarray(converter.offset, np.float32)
+    scale, offset = (
+        np.asarray(converter.scale, np.float32),
+        np.asarray(converter.offset, np.float32),
+    )
 
     def dataset(normalised: bool, sparse: bool):
         def gen():
             for x, t in batches:
                 yield (x * scale + offset if normalised else x), (tf.argmax(t, -1) if sparse else t)
+
         x_spec = tf.TensorSpec([None, *batches[0][0].shape[1:]], tf.float32)
         t_spec = tf.TensorSpec([None], tf.int64) if sparse else tf.TensorSpec([None, 2], tf.float32)
         return tf.data.Dataset.from_generator(gen, output_signature=(x_spec, t_spec)).cache()
@@ -139,42 +170,58 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
         from zoo.heads import image_classifier
 
         bb = keras_hub.models.Backbone.from_preset(str(WEIGHTS))
-        model = image_classifier(bb, 2, converter, cfg.model.dropout)  # as the recipe's build makes it
+        model = image_classifier(
+            bb, 2, converter, cfg.model.dropout
+        )  # as the recipe's build makes it
         phases = ic.training_phases(cfg, bb, steps, 2)
         phases[-1].prepare(model)  # the fine-tuning phase: the expensive one
         bench_run = scratch_run(scratch, args.out, "overhead", "run")
-        callbacks = [training.EpochStats(steps * cfg.train.batch_size),
-                     keras.callbacks.CSVLogger(str(bench_run.history)),
-                     keras.callbacks.TensorBoard(str(bench_run.logs)), keras.callbacks.TerminateOnNaN()]
+        callbacks = [
+            training.EpochStats(steps * cfg.train.batch_size),
+            keras.callbacks.CSVLogger(str(bench_run.history)),
+            keras.callbacks.TensorBoard(str(bench_run.logs)),
+            keras.callbacks.TerminateOnNaN(),
+        ]
         return model, callbacks, dataset(False, False)
 
     def bare_model(same_optimizer: bool):
         bb = keras_hub.models.Backbone.from_preset(str(WEIGHTS))
-        model = keras_hub.models.ImageClassifier(backbone=bb, num_classes=2, preprocessor=None, dropout=cfg.model.dropout)
+        model = keras_hub.models.ImageClassifier(
+            backbone=bb, num_classes=2, preprocessor=None, dropout=cfg.model.dropout
+        )
         if same_optimizer:  # the recipe's trainable set (BatchNorm frozen) and optimiser
             from zoo.heads import unfreeze_top
 
             unfreeze_top(bb, cfg.model.unfreeze_blocks, cfg.model.train_batchnorm)
-            model.compile(optimizer=training.make_optimizer(cfg.train, steps),
-                          loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                                    label_smoothing=cfg.train.label_smoothing),
-                          metrics=["accuracy"])
+            model.compile(
+                optimizer=training.make_optimizer(cfg.train, steps),
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=cfg.train.label_smoothing
+                ),
+                metrics=["accuracy"],
+            )
             return model, [], dataset(True, False)
         model.compile()  # KerasHub's defaults
         return model, [], dataset(True, True)
 
-    variants = {"bare": bare_model(False), "bare_same_optimizer_and_trainable": bare_model(True),
-                "recipe": recipe_model()}
+    variants = {
+        "bare": bare_model(False),
+        "bare_same_optimizer_and_trainable": bare_model(True),
+        "recipe": recipe_model(),
+    }
     times = {name: [] for name in variants}
-    for name, (model, _, ds) in variants.items():
+    for model, _, ds in variants.values():
         timed_fit(model, ds)  # trace
     for _ in range(args.rounds):
         for name, (model, callbacks, ds) in variants.items():
             times[name] += timed_fit(model, ds, callbacks)
-    total = {name: sum(statistics.median(t[i::steps]) for i in range(steps)) for name, t in times.items()}
+    total = {
+        name: sum(statistics.median(t[i::steps]) for i in range(steps)) for name, t in times.items()
+    }
     result["per_step_overhead_vs_bare_fit"] = total["recipe"] / total["bare"] - 1
     result["per_step_overhead_vs_bare_fit_same_optimizer_and_trainable"] = (
-        total["recipe"] / total["bare_same_optimizer_and_trainable"] - 1)
+        total["recipe"] / total["bare_same_optimizer_and_trainable"] - 1
+    )
     result["step_seconds"] = {name: value / steps for name, value in total.items()}
 
     # Data wait: the same model on the live pipeline against pre-built batches, alternated.

@@ -22,7 +22,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import SHARED, benchmark_parser, peak_rss_gib  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser, peak_rss_gib
 
 DATA = SHARED / "data" / "conll2003"
 WEIGHTS = SHARED / "pretrained" / "minilm-l6-h384-uncased"
@@ -38,37 +38,57 @@ def main() -> None:
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
     from recipes import engine, ner
-
+    from recipes.engine.run_dir import open_finished_run
     from recipes.ner import tags as ner_tags
     from recipes.ner.data import normalise_tags, read_tagged
-    from recipes.engine.run_dir import open_finished_run
     from recipes.ner.token_inputs import Tagger
 
-    cfg = ner.RECIPE.load_config(overrides=[
-        f"data.train={DATA / 'train.txt'}", f"data.validation={DATA / 'valid.txt'}", f"data.test={DATA / 'test.txt'}",
-        f"model.backbone={WEIGHTS}", f"run.runs_dir={args.out}", "run.name=recipe", *args.overrides])
+    cfg = ner.RECIPE.load_config(
+        overrides=[
+            f"data.train={DATA / 'train.txt'}",
+            f"data.validation={DATA / 'valid.txt'}",
+            f"data.test={DATA / 'test.txt'}",
+            f"model.backbone={WEIGHTS}",
+            f"run.runs_dir={args.out}",
+            "run.name=recipe",
+            *args.overrides,
+        ]
+    )
     start = time.perf_counter()
-    if args.reuse_run:  # the training figures are in that invocation's output; evaluate and export again
+    if (
+        args.reuse_run
+    ):  # the training figures are in that invocation's output; evaluate and export again
         run = open_finished_run(Path(args.out) / ner.RECIPE.name / "recipe")
-        report = {"validation": engine.evaluate(ner.RECIPE, run.path, str(DATA / "valid.txt"), "validation"),
-                  "test": engine.evaluate(ner.RECIPE, run.path, str(DATA / "test.txt"), "test"),
-                  "train_examples_per_second": None}
+        report = {
+            "validation": engine.evaluate(
+                ner.RECIPE, run.path, str(DATA / "valid.txt"), "validation"
+            ),
+            "test": engine.evaluate(ner.RECIPE, run.path, str(DATA / "test.txt"), "test"),
+            "train_examples_per_second": None,
+        }
         engine.export(ner.RECIPE, run.path)
     else:
         run, report = engine.train(ner.RECIPE, cfg, overwrite=True, verbose=2)
     wall = time.perf_counter() - start
 
     def summary(r):
-        return {"f1": r["f1"], "precision": r["precision"], "recall": r["recall"],
-                "token_accuracy": r["token_accuracy"],
-                "per_type_f1": {t: round(v["f1"], 4) for t, v in r["per_type"].items()}}
+        return {
+            "f1": r["f1"],
+            "precision": r["precision"],
+            "recall": r["recall"],
+            "token_accuracy": r["token_accuracy"],
+            "per_type_f1": {t: round(v["f1"], 4) for t, v in r["per_type"].items()},
+        }
 
-    result = {"validation": summary(report["validation"]), "test": summary(report["test"]),
-              "train_sentences_per_second_per_epoch": report["train_examples_per_second"],
-              "recipe_wall_seconds": None if args.reuse_run else wall,
-              "recipe_peak_rss_gib": None if args.reuse_run else peak_rss_gib(),
-              "precision": keras.mixed_precision.global_policy().name,
-              "task": json.loads(run.task.read_text())}
+    result = {
+        "validation": summary(report["validation"]),
+        "test": summary(report["test"]),
+        "train_sentences_per_second_per_epoch": report["train_examples_per_second"],
+        "recipe_wall_seconds": None if args.reuse_run else wall,
+        "recipe_peak_rss_gib": None if args.reuse_run else peak_rss_gib(),
+        "precision": keras.mixed_precision.global_policy().name,
+        "task": json.loads(run.task.read_text()),
+    }
     print(json.dumps(result, indent=2), flush=True)
 
     # Inference: the run's float32 model through the same windowed graph the SavedModel uses.
@@ -88,16 +108,28 @@ def main() -> None:
     # SavedModel tag a sentence given alone; the recipe's report tags it beside its document neighbours).
     ours = ner_tags.entity_report(test.tags, predicted)
     result["test_f1_each_sentence_alone"] = ours["f1"]
-    result["test_f1_argmax_decoding_in_context"] = ner_tags.entity_report(test.tags, ner.tag_in_context(
-        Tagger(tagger.model, tagger.encoder, tagger.tags, constrained=False), test, cfg.data.document_context)[0])["f1"]
-    theirs = {"f1": f1_score(test.tags, predicted), "precision": precision_score(test.tags, predicted),
-              "recall": recall_score(test.tags, predicted)}
+    result["test_f1_argmax_decoding_in_context"] = ner_tags.entity_report(
+        test.tags,
+        ner.tag_in_context(
+            Tagger(tagger.model, tagger.encoder, tagger.tags, constrained=False),
+            test,
+            cfg.data.document_context,
+        )[0],
+    )["f1"]
+    theirs = {
+        "f1": f1_score(test.tags, predicted),
+        "precision": precision_score(test.tags, predicted),
+        "recall": recall_score(test.tags, predicted),
+    }
     per_type = classification_report(test.tags, predicted, output_dict=True)
     diffs = [abs(ours[k] - theirs[k]) for k in theirs]
     diffs += [abs(v["f1"] - per_type[t]["f1-score"]) for t, v in ours["per_type"].items()]
-    result["seqeval"] = {**{k: round(v, 6) for k, v in theirs.items()}, "max_abs_difference": max(diffs),
-                         "equal_to_4_decimals": all(round(d, 4) == 0 for d in diffs),
-                         "recipe_report_f1": report["test"]["f1"]}
+    result["seqeval"] = {
+        **{k: round(v, 6) for k, v in theirs.items()},
+        "max_abs_difference": max(diffs),
+        "equal_to_4_decimals": all(round(d, 4) == 0 for d in diffs),
+        "recipe_report_f1": report["test"]["f1"],
+    }
 
     # The SavedModel in a fresh process: every test sentence, pre-tokenised and as raw text.
     texts = [" ".join(tokens) for tokens in test.tokens]
@@ -108,8 +140,8 @@ def main() -> None:
     script = textwrap.dedent(f"""
         import json, sys
         import tensorflow as tf, tensorflow_text  # noqa: F401
-        data = json.load(open({str(work / 'input.json')!r}))
-        model = tf.saved_model.load({str(run.path / 'export' / 'saved_model')!r})
+        data = json.load(open({str(work / "input.json")!r}))
+        model = tf.saved_model.load({str(run.path / "export" / "saved_model")!r})
         tags, raw = [], []
         for i in range(0, len(data["tokens"]), 64):
             batch = data["tokens"][i:i + 64]
@@ -121,18 +153,40 @@ def main() -> None:
                                          out["ends"].numpy(), out["num_words"].numpy()):
                 raw.append({{"tags": [t.decode() for t in ts[:n]], "words": [text[a:b] for a, b in zip(s[:n], e[:n])]}})
         assert not any(m.split(".")[0] in ("keras_hub", "keras_nlp", "zoo", "recipes") for m in sys.modules)
-        json.dump({{"tags": tags, "raw": raw}}, open({str(work / 'served.json')!r}, "w"))
+        json.dump({{"tags": tags, "raw": raw}}, open({str(work / "served.json")!r}, "w"))
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
     served = json.loads((work / "served.json").read_text())
     same = sum(a == b for a, b in zip(served["tags"], predicted))
-    same_raw = sum(a["tags"] == b["tags"] and a["words"] == b["tokens"] for a, b in zip(served["raw"], raw_rows))
-    offsets_ok = all(r["text"][e["start"]:e["end"]] == e["text"] for r in raw_rows for e in r["entities"])
-    result["savedmodel"] = {"sentences": len(test), "same_tags_pretokenised": same, "same_tags_raw_text": same_raw,
-                            "entity_offsets_slice_text": offsets_ok}
-    print(json.dumps({k: result[k] for k in ("inference_sentences_per_second", "test_f1_argmax_decoding", "seqeval",
-                                          "test_f1_each_sentence_alone", "test_f1_argmax_decoding_in_context",
-                                          "savedmodel")}, indent=2))
+    same_raw = sum(
+        a["tags"] == b["tags"] and a["words"] == b["tokens"]
+        for a, b in zip(served["raw"], raw_rows)
+    )
+    offsets_ok = all(
+        r["text"][e["start"] : e["end"]] == e["text"] for r in raw_rows for e in r["entities"]
+    )
+    result["savedmodel"] = {
+        "sentences": len(test),
+        "same_tags_pretokenised": same,
+        "same_tags_raw_text": same_raw,
+        "entity_offsets_slice_text": offsets_ok,
+    }
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "inference_sentences_per_second",
+                    "test_f1_argmax_decoding",
+                    "seqeval",
+                    "test_f1_each_sentence_alone",
+                    "test_f1_argmax_decoding_in_context",
+                    "savedmodel",
+                )
+            },
+            indent=2,
+        )
+    )
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=2))
 
 

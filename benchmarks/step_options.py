@@ -44,13 +44,19 @@ def build_variant(name: str, base_overrides: list[str], train_file, data=None):
     import keras
 
     from recipes import sentiment
-
     from recipes.engine import devices, training
 
     overrides = {"on": [], "off": ["train.speedups=false"], "fused_kernel_only": []}[name]
-    cfg = sentiment.RECIPE.load_config(overrides=[
-        f"data.train={train_file}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
-        f"model.backbone={MINILM}", *base_overrides, *overrides])
+    cfg = sentiment.RECIPE.load_config(
+        overrides=[
+            f"data.train={train_file}",
+            f"data.validation={SST2 / 'dev.tsv'}",
+            "data.text_column=sentence",
+            f"model.backbone={MINILM}",
+            *base_overrides,
+            *overrides,
+        ]
+    )
     local = devices.local_devices()
     cfg.train.precision = devices.resolve_precision(cfg.train.precision, local)
     cfg.train.jit_compile = devices.resolve_jit_compile(cfg.train.jit_compile, local)
@@ -62,7 +68,11 @@ def build_variant(name: str, base_overrides: list[str], train_file, data=None):
     if name == "fused_kernel_only":  # before the step is traced
         optimizer = built.model.optimizer
         for method in ("_apply_weight_decay", "_backend_update_step"):
-            setattr(optimizer, method, types.MethodType(getattr(keras.optimizers.AdamW, method), optimizer))
+            setattr(
+                optimizer,
+                method,
+                types.MethodType(getattr(keras.optimizers.AdamW, method), optimizer),
+            )
     training.build_optimizer(built.model)  # as recipes.engine.training.fit does
     return built, data, cfg
 
@@ -71,8 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup-rounds", type=int, default=1,
-                        help="rounds run first and not counted (the allocator's and oneDNN's caches fill)")
+    parser.add_argument(
+        "--warmup-rounds",
+        type=int,
+        default=1,
+        help="rounds run first and not counted (the allocator's and oneDNN's caches fill)",
+    )
     parser.add_argument("--rows", type=int, default=6400)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -90,16 +104,20 @@ def main() -> None:
     for name in variants:
         built, data, cfg = build_variant(name, args.overrides, train, data)
         precision = cfg.train.precision
-        if same is None:  # held in memory after the first pass: every pass of every variant sees these batches
+        if (
+            same is None
+        ):  # held in memory after the first pass: every pass of every variant sees these batches
             same = built.train.take(args.steps).cache()
         models[name] = built.model
         first = sum(timed_fit(built.model, same))  # traces every shape (and fills the cache)
         print(f"{name}: built, first pass {first:.1f} s", flush=True)
     examples = sum(int(y.shape[0]) for _, y in same)
     seconds = {name: [] for name in variants}  # each pass's wall time
-    steady = {name: [] for name in variants}  # each pass's median step time x steps: without the host's stalls
+    steady = {
+        name: [] for name in variants
+    }  # each pass's median step time x steps: without the host's stalls
     for round_ in range(-args.warmup_rounds, args.rounds):
-        order = variants[round_ % len(variants):] + variants[: round_ % len(variants)]
+        order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
         for name in order:
             start = time.perf_counter()
             steps = timed_fit(models[name], same)
@@ -111,22 +129,35 @@ def main() -> None:
                     figures[name].pop()
             print("warm-up round done", flush=True)
             continue
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} {seconds[n][-1]:.1f} s ({steady[n][-1]:.1f})" for n in variants),
-              flush=True)
-    summary = {"cpu": cpu_description(), "precision": precision, "steps": args.steps, "examples": examples,
-               "rounds": args.rounds, "overrides": args.overrides,
-               "examples_per_second": {n: [round(examples / s, 2) for s in seconds[n]] for n in variants},
-               "ratios": {}}
+        print(
+            f"round {round_ + 1}: "
+            + ", ".join(f"{n} {seconds[n][-1]:.1f} s ({steady[n][-1]:.1f})" for n in variants),
+            flush=True,
+        )
+    summary = {
+        "cpu": cpu_description(),
+        "precision": precision,
+        "steps": args.steps,
+        "examples": examples,
+        "rounds": args.rounds,
+        "overrides": args.overrides,
+        "examples_per_second": {n: [round(examples / s, 2) for s in seconds[n]] for n in variants},
+        "ratios": {},
+    }
     for name in variants[1:]:
         for measure, figures in (("pass", seconds), ("steady", steady)):
             ratios = [b / a for a, b in zip(figures["on"], figures[name])]
             median = statistics.median(ratios)
             summary["ratios"][f"{name} ({measure})"] = {
-                "each": [round(r, 3) for r in ratios], "median": round(median, 3),
+                "each": [round(r, 3) for r in ratios],
+                "median": round(median, 3),
                 "all_above_1": all(r > 1.0 for r in ratios),
-                "keep_rule_met": median >= 1.03 and all(r > 1.0 for r in ratios)}
-            print(f"on against {name} ({measure}): median {median:.3f}x, each {', '.join(f'{r:.3f}' for r in ratios)}",
-                  flush=True)
+                "keep_rule_met": median >= 1.03 and all(r > 1.0 for r in ratios),
+            }
+            print(
+                f"on against {name} ({measure}): median {median:.3f}x, each {', '.join(f'{r:.3f}' for r in ratios)}",
+                flush=True,
+            )
     print("RESULT " + json.dumps(summary), flush=True)
     if args.out:
         with open(args.out, "w") as f:

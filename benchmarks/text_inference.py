@@ -24,7 +24,7 @@ import json
 import statistics
 import time
 
-from common import ROOT  # noqa: F401,E402  (benchmarks/common.py puts the repository on sys.path)
+from common import ROOT  # noqa: F401  (benchmarks/common.py puts the repository on sys.path)
 
 
 def main() -> None:
@@ -48,8 +48,10 @@ def main() -> None:
     if args.ab:
         return alternate(args, predictor, data.texts)
     figures = {}
-    for name, job in (("predict", lambda: predict_probabilities(predictor.model, predictor.encoder, data.texts)),
-                      ("evaluate", lambda: sentiment.RECIPE.evaluate(predictor, data, "validation", cfg))):
+    for name, job in (
+        ("predict", lambda: predict_probabilities(predictor.model, predictor.encoder, data.texts)),
+        ("evaluate", lambda: sentiment.RECIPE.evaluate(predictor, data, "validation", cfg)),
+    ):
         job()  # trace
         rates = []
         for _ in range(args.repeats):
@@ -63,15 +65,19 @@ def main() -> None:
 def alternate(args, predictor, texts) -> None:
     """`--ab`: predict's examples/s for each alternative, alternated in one process."""
     from common import cpu_description
+
     import zoo.text_inputs
     from zoo.text_inputs import predict_probabilities
 
     if args.ab.startswith("batch_cost="):
+
         def with_cost(cost: int):
             def job():
                 zoo.text_inputs.CPU_BATCH_COST_TOKENS = cost
                 return predict_probabilities(predictor.model, predictor.encoder, texts)
+
             return job
+
         jobs = {f"cost {c}": with_cost(int(c)) for c in args.ab.split("=", 1)[1].split(",")}
     else:
         raise SystemExit(f"--ab: {args.ab!r} is not batch_cost=A,B,...")
@@ -80,20 +86,32 @@ def alternate(args, predictor, texts) -> None:
         jobs[name]()  # trace every shape
     rates = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             start = time.perf_counter()
             jobs[name]()
             rates[name].append(len(texts) / (time.perf_counter() - start))
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f}/s" for n in names), flush=True)
-    result = {"cpu": cpu_description(), "rounds": args.rounds,
-              "examples_per_second": {n: [round(r, 1) for r in rates[n]] for n in names}, "ratios": {}}
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f}/s" for n in names),
+            flush=True,
+        )
+    result = {
+        "cpu": cpu_description(),
+        "rounds": args.rounds,
+        "examples_per_second": {n: [round(r, 1) for r in rates[n]] for n in names},
+        "ratios": {},
+    }
     for name in names[1:]:
         ratios = [a / b for a, b in zip(rates[names[0]], rates[name])]
-        result["ratios"][f"{names[0]} / {name}"] = {"each": [round(r, 3) for r in ratios],
-                                                    "median": round(statistics.median(ratios), 3),
-                                                    "all_above_1": all(r > 1 for r in ratios)}
-        print(f"{names[0]} against {name}: median {statistics.median(ratios):.3f}x, "
-              f"each {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+        result["ratios"][f"{names[0]} / {name}"] = {
+            "each": [round(r, 3) for r in ratios],
+            "median": round(statistics.median(ratios), 3),
+            "all_above_1": all(r > 1 for r in ratios),
+        }
+        print(
+            f"{names[0]} against {name}: median {statistics.median(ratios):.3f}x, "
+            f"each {', '.join(f'{r:.3f}' for r in ratios)}",
+            flush=True,
+        )
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -20,7 +20,7 @@ import random
 import time
 from pathlib import Path
 
-from common import SHARED, benchmark_parser  # noqa: E402  (benchmarks/common.py)
+from common import SHARED, benchmark_parser
 
 SST2 = SHARED / "data" / "sst2"
 MINILM = SHARED / "pretrained" / "minilm-l6-h384-uncased"
@@ -30,7 +30,9 @@ def main() -> None:
     parser = benchmark_parser("tuning-sst2")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted search in --out"
+    )
     args = parser.parse_args()
     if not SST2.exists() or not MINILM.exists():
         raise SystemExit(f"needs {SST2} and {MINILM}")
@@ -45,19 +47,35 @@ def main() -> None:
     if not subset.exists():
         header, *rows = (SST2 / "train.tsv").read_text().splitlines(keepends=True)
         subset.write_text(header + "".join(random.Random(0).sample(rows, args.subset)))
-    data = [f"data.train={subset}", f"data.validation={SST2 / 'dev.tsv'}", "data.text_column=sentence",
-            f"model.backbone={MINILM}", f"run.runs_dir={out}"]
+    data = [
+        f"data.train={subset}",
+        f"data.validation={SST2 / 'dev.tsv'}",
+        "data.text_column=sentence",
+        f"model.backbone={MINILM}",
+        f"run.runs_dir={out}",
+    ]
 
     baseline_run = out / "sentiment" / "default"
     if not (baseline_run / "metrics.json").exists():
-        engine.train(sentiment.RECIPE, sentiment.RECIPE.load_config(overrides=[*data, "run.name=default"]),
-                     overwrite=True, verbose=2, export=False)
+        engine.train(
+            sentiment.RECIPE,
+            sentiment.RECIPE.load_config(overrides=[*data, "run.name=default"]),
+            overwrite=True,
+            verbose=2,
+            export=False,
+        )
     baseline = json.loads((baseline_run / "metrics.json").read_text())["validation"]["accuracy"]
 
     space = dict(sentiment.RECIPE.load_config().tuning.space, **{"train.epochs": [1, 2]})
-    cfg = sentiment.RECIPE.load_config(overrides=[*data, "tuning.algorithm=bayesian",
-                                                  f"tuning.max_trials={args.trials}", "tuning.objective=val_accuracy",
-                                                  *args.overrides])
+    cfg = sentiment.RECIPE.load_config(
+        overrides=[
+            *data,
+            "tuning.algorithm=bayesian",
+            f"tuning.max_trials={args.trials}",
+            "tuning.objective=val_accuracy",
+            *args.overrides,
+        ]
+    )
     cfg.tuning.space = space
     start = time.time()
     result = tune("sentiment", cfg, out / "search", resume=args.resume, overwrite=not args.resume)
@@ -68,19 +86,30 @@ def main() -> None:
     for row in sorted(result.trials, key=lambda r: int(r["trial_id"])):
         file = result.search.trial(row["trial_id"]) / "result.json"
         done = json.loads(file.read_text()) if file.exists() else {}
-        trials.append({"trial": row["trial_id"], "status": row["status"], "val_accuracy": row["objective"],
-                       "duration_s": row["duration_s"], "search_rss_gib": done.get("search_rss_gib"),
-                       "trial_peak_rss_gib": done.get("trial_peak_rss_gib")})
+        trials.append(
+            {
+                "trial": row["trial_id"],
+                "status": row["status"],
+                "val_accuracy": row["objective"],
+                "duration_s": row["duration_s"],
+                "search_rss_gib": done.get("search_rss_gib"),
+                "trial_peak_rss_gib": done.get("trial_peak_rss_gib"),
+            }
+        )
 
     again_run = out / "sentiment" / "best-again"
-    best_cfg = sentiment.RECIPE.load_config(result.search.best_config, [f"run.runs_dir={out}", "run.name=best-again"])
+    best_cfg = sentiment.RECIPE.load_config(
+        result.search.best_config, [f"run.runs_dir={out}", "run.name=best-again"]
+    )
     engine.train(sentiment.RECIPE, best_cfg, overwrite=True, verbose=2, export=False)
     again = json.loads((again_run / "metrics.json").read_text())["validation"]["accuracy"]
 
     summary = {
-        "subset": args.subset, "trials_requested": args.trials,
+        "subset": args.subset,
+        "trials_requested": args.trials,
         "baseline_default_config_dev_accuracy": baseline,
-        "best_trial": result.best["trial_id"], "best_dev_accuracy": result.best["objective"],
+        "best_trial": result.best["trial_id"],
+        "best_dev_accuracy": result.best["objective"],
         "best_hyperparameters": result.best["hyperparameters"],
         "best_config_retrained_dev_accuracy": again,
         "retrained_minus_reported_points": 100 * (again - result.best["objective"]),
@@ -93,8 +122,10 @@ def main() -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2))
     print("trial  status     dev_acc  time_s  search_rss_gib  trial_peak_rss_gib")
     for t in trials:
-        print(f"{t['trial']:>5}  {t['status']:<9}  {t['val_accuracy'] or float('nan'):.4f}  {t['duration_s'] or 0:6.0f}"
-              f"  {t['search_rss_gib'] or float('nan'):14.3f}  {t['trial_peak_rss_gib'] or float('nan'):18.3f}")
+        print(
+            f"{t['trial']:>5}  {t['status']:<9}  {t['val_accuracy'] or float('nan'):.4f}  {t['duration_s'] or 0:6.0f}"
+            f"  {t['search_rss_gib'] or float('nan'):14.3f}  {t['trial_peak_rss_gib'] or float('nan'):18.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def head_lines(source: Path, target: Path, rows: int) -> Path:
 
 def head_sentences(source: Path, target: Path, sentences: int) -> Path:
     """The first `sentences` sentences of a CoNLL file (blank-line separated)."""
-    blocks = [b for b in source.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
+    blocks = [
+        b for b in source.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")
+    ]
     target.write_text("\n\n".join(blocks[:sentences]) + "\n")
     return target
 
@@ -59,36 +61,91 @@ def train_runs(work: Path) -> Path:
     common = ["--runs-dir", str(runs)]
     sst2 = head_lines(SHARED / "data/sst2/train.tsv", data / "sst2_2000.tsv", 2000)
     if not finished(runs / "sentiment" / "sst2-2000"):
-        keras_zoo("train", "sentiment", *common, "--name", "sst2-2000", "--overwrite", "--set", f"data.train={sst2}",
-                  "--set", f"data.validation={SHARED / 'data/sst2/dev.tsv'}", "--set", "data.text_column=sentence",
-                  "--set", "train.epochs=3")
+        keras_zoo(
+            "train",
+            "sentiment",
+            *common,
+            "--name",
+            "sst2-2000",
+            "--overwrite",
+            "--set",
+            f"data.train={sst2}",
+            "--set",
+            f"data.validation={SHARED / 'data/sst2/dev.tsv'}",
+            "--set",
+            "data.text_column=sentence",
+            "--set",
+            "train.epochs=3",
+        )
     if not finished(runs / "image_classification" / "hymenoptera"):
-        keras_zoo("train", "image_classification", *common, "--name", "hymenoptera", "--overwrite",
-                  "--set", f"data.train={SHARED / 'data/hymenoptera'}",
-                  "--set", f"model.backbone={SHARED / 'pretrained/efficientnet-lite0-imagenet'}",
-                  "--set", "train.head_epochs=2", "--set", "train.epochs=2")
+        keras_zoo(
+            "train",
+            "image_classification",
+            *common,
+            "--name",
+            "hymenoptera",
+            "--overwrite",
+            "--set",
+            f"data.train={SHARED / 'data/hymenoptera'}",
+            "--set",
+            f"model.backbone={SHARED / 'pretrained/efficientnet-lite0-imagenet'}",
+            "--set",
+            "train.head_epochs=2",
+            "--set",
+            "train.epochs=2",
+        )
     if not finished(runs / "ner" / "conll-1000"):
         conll = SHARED / "data/conll2003"
-        keras_zoo("train", "ner", *common, "--name", "conll-1000", "--overwrite",
-                  "--set", f"data.train={head_sentences(conll / 'train.txt', data / 'conll_train_1000.txt', 1000)}",
-                  "--set", f"data.validation={head_sentences(conll / 'valid.txt', data / 'conll_valid_500.txt', 500)}",
-                  "--set", f"data.test={head_sentences(conll / 'test.txt', data / 'conll_test_500.txt', 500)}",
-                  "--set", "train.epochs=3")
+        keras_zoo(
+            "train",
+            "ner",
+            *common,
+            "--name",
+            "conll-1000",
+            "--overwrite",
+            "--set",
+            f"data.train={head_sentences(conll / 'train.txt', data / 'conll_train_1000.txt', 1000)}",
+            "--set",
+            f"data.validation={head_sentences(conll / 'valid.txt', data / 'conll_valid_500.txt', 500)}",
+            "--set",
+            f"data.test={head_sentences(conll / 'test.txt', data / 'conll_test_500.txt', 500)}",
+            "--set",
+            "train.epochs=3",
+        )
     search = runs / "sentiment" / "lr-search"
     if not (search / "results.json").exists():
-        keras_zoo("tune", "sentiment", *common, "--name", "lr-search", "--overwrite",
-                  "--set", f"data.train={head_lines(sst2, data / 'sst2_500.tsv', 500)}",
-                  "--set", f"data.validation={SHARED / 'data/sst2/dev.tsv'}", "--set", "data.text_column=sentence",
-                  "--set", "train.epochs=1", "--set", "tuning.algorithm=grid", "--set", "tuning.max_trials=3",
-                  "--set", "tuning.space={train.learning_rate: [3.0e-5, 1.0e-4, 3.0e-4]}")
+        keras_zoo(
+            "tune",
+            "sentiment",
+            *common,
+            "--name",
+            "lr-search",
+            "--overwrite",
+            "--set",
+            f"data.train={head_lines(sst2, data / 'sst2_500.tsv', 500)}",
+            "--set",
+            f"data.validation={SHARED / 'data/sst2/dev.tsv'}",
+            "--set",
+            "data.text_column=sentence",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "tuning.algorithm=grid",
+            "--set",
+            "tuning.max_trials=3",
+            "--set",
+            "tuning.space={train.learning_rate: [3.0e-5, 1.0e-4, 3.0e-4]}",
+        )
     return runs
 
 
 # What each picture shows: the per-epoch curves of the three runs (not the search's trials, nor the
 # HParams sessions' step-0 scalars), the confusion matrices, the HParams table.
 VIEWS = {
-    "scalars": "scalars&_smoothingWeight=0&tagFilter=" + quote("^epoch_(loss|accuracy|entity_f1)$")
-               + "&regexInput=" + quote("^(sentiment/sst2|image|ner).*/(train|validation)$"),
+    "scalars": "scalars&_smoothingWeight=0&tagFilter="
+    + quote("^epoch_(loss|accuracy|entity_f1)$")
+    + "&regexInput="
+    + quote("^(sentiment/sst2|image|ner).*/(train|validation)$"),
     "images": "images",
     "hparams": "hparams",
 }
@@ -96,9 +153,16 @@ VIEWS = {
 
 def take_screenshots(runs: Path, out: Path, work: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with serve_tensorboard(runs, ready=lambda server: len(hparams_sessions(server)) >= 6, timeout=180) as server:
+    with serve_tensorboard(
+        runs, ready=lambda server: len(hparams_sessions(server)) >= 6, timeout=180
+    ) as server:
         for dashboard, view in VIEWS.items():
-            screenshot(f"{server.url}/#{view}", out / f"{dashboard}.png", work / "chromium", budget_ms=60000)
+            screenshot(
+                f"{server.url}/#{view}",
+                out / f"{dashboard}.png",
+                work / "chromium",
+                budget_ms=60000,
+            )
             print(f"wrote {out / dashboard}.png")
 
 
@@ -109,7 +173,9 @@ def main() -> None:
     if not SHARED.exists():
         raise SystemExit(f"{SHARED}: the shared benchmark data is not there")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        raise SystemExit("chromium is not installed (`make browser` installs it with apt, as root or with sudo)")
+        raise SystemExit(
+            "chromium is not installed (`make browser` installs it with apt, as root or with sudo)"
+        )
     runs = train_runs(args.work)
     take_screenshots(runs, ROOT / "docs" / "screenshots", args.work)
 

@@ -18,10 +18,19 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from recipes.engine.run_dir import UNREADABLE, RunDir, is_locked, is_run, lock_path, old_path, partial_path, run_status
+from recipes.engine.run_dir import (
+    UNREADABLE,
+    RunDir,
+    is_locked,
+    is_run,
+    lock_path,
+    old_path,
+    partial_path,
+    run_status,
+)
 from recipes.engine.run_files import RunFileError, read_if_present
 from recipes.engine.run_metrics import final_metrics, history_rows, monitor_mode
 from tuning.common import SearchDir
@@ -74,12 +83,30 @@ def run_row(path: Path, runs_dir: str) -> dict:
     monitor = cfg.get("train", {}).get("monitor", "")
     metrics = final_metrics(RunDir(path), monitor) if monitor else {}
     chosen = read_if_present(path / "metrics.json").get("chosen_epoch")
-    epochs = f"{chosen['epoch']}/{chosen['of']}" if chosen else str(len(history_rows(path / "history.csv")) or "-")
-    end = time.time() if status.get("status") == "running" else status.get("finished_at") or status.get("updated_at")
-    return _row("run", path, runs_dir, recipe=status.get("recipe") or path.parent.name,
-                status=_run_state(path, status), reason=status.get("reason", ""), backbone=_backbone(cfg),
-                epochs=epochs, metrics=metrics, key_metrics=_key_metrics(metrics, monitor),
-                created_at=status.get("created_at"), end=end)
+    epochs = (
+        f"{chosen['epoch']}/{chosen['of']}"
+        if chosen
+        else str(len(history_rows(path / "history.csv")) or "-")
+    )
+    end = (
+        time.time()
+        if status.get("status") == "running"
+        else status.get("finished_at") or status.get("updated_at")
+    )
+    return _row(
+        "run",
+        path,
+        runs_dir,
+        recipe=status.get("recipe") or path.parent.name,
+        status=_run_state(path, status),
+        reason=status.get("reason", ""),
+        backbone=_backbone(cfg),
+        epochs=epochs,
+        metrics=metrics,
+        key_metrics=_key_metrics(metrics, monitor),
+        created_at=status.get("created_at"),
+        end=end,
+    )
 
 
 def _run_state(path: Path, status: dict) -> str:
@@ -102,22 +129,38 @@ def search_row(path: Path, runs_dir: str) -> dict:
     trials = [read_if_present(file) for file in sorted(path.glob("trials/trial_*/result.json"))]
     done = [t for t in trials if t.get("status") == "COMPLETED"]
     failed, running = sum(t.get("status") == "FAILED" for t in trials), search_is_running(path)
-    status = (f"search {len(done)}/{tuning.get('max_trials', '?')} trials" + (f", {failed} failed" if failed else "")
-              + (", running" if running else ""))
+    status = (
+        f"search {len(done)}/{tuning.get('max_trials', '?')} trials"
+        + (f", {failed} failed" if failed else "")
+        + (", running" if running else "")
+    )
     objective = tuning.get("objective") or cfg.get("train", {}).get("monitor", "")
     best = _best(done, objective, tuning.get("direction", "auto"))
     start, end = _search_span(path, trials)
-    return _row("search", path, runs_dir, recipe=_search_recipe(path), status=status, reason="",
-                backbone=_backbone(cfg), epochs="-", metrics=best.get("metrics", {}),
-                key_metrics=_key_metrics(best.get("metrics", {}), objective), best_trial=best.get("trial_id"),
-                created_at=start, end=time.time() if running else end)
+    return _row(
+        "search",
+        path,
+        runs_dir,
+        recipe=_search_recipe(path),
+        status=status,
+        reason="",
+        backbone=_backbone(cfg),
+        epochs="-",
+        metrics=best.get("metrics", {}),
+        key_metrics=_key_metrics(best.get("metrics", {}), objective),
+        best_trial=best.get("trial_id"),
+        created_at=start,
+        end=time.time() if running else end,
+    )
 
 
 def _search_span(path: Path, trials: list[dict]) -> tuple[float, float | None]:
     """When the first trial started and the last one ended; search.yaml's time when no trial has
     started (a copy of a search changes that time, not the trials' records)."""
     starts = [t["started_at"] for t in trials if "started_at" in t]
-    ends = [t["started_at"] + t["duration_s"] for t in trials if "started_at" in t and "duration_s" in t]
+    ends = [
+        t["started_at"] + t["duration_s"] for t in trials if "started_at" in t and "duration_s" in t
+    ]
     return min(starts, default=(path / "search.yaml").stat().st_mtime), max(ends, default=None)
 
 
@@ -138,12 +181,17 @@ def search_is_running(path: Path) -> bool:
     """The search's chief (or single process) holds its lock, a trial's run is being trained, or a
     worker's heartbeat is fresh (a worker whose chief is on another host)."""
     try:
-        timeout = read_if_present(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
+        timeout = (
+            read_if_present(path / "search.yaml").get("tuning", {}).get("worker_timeout_s", 120)
+        )
     except RunFileError:
         timeout = 120
     runs = [run for run in path.glob("trials/trial_*/run*") if is_run(run)]
-    return (is_locked(lock_path(path)) or any(run_status(run)["status"] == "running" for run in runs)
-            or any(_age(beat) < timeout for beat in SearchDir(path).workers.glob("*.alive")))
+    return (
+        is_locked(lock_path(path))
+        or any(run_status(run)["status"] == "running" for run in runs)
+        or any(_age(beat) < timeout for beat in SearchDir(path).workers.glob("*.alive"))
+    )
 
 
 def _age(file: Path) -> float:
@@ -153,11 +201,20 @@ def _age(file: Path) -> float:
         return float("inf")
 
 
-def _row(kind: str, path: Path, runs_dir: str, created_at: float | None, end: float | None, **fields) -> dict:
+def _row(
+    kind: str, path: Path, runs_dir: str, created_at: float | None, end: float | None, **fields
+) -> dict:
     duration = end - created_at if created_at and end else None
     date = time.strftime("%Y-%m-%d %H:%M", time.localtime(created_at)) if created_at else ""
-    return {"kind": kind, "name": _name(path, runs_dir), "path": str(path), **fields, "created_at": created_at,
-            "date": date, "duration_s": duration}
+    return {
+        "kind": kind,
+        "name": _name(path, runs_dir),
+        "path": str(path),
+        **fields,
+        "created_at": created_at,
+        "date": date,
+        "duration_s": duration,
+    }
 
 
 def _key_metrics(metrics: dict, monitor: str) -> list[str]:
@@ -174,7 +231,9 @@ def _key_metrics(metrics: dict, monitor: str) -> list[str]:
 def _backbone(cfg: dict) -> str:
     """The config's model.backbone; of a local directory, its last path component."""
     backbone = str(cfg.get("model", {}).get("backbone") or "-")
-    local = not backbone.startswith(REMOTE_PREFIXES) and ("/" in backbone or backbone.startswith((".", "~")))
+    local = not backbone.startswith(REMOTE_PREFIXES) and (
+        "/" in backbone or backbone.startswith((".", "~"))
+    )
     return Path(backbone).name if local else backbone
 
 
@@ -188,8 +247,20 @@ def _name(path: Path, runs_dir: str) -> str:
 def unreadable_row(path: Path, runs_dir: str, error: RunFileError) -> dict:
     """The row of a run or search one of whose files is malformed: its name and what is wrong."""
     kind = "search" if (path / "search.yaml").is_file() and not is_run(path) else "run"
-    return _row(kind, path, runs_dir, recipe=path.parent.name, status=f"unreadable: {error.short}",
-                reason=error.short, backbone="-", epochs="-", metrics={}, key_metrics=[], created_at=None, end=None)
+    return _row(
+        kind,
+        path,
+        runs_dir,
+        recipe=path.parent.name,
+        status=f"unreadable: {error.short}",
+        reason=error.short,
+        backbone="-",
+        epochs="-",
+        metrics={},
+        key_metrics=[],
+        created_at=None,
+        end=None,
+    )
 
 
 def row(path: Path, runs_dir: str) -> dict:
@@ -208,19 +279,34 @@ def sort_rows(rows: list[dict], metric: str | None) -> list[dict]:
         return rows
     known = sorted({k for r in rows for k in r["metrics"]})
     if metric not in known:
-        raise UserError(f"--sort: no run has the metric '{metric}'; the metrics: {', '.join(known) or 'none'}")
+        raise UserError(
+            f"--sort: no run has the metric '{metric}'; the metrics: {', '.join(known) or 'none'}"
+        )
     sign = 1 if monitor_mode(metric) == "min" else -1
     for r in rows:
-        r["key_metrics"] += [metric] if metric in r["metrics"] and metric not in r["key_metrics"] else []
-    return (sorted((r for r in rows if metric in r["metrics"]), key=lambda r: sign * r["metrics"][metric])
-            + [r for r in rows if metric not in r["metrics"]])
+        r["key_metrics"] += (
+            [metric] if metric in r["metrics"] and metric not in r["key_metrics"] else []
+        )
+    return sorted(
+        (r for r in rows if metric in r["metrics"]), key=lambda r: sign * r["metrics"][metric]
+    ) + [r for r in rows if metric not in r["metrics"]]
 
 
 def format_rows(rows: list[dict]) -> str:
     """The rows as a plain-text table; a row's metrics are its monitored and main test figures."""
-    cells = [list(COLUMNS)] + [[r["recipe"], r["name"], r["status"], r["backbone"], r["epochs"],
-                                "  ".join(f"{k} {r['metrics'][k]:.4f}" for k in r["key_metrics"]) or "-",
-                                _duration(r["duration_s"]), r["date"] or "-"] for r in rows]
+    cells = [list(COLUMNS)] + [
+        [
+            r["recipe"],
+            r["name"],
+            r["status"],
+            r["backbone"],
+            r["epochs"],
+            "  ".join(f"{k} {r['metrics'][k]:.4f}" for k in r["key_metrics"]) or "-",
+            _duration(r["duration_s"]),
+            r["date"] or "-",
+        ]
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
 
@@ -229,7 +315,13 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     minutes, s = divmod(round(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{s:02d}s" if minutes else f"{s}s"
+    return (
+        f"{minutes // 60}h{minutes % 60:02d}m"
+        if minutes >= 60
+        else f"{minutes}m{s:02d}s"
+        if minutes
+        else f"{s}s"
+    )
 
 
 # ------------------------------------------------------------------------------------------ delete
@@ -239,7 +331,9 @@ def delete(names: Sequence[str], runs_dir: str) -> list[str]:
     command can start writing one meanwhile. Returns a line per deleted directory."""
     targets = list(dict.fromkeys(resolve(name, runs_dir) for name in names))
     with contextlib.ExitStack() as locks:
-        refused = [f"{_name(path, runs_dir)}: {why}" for path in targets if (why := _refusal(path, locks))]
+        refused = [
+            f"{_name(path, runs_dir)}: {why}" for path in targets if (why := _refusal(path, locks))
+        ]
         if refused:
             raise UserError("nothing deleted; " + "; ".join(refused))
         return [_delete(path, runs_dir) for path in targets]
@@ -269,7 +363,11 @@ def _refusal(path: Path, locks: contextlib.ExitStack) -> str:
 def _delete(path: Path, runs_dir: str) -> str:
     """Renamed to a hidden `.NAME.trash` first, so a kill never leaves half a run under its name;
     a run's hidden siblings (an unfinished replacement, the old copy of a swap) and lock go too."""
-    size = sum(os.lstat(os.path.join(folder, f)).st_size for folder, _, files in os.walk(path) for f in files)
+    size = sum(
+        os.lstat(os.path.join(folder, f)).st_size
+        for folder, _, files in os.walk(path)
+        for f in files
+    )
     run, trash = is_run(path), path.with_name(f".{path.name}.trash")
     shutil.rmtree(trash, ignore_errors=True)
     path.rename(trash)
@@ -290,8 +388,13 @@ def _size(size: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------- commands
-def runs_command(patterns: Sequence[str], runs_dir: str, sort: str | None, as_json: bool,
-                 delete_names: Sequence[str] | None) -> str:
+def runs_command(
+    patterns: Sequence[str],
+    runs_dir: str,
+    sort: str | None,
+    as_json: bool,
+    delete_names: Sequence[str] | None,
+) -> str:
     """What `keras-zoo runs` prints."""
     if delete_names:
         if patterns:
@@ -301,4 +404,8 @@ def runs_command(patterns: Sequence[str], runs_dir: str, sort: str | None, as_js
     rows = sort_rows(rows, sort)
     if as_json:
         return json.dumps(rows, indent=2)
-    return format_rows(rows) if rows else f"no runs or searches under {', '.join(patterns) or runs_dir}"
+    return (
+        format_rows(rows)
+        if rows
+        else f"no runs or searches under {', '.join(patterns) or runs_dir}"
+    )

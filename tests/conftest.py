@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from zoo.runtime import configure_tensorflow_cpu  # noqa: E402
+from zoo.runtime import configure_tensorflow_cpu
 
 configure_tensorflow_cpu()  # before any test imports TensorFlow: the same CPU settings as the CLI
 
@@ -21,7 +21,20 @@ SHARED = ROOT.parent / "shared"
 
 POSITIVE = ["great", "wonderful", "brilliant", "lovely", "moving", "superb", "charming", "fun"]
 NEGATIVE = ["awful", "boring", "dull", "terrible", "lazy", "clumsy", "tedious", "bad"]
-FILLER = ["the", "film", "movie", "plot", "was", "is", "really", "very", "acting", "story", "a", "and"]
+FILLER = [
+    "the",
+    "film",
+    "movie",
+    "plot",
+    "was",
+    "is",
+    "really",
+    "very",
+    "acting",
+    "story",
+    "a",
+    "and",
+]
 
 
 def make_reviews(n: int, seed: int = 0) -> list[dict]:
@@ -51,9 +64,21 @@ def tiny_bert(tmp_path_factory) -> Path:
 def review_vocabulary() -> list[str]:
     """The words of the demo set and of `make_reviews`, with BERT's special tokens."""
     demo = (ROOT / "recipes" / "common" / "demo_data" / "sentiment_train.jsonl").read_text()
-    words = sorted({w for line in demo.splitlines() for w in json.loads(line)["text"].lower()
-                    .replace(".", " . ").replace(",", " , ").replace("'", " ' ").split()})
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words + POSITIVE + NEGATIVE + FILLER))
+    words = sorted(
+        {
+            w
+            for line in demo.splitlines()
+            for w in json.loads(line)["text"]
+            .lower()
+            .replace(".", " . ")
+            .replace(",", " , ")
+            .replace("'", " ' ")
+            .split()
+        }
+    )
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        set(words + POSITIVE + NEGATIVE + FILLER)
+    )
 
 
 def save_tiny_bert(vocab: list[str], path: Path, dropout: float = 0.1, seed: int = 0) -> Path:
@@ -65,9 +90,15 @@ def save_tiny_bert(vocab: list[str], path: Path, dropout: float = 0.1, seed: int
 
     keras.utils.set_random_seed(seed)
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=2, num_heads=2,
-                                             hidden_dim=32, intermediate_dim=64, max_sequence_length=64,
-                                             dropout=dropout)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=64,
+        dropout=dropout,
+    )
     backbone.save_to_preset(str(path))
     tokenizer.save_to_preset(str(path))
     return path
@@ -81,9 +112,16 @@ def tiny_image_backbone(tmp_path_factory) -> Path:
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64],
-        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block")
-    converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0)
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+    )
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(32, 32), scale=1 / 127.5, offset=-1.0
+    )
     path = tmp_path_factory.mktemp("tiny_resnet")
     backbone.save_to_preset(str(path))
     keras_hub.models.ResNetImageClassifierPreprocessor(converter).save_to_preset(str(path))
@@ -103,8 +141,12 @@ def make_image_folder(root: Path, per_class: int, seed: int = 0) -> Path:
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             h, w = rng.integers(30, 60, size=2)
-            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (h, w, 3)), 0, 255).astype("uint8")
-            Image.fromarray(pixels).save(root / name / f"{name}_{i}.{'png' if i % 3 == 0 else 'jpg'}")
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(
+                "uint8"
+            )
+            Image.fromarray(pixels).save(
+                root / name / f"{name}_{i}.{'png' if i % 3 == 0 else 'jpg'}"
+            )
     return root
 
 
@@ -122,10 +164,32 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def cli_here(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`cli`, with `run_cli`'s result (returncode, stdout, stderr) and `env` set for the call:
+    for the tests that call the CLI in this process, where a fresh process is not the point."""
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        code, out, err = cli(*args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["keras-zoo", *args], code, out, err)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `keras-zoo ARGS` in a fresh process; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "keras_zoo_cli", *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "keras_zoo_cli", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def requires_shared(*parts: str) -> Path:
@@ -137,7 +201,15 @@ def requires_shared(*parts: str) -> Path:
 
 # Named-entity data: generated sentences where capitalised names fill entity slots.
 NER_ENTITIES = {
-    "PER": ["Anna Smith", "Peter Novak", "Maria Garcia", "John Chen", "Omar Haddad", "Li Wei", "Sara Berg"],
+    "PER": [
+        "Anna Smith",
+        "Peter Novak",
+        "Maria Garcia",
+        "John Chen",
+        "Omar Haddad",
+        "Li Wei",
+        "Sara Berg",
+    ],
     "LOC": ["Paris", "Berlin", "New York", "Tokyo", "Lima", "Cairo", "Oslo"],
     "ORG": ["Acme Corp", "United Bank", "Red Cross", "Nordic Air", "Blue Labs"],
 }
@@ -152,7 +224,9 @@ NER_TEMPLATES = [
 NER_FILLER = "the market was quiet and prices rose a little as traders waited for news from the meeting".split()
 
 
-def make_ner_sentences(n: int, seed: int = 0, long_every: int = 0) -> list[tuple[list[str], list[str]]]:
+def make_ner_sentences(
+    n: int, seed: int = 0, long_every: int = 0
+) -> list[tuple[list[str], list[str]]]:
     """`(tokens, IOB2 tags)` sentences from templates; every `long_every`-th sentence gets a long tail
     of filler words (for windowing)."""
     rng = random.Random(seed)
@@ -198,9 +272,13 @@ def tiny_ner_bert(tmp_path_factory) -> Path:
 
 def ner_vocabulary() -> list[str]:
     words = {w.lower() for names in NER_ENTITIES.values() for name in names for w in name.split()}
-    words |= {w for t in NER_TEMPLATES for w in t.split() if not w.startswith("{")} | set(NER_FILLER)
+    words |= {w for t in NER_TEMPLATES for w in t.split() if not w.startswith("{")} | set(
+        NER_FILLER
+    )
     words -= {"novak", "haddad"}  # these split into pieces: "nov", "##ak", "had", "##dad"
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words | {"nov", "##ak", "had", "##dad", ".", ","})
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        words | {"nov", "##ak", "had", "##dad", ".", ","}
+    )
 
 
 # Sharing a run: its model card and its KerasHub preset export (each recipe's tests call these).
@@ -214,23 +292,43 @@ def check_model_card(run: Path) -> dict:
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
     metrics = json.loads((run / "metrics.json").read_text())
-    shown = {(r["task"]["type"], m["name"]): m["value"] for r in front["model-index"][0]["results"] for m in r["metrics"]}
-    expected = {(front["pipeline_tag"], f"{split} {key}"): value for split in ("validation", "test")
-                for key, value in metrics.get(split, {}).items() if isinstance(value, float)}
+    shown = {
+        (r["task"]["type"], m["name"]): m["value"]
+        for r in front["model-index"][0]["results"]
+        for m in r["metrics"]
+    }
+    expected = {
+        (front["pipeline_tag"], f"{split} {key}"): value
+        for split in ("validation", "test")
+        for key, value in metrics.get(split, {}).items()
+        if isinstance(value, float)
+    }
     assert shown == expected and expected
     data = json.loads((run / "data.json").read_text())
-    for result in front["model-index"][0]["results"]:  # each figure names the data it was computed on
+    for result in front["model-index"][0][
+        "results"
+    ]:  # each figure names the data it was computed on
         split = result["dataset"]["split"].split(" ")[0]
-        assert result["dataset"]["name"] == Path(data[split]["source"]).name, (split, result["dataset"])
+        assert result["dataset"]["name"] == Path(data[split]["source"]).name, (
+            split,
+            result["dataset"],
+        )
         assert ("held out of" in result["dataset"]["split"]) == bool(data[split]["part_of_train"])
     for split in ("validation", "test"):
         if split in metrics:
-            table_row = next(iter(metrics[split].get("per_class", metrics[split].get("per_type", {})).items()))
+            table_row = next(
+                iter(metrics[split].get("per_class", metrics[split].get("per_type", {})).items())
+            )
             name, values = table_row
-            assert f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} |" in text
+            assert (
+                f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} |"
+                in text
+            )
     for picture in ("curves.png", "validation_"):
         assert picture in text
-    for link in [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]:
+    for link in [
+        line[line.index("](") + 2 : -1] for line in text.splitlines() if line.startswith("![")
+    ]:
         assert (run / link).read_bytes()[:4] == b"\x89PNG", link
     data = json.loads((run / "data.json").read_text())
     assert f"| train | `{data['train']['source']}` | {data['train']['examples']} |" in text
@@ -242,9 +340,11 @@ def check_preset_export(recipe: str, run: Path, inputs: list[str], preset: Path)
     KerasHub, and whose task, reloaded in a fresh process, predicts what the run predicts."""
     from recipes import engine
 
-    result = run_cli("export", recipe, str(run), "--preset", str(preset))
+    result = cli_here("export", recipe, str(run), "--preset", str(preset))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {"config.json", "metadata.json", "model.weights.h5", "README.md"} <= {p.name for p in preset.iterdir()}
+    assert {"config.json", "metadata.json", "model.weights.h5", "README.md"} <= {
+        p.name for p in preset.iterdir()
+    }
     assert json.loads((preset / "metadata.json").read_text())["keras_zoo_version"]
     from zoo.errors import UserError
 
@@ -257,9 +357,16 @@ def check_preset_export(recipe: str, run: Path, inputs: list[str], preset: Path)
         "assert not any(m.split('.')[0] in ('zoo', 'recipes') for m in sys.modules)\n"
         "from recipes import engine\n"
         f"model = engine.load_preset({str(preset)!r})\n"
-        "print(json.dumps({'backbone': type(backbone).__name__, 'rows': model.predict(json.loads(sys.stdin.read()))}))\n")
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(inputs), capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
+        "print(json.dumps({'backbone': type(backbone).__name__, 'rows': model.predict(json.loads(sys.stdin.read()))}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(inputs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reloaded = json.loads(result.stdout.splitlines()[-1])
     assert reloaded["backbone"].endswith("Backbone")
@@ -272,9 +379,14 @@ def _assert_same_predictions(got: list[dict], expected: list[dict]) -> None:
     for g, e in zip(got, expected):
         if "entities" in e:
             assert g["tags"] == e["tags"]
-            assert [(x["text"], x["type"]) for x in g["entities"]] == [(x["text"], x["type"]) for x in e["entities"]]
+            assert [(x["text"], x["type"]) for x in g["entities"]] == [
+                (x["text"], x["type"]) for x in e["entities"]
+            ]
             for x, y in zip(g["entities"], e["entities"]):
                 assert abs(x["score"] - y["score"]) < 1e-5
         else:
             assert g["label"] == e["label"]
-            assert max(abs(g["probabilities"][k] - e["probabilities"][k]) for k in e["probabilities"]) < 1e-5
+            assert (
+                max(abs(g["probabilities"][k] - e["probabilities"][k]) for k in e["probabilities"])
+                < 1e-5
+            )

@@ -20,13 +20,14 @@ def main(spec_path: str) -> None:
     with open(spec_path) as f:
         spec = json.load(f)
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
-    from recipes import engine
-    from recipes.engine.registry import load_recipe
-
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"]
+    )
     import keras
 
     import zoo.heads
+    from recipes import engine
+    from recipes.engine.registry import load_recipe
     from zoo import keras_compat
 
     freeze_word_embeddings = zoo.heads.freeze_token_embeddings
@@ -39,9 +40,15 @@ def main(spec_path: str) -> None:
 
     for run in spec["runs"]:
         recipe = load_recipe(run["recipe"])
-        zoo.heads.freeze_token_embeddings = (freeze_all_embeddings if run.get("freeze_all_embeddings")
-                                             else freeze_word_embeddings)
-        engine.train(recipe, recipe.load_config(overrides=run["overrides"]), verbose=0, export=run.get("export", True))
+        zoo.heads.freeze_token_embeddings = (
+            freeze_all_embeddings if run.get("freeze_all_embeddings") else freeze_word_embeddings
+        )
+        engine.train(
+            recipe,
+            recipe.load_config(overrides=run["overrides"]),
+            verbose=0,
+            export=run.get("export", True),
+        )
         print(f"trained {run['recipe']}: {run['overrides']}", flush=True)
 
 

@@ -16,9 +16,10 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # Sessions written by `hp.hparams` alone have no end info, so their status is STATUS_UNKNOWN;
 # the plugin drops every session whose status is not listed here.
@@ -41,24 +42,33 @@ class TensorBoardServer:
     def post_json(self, path: str, body: dict) -> Any:
         """POST `body` as JSON to `path` and decode the JSON reply."""
         # The Content-Type matters: a form-encoded body reaches the hparams plugin as empty.
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as reply:
             return json.loads(reply.read())
 
 
 def _settled(server: TensorBoardServer) -> bool:
     """Default readiness: some runs are listed, and runs and scalar tags agree across two polls."""
+
     def snapshot() -> tuple:
         return (server.get_json("/data/runs"), server.get_json("/data/plugin/scalars/tags"))
+
     first = snapshot()
     time.sleep(0.5)
     return bool(first[0]) and snapshot() == first
 
 
 @contextlib.contextmanager
-def serve_tensorboard(logdir: Path, timeout: float = 60.0, load_fast: str = "auto",
-                      ready: Callable[[TensorBoardServer], bool] = _settled) -> Iterator[TensorBoardServer]:
+def serve_tensorboard(
+    logdir: Path,
+    timeout: float = 60.0,
+    load_fast: str = "auto",
+    ready: Callable[[TensorBoardServer], bool] = _settled,
+) -> Iterator[TensorBoardServer]:
     """Run TensorBoard on 127.0.0.1 (a free port) over `logdir` until the block exits.
 
     Waits until it answers and `ready(server)` holds; raises RuntimeError with its output otherwise.
@@ -67,10 +77,26 @@ def serve_tensorboard(logdir: Path, timeout: float = 60.0, load_fast: str = "aut
     code = "import sys; sys.modules['tensorflow'] = None; from tensorboard.main import run_main; run_main()"
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0",
-             "--reload_interval", "1", "--load_fast", load_fast],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--reload_interval",
+                "1",
+                "--load_fast",
+                load_fast,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         try:
             yield _wait_until_ready(process, log, timeout, ready, logdir)
         finally:
@@ -82,8 +108,13 @@ def serve_tensorboard(logdir: Path, timeout: float = 60.0, load_fast: str = "aut
                 process.wait()
 
 
-def _wait_until_ready(process: subprocess.Popen, log: Any, timeout: float,
-                      ready: Callable[[TensorBoardServer], bool], logdir: Path) -> TensorBoardServer:
+def _wait_until_ready(
+    process: subprocess.Popen,
+    log: Any,
+    timeout: float,
+    ready: Callable[[TensorBoardServer], bool],
+    logdir: Path,
+) -> TensorBoardServer:
     """Find the URL TensorBoard prints, then poll `ready` until it holds or `timeout` passes."""
     deadline, server, problem = time.monotonic() + timeout, None, "no URL printed"
     while time.monotonic() < deadline and process.poll() is None:
@@ -99,8 +130,10 @@ def _wait_until_ready(process: subprocess.Popen, log: Any, timeout: float,
                 problem = repr(error)
         time.sleep(0.3)
     log.seek(0)
-    raise RuntimeError(f"TensorBoard over {logdir} did not get ready ({problem}, "
-                       f"exit code {process.poll()}):\n" + log.read()[-4000:])
+    raise RuntimeError(
+        f"TensorBoard over {logdir} did not get ready ({problem}, "
+        f"exit code {process.poll()}):\n" + log.read()[-4000:]
+    )
 
 
 def runs(server: TensorBoardServer) -> list[str]:
@@ -110,8 +143,10 @@ def runs(server: TensorBoardServer) -> list[str]:
 
 def scalars(server: TensorBoardServer, run: str, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one scalar series, from the scalars plugin."""
-    return [(step, value) for _, step, value in
-            server.get_json("/data/plugin/scalars/scalars", run=run, tag=tag)]
+    return [
+        (step, value)
+        for _, step, value in server.get_json("/data/plugin/scalars/scalars", run=run, tag=tag)
+    ]
 
 
 def hparams_experiment(server: TensorBoardServer) -> dict:
@@ -121,18 +156,36 @@ def hparams_experiment(server: TensorBoardServer) -> dict:
 
 def hparams_sessions(server: TensorBoardServer) -> list[dict]:
     """The HParams plugin's session groups, each with "name", "hparams", "metricValues", "sessions"."""
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
-            "startIndex": 0, "sliceSize": 100_000}
+    body = {
+        "experimentName": "",
+        "allowedStatuses": ALL_STATUSES,
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100_000,
+    }
     return server.post_json("/data/plugin/hparams/session_groups", body)["sessionGroups"]
 
 
 CHROMIUM_FLAGS = [  # headless, and nowhere but 127.0.0.1: no DNS, no proxy, no background traffic
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection", "--metrics-recording-only", "--no-pings",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=direct://",
-    "--proxy-bypass-list=*", "--window-size=1400,900",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--metrics-recording-only",
+    "--no-pings",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--proxy-server=direct://",
+    "--proxy-bypass-list=*",
+    "--window-size=1400,900",
 ]
 
 
@@ -142,10 +195,22 @@ def screenshot(url: str, path: Path, profile: Path, budget_ms: int = 15000) -> N
     or with sudo)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
-        import pytest  # noqa: PLC0415
+        import pytest
 
-        pytest.skip("chromium is not installed (`make browser` installs it with apt, as root or with sudo)")
-    result = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}",
-                             f"--virtual-time-budget={budget_ms}", url],
-                            capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            "chromium is not installed (`make browser` installs it with apt, as root or with sudo)"
+        )
+    result = subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={path}",
+            f"--virtual-time-budget={budget_ms}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert path.exists(), result.stderr[-2000:]

@@ -18,7 +18,9 @@ def test_defaults_yaml_and_overrides_apply_in_order(tmp_path):
 
 
 def test_unknown_key_suggests_the_right_one():
-    with pytest.raises(UserError, match=r"unknown config key 'train.learnig_rate'.*'train.learning_rate'"):
+    with pytest.raises(
+        UserError, match=r"unknown config key 'train.learnig_rate'.*'train.learning_rate'"
+    ):
         load_config(SentimentConfig, overrides=["train.learnig_rate=1e-4"])
     with pytest.raises(UserError, match=r"unknown config key 'trian'"):
         load_config(SentimentConfig, overrides=["trian.epochs=1"])
@@ -27,16 +29,21 @@ def test_unknown_key_suggests_the_right_one():
 def test_unknown_key_in_yaml_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  txt_column: review\n")
-    with pytest.raises(UserError, match=r"bad.yaml: unknown config key 'data.txt_column'.*'data.text_column'"):
+    with pytest.raises(
+        UserError, match=r"bad.yaml: unknown config key 'data.txt_column'.*'data.text_column'"
+    ):
         load_config(SentimentConfig, path)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epochs=two", "'train.epochs' must be int"),
-    ("model.finetune=partial", "'model.finetune' must be one of full, frozen, lora"),
-    ("train=3", "'train' is a section"),
-    ("train.epochs", "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=two", "'train.epochs' must be int"),
+        ("model.finetune=partial", "'model.finetune' must be one of full, frozen, lora"),
+        ("train=3", "'train' is a section"),
+        ("train.epochs", "expected KEY=VALUE"),
+    ],
+)
 def test_bad_values_are_rejected(override, message):
     with pytest.raises(UserError, match=message):
         load_config(SentimentConfig, overrides=[override])
@@ -61,5 +68,7 @@ def test_a_bare_yaml_off_is_the_choice_off(tmp_path):
     path.write_text("data:\n  document_context: off\n")  # YAML 1.1: the boolean False
     assert load_config(NerConfig, path).data.document_context == "off"
     path.write_text("data:\n  document_context: on\n")  # True: no choice is called "on"
-    with pytest.raises(UserError, match="'data.document_context' must be one of mixed, full, off, not True"):
+    with pytest.raises(
+        UserError, match="'data.document_context' must be one of mixed, full, off, not True"
+    ):
         load_config(NerConfig, path)

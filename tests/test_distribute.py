@@ -25,12 +25,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (FILLER, NEGATIVE, POSITIVE, ROOT, make_image_folder, make_ner_sentences, ner_vocabulary,
-                      review_vocabulary, run_cli, save_tiny_bert, write_conll, write_jsonl)
 from recipes.engine import devices, distribute
 from recipes.engine.devices import Devices
 from recipes.engine.launch import without_option, worker_environments
 from recipes.engine.run_dir import RunPlan, plan_run
+from tests.conftest import (
+    FILLER,
+    NEGATIVE,
+    POSITIVE,
+    ROOT,
+    make_image_folder,
+    make_ner_sentences,
+    ner_vocabulary,
+    review_vocabulary,
+    run_cli,
+    save_tiny_bert,
+    write_conll,
+    write_jsonl,
+)
 from zoo.errors import UserError
 
 RECIPES = ("sentiment", "image_classification", "ner")
@@ -41,22 +53,28 @@ RECIPES = ("sentiment", "image_classification", "ner")
 # absolute seen on an AVX512-BF16 EPYC). One extra training step moves them by more than this
 # (test_the_bf16_tolerance_still_catches_one_extra_training_step).
 TOLERANCE = {"float32": 1e-4, "mixed_bfloat16": 2e-3}
-CPU_BF16 = {"float32": "emulated", "mixed_bfloat16": "native"}  # KERAS_ZOO_CPU_BF16 for each resolution
+CPU_BF16 = {
+    "float32": "emulated",
+    "mixed_bfloat16": "native",
+}  # KERAS_ZOO_CPU_BF16 for each resolution
 
 
 # ------------------------------------------------------------------------------ device kinds (mocked)
-@pytest.mark.parametrize("found, precision, xla", [
-    (Devices(gpus=((9, 0),)), "mixed_bfloat16", True),  # Hopper
-    (Devices(gpus=((8, 0), (8, 6))), "mixed_bfloat16", True),  # Ampere
-    (Devices(gpus=((7, 5),)), "mixed_float16", True),  # Turing
-    (Devices(gpus=((7, 0),)), "mixed_float16", True),  # Volta
-    (Devices(gpus=((6, 1),)), "float32", False),  # Pascal
-    (Devices(gpus=((8, 0), (7, 0))), "mixed_float16", True),  # mixed cards: the weakest decides
-    (Devices(cpu_flags=frozenset({"avx2", "avx512_bf16"})), "mixed_bfloat16", False),
-    (Devices(cpu_flags=frozenset({"amx_bf16", "amx_tile"})), "mixed_bfloat16", False),
-    (Devices(cpu_flags=frozenset({"avx2", "fma"})), "float32", False),
-    (Devices(), "float32", False),
-])
+@pytest.mark.parametrize(
+    "found, precision, xla",
+    [
+        (Devices(gpus=((9, 0),)), "mixed_bfloat16", True),  # Hopper
+        (Devices(gpus=((8, 0), (8, 6))), "mixed_bfloat16", True),  # Ampere
+        (Devices(gpus=((7, 5),)), "mixed_float16", True),  # Turing
+        (Devices(gpus=((7, 0),)), "mixed_float16", True),  # Volta
+        (Devices(gpus=((6, 1),)), "float32", False),  # Pascal
+        (Devices(gpus=((8, 0), (7, 0))), "mixed_float16", True),  # mixed cards: the weakest decides
+        (Devices(cpu_flags=frozenset({"avx2", "avx512_bf16"})), "mixed_bfloat16", False),
+        (Devices(cpu_flags=frozenset({"amx_bf16", "amx_tile"})), "mixed_bfloat16", False),
+        (Devices(cpu_flags=frozenset({"avx2", "fma"})), "float32", False),
+        (Devices(), "float32", False),
+    ],
+)
 def test_auto_precision_and_xla_for_every_device_kind(found, precision, xla):
     assert devices.resolve_precision("auto", found) == precision
     assert devices.resolve_jit_compile("auto", found) is xla
@@ -65,18 +83,26 @@ def test_auto_precision_and_xla_for_every_device_kind(found, precision, xla):
     assert devices.resolve_jit_compile(True, found) is True
     # The image recipe (EfficientNet trains slower in bf16 on CPUs) keeps float32 on CPUs only.
     from recipes.image_classification.recipe import ImageTrainConfig
+
     assert devices.resolve_precision("auto", found, ImageTrainConfig.CPU_BF16) == (
-        precision if found.gpus else "float32")
+        precision if found.gpus else "float32"
+    )
 
 
 def test_local_devices_reads_each_gpus_compute_capability(monkeypatch):
     import tensorflow as tf
 
-    gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
-            tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU")]
+    gpus = [
+        tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
+        tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU"),
+    ]
     details = {gpus[0]: {"compute_capability": (8, 6)}, gpus[1]: {"compute_capability": (7, 5)}}
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: details[device])
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else []
+    )
+    monkeypatch.setattr(
+        tf.config.experimental, "get_device_details", lambda device: details[device]
+    )
     found = devices.local_devices()
     assert found.gpus == ((8, 6), (7, 5)) and found.slowest_gpu == (7, 5)
     assert devices.resolve_precision("auto", found) == "mixed_float16"
@@ -102,7 +128,9 @@ def tf_config(index: int, workers: int = 2, chief: bool = False) -> dict:
     cluster = {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]}
     if chief:
         cluster["chief"] = ["127.0.0.1:1999"]
-    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+    return {
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    }
 
 
 def test_auto_picks_the_strategy_from_gpus_and_tf_config():
@@ -123,13 +151,28 @@ def test_tf_config_says_who_is_chief_and_refuses_what_is_not_supported():
     assert distribute.cluster_from_environment({}) == distribute.Cluster()
     assert distribute.cluster_from_environment(tf_config(0)).is_chief
     assert not distribute.cluster_from_environment(tf_config(1)).is_chief
-    assert not distribute.cluster_from_environment(tf_config(0, chief=True)).is_chief  # the chief task is
-    chief = {"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief"}})}
-    assert distribute.cluster_from_environment(chief).is_chief and distribute.cluster_from_environment(chief).tasks == 2
+    assert not distribute.cluster_from_environment(
+        tf_config(0, chief=True)
+    ).is_chief  # the chief task is
+    chief = {
+        "TF_CONFIG": json.dumps(
+            {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief"}}
+        )
+    }
+    assert (
+        distribute.cluster_from_environment(chief).is_chief
+        and distribute.cluster_from_environment(chief).tasks == 2
+    )
     for environment, message in [
         ({"TF_CONFIG": "{not json"}, "TF_CONFIG: not a cluster description"),
-        ({"TF_CONFIG": json.dumps({"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker"}})},
-         "task types ps are not supported"),
+        (
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker"}}
+                )
+            },
+            "task types ps are not supported",
+        ),
         (tf_config(5), "task 'worker' 5 is not in the cluster"),
     ]:
         with pytest.raises(UserError, match=message):
@@ -142,10 +185,15 @@ def test_local_workers_get_one_gpu_each_and_their_own_task():
     tasks = [json.loads(e["TF_CONFIG"]) for e in envs]
     assert [t["task"]["index"] for t in tasks] == [0, 1, 2]
     assert tasks[2]["cluster"]["worker"] == ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
-    no_gpu = worker_environments(2, gpus=0, base={"CUDA_VISIBLE_DEVICES": "3"})  # as tune --workers starts them
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in no_gpu] == ["3", "3"] and "TF_CONFIG" not in no_gpu[0]
-    assert without_option(["train", "ner", "--workers", "2", "--set", "a=1", "--workers=3"], "--workers") == [
-        "train", "ner", "--set", "a=1"]
+    no_gpu = worker_environments(
+        2, gpus=0, base={"CUDA_VISIBLE_DEVICES": "3"}
+    )  # as tune --workers starts them
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in no_gpu] == ["3", "3"] and "TF_CONFIG" not in no_gpu[
+        0
+    ]
+    assert without_option(
+        ["train", "ner", "--workers", "2", "--set", "a=1", "--workers=3"], "--workers"
+    ) == ["train", "ner", "--set", "a=1"]
 
 
 def test_learning_rate_scales_only_when_asked():
@@ -165,17 +213,24 @@ def test_token_loss_is_the_global_batchs_mean_whatever_the_split():
     labels = rng.integers(0, 5, (4, 6)).astype("int32")
     labels[:2, 2:] = -1  # the first half scores 4 tokens, the second 12
     logits = rng.normal(size=(4, 6, 5)).astype("float32")
-    per_token = tf.keras.losses.sparse_categorical_crossentropy(np.maximum(labels, 0), logits, from_logits=True)
+    per_token = tf.keras.losses.sparse_categorical_crossentropy(
+        np.maximum(labels, 0), logits, from_logits=True
+    )
     scored = labels >= 0
     one_device = float(tf.reduce_sum(per_token[scored]) / scored.sum())
     clean, weights = token_loss_weights(tf.constant(labels))
     assert (clean.numpy() >= 0).all()
 
     def keras_mean(rows):  # Keras's sum_over_batch_size on one replica's rows
-        return float(tf.reduce_sum(per_token[rows] * weights[rows]) / tf.cast(tf.size(weights[rows]), tf.float32))
+        return float(
+            tf.reduce_sum(per_token[rows] * weights[rows])
+            / tf.cast(tf.size(weights[rows]), tf.float32)
+        )
 
     assert keras_mean(slice(0, 4)) == pytest.approx(one_device, rel=1e-6)
-    two_replicas = (keras_mean(slice(0, 2)) + keras_mean(slice(2, 4))) / 2  # Keras scales by 1 / replicas
+    two_replicas = (
+        keras_mean(slice(0, 2)) + keras_mean(slice(2, 4))
+    ) / 2  # Keras scales by 1 / replicas
     assert two_replicas == pytest.approx(one_device, rel=1e-6)
 
 
@@ -186,11 +241,17 @@ def test_resume_auto_continues_an_interrupted_run_and_starts_a_missing_one(tmp_p
     run = tmp_path / "toy" / "r"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("{}\n")
-    (run / "run.json").write_text(json.dumps({"status": "running", "pid": 1}))  # no lock held: interrupted
+    (run / "run.json").write_text(
+        json.dumps({"status": "running", "pid": 1})
+    )  # no lock held: interrupted
     assert plan_run(str(tmp_path), "toy", "r", resume="auto").resume
     (run / "run.json").write_text(json.dumps({"status": "finished"}))
-    with pytest.raises(UserError, match="a finished run of this name is there; --overwrite replaces it"):
-        plan_run(str(tmp_path), "toy", "r", resume="auto")  # the hint fits the run: no --resume for a finished one
+    with pytest.raises(
+        UserError, match="a finished run of this name is there; --overwrite replaces it"
+    ):
+        plan_run(
+            str(tmp_path), "toy", "r", resume="auto"
+        )  # the hint fits the run: no --resume for a finished one
 
 
 # ------------------------------------------------------------------------------ training, two ways
@@ -212,9 +273,16 @@ def data(tmp_path_factory) -> Path:
         reviews.append({"text": " ".join(words), "label": "positive" if i % 2 else "negative"})
     write_jsonl(work / "train.jsonl", reviews[:128])
     write_jsonl(work / "dev.jsonl", reviews[128:])
-    extra = [{"text": " ".join(rng.sample(FILLER, 4) + [rng.choice(POSITIVE if i % 2 else NEGATIVE)]),
-              "label": "positive" if i % 2 else "negative"} for i in range(16)]
-    write_jsonl(work / "train_plus_one_batch.jsonl", reviews[:128] + extra)  # one more step an epoch
+    extra = [
+        {
+            "text": " ".join(rng.sample(FILLER, 4) + [rng.choice(POSITIVE if i % 2 else NEGATIVE)]),
+            "label": "positive" if i % 2 else "negative",
+        }
+        for i in range(16)
+    ]
+    write_jsonl(
+        work / "train_plus_one_batch.jsonl", reviews[:128] + extra
+    )  # one more step an epoch
     make_image_folder(work / "photos", 16, seed=1)
     make_image_folder(work / "photos_val", 8, seed=2)
     write_conll(work / "ner_train.txt", make_ner_sentences(64, seed=1))
@@ -223,20 +291,46 @@ def data(tmp_path_factory) -> Path:
 
 
 def overrides(recipe: str, data: Path, tiny_image_backbone: Path) -> list[str]:
-    common = ["model.dropout=0", "run.tensorboard=false", "run.embeddings=0", "train.jit_compile=false"]
-    return common + {
-        "sentiment": [f"model.backbone={data / 'bert'}", f"data.train={data / 'train.jsonl'}",
-                      f"data.validation={data / 'dev.jsonl'}", "train.epochs=1", "train.batch_size=16",
-                      "train.learning_rate=3e-3"],
-        "image_classification": [f"model.backbone={tiny_image_backbone}", f"data.train={data / 'photos'}",
-                                 f"data.validation={data / 'photos_val'}", "train.head_epochs=1", "train.epochs=1",
-                                 "train.batch_size=8", "augment.crop_scale=[1.0, 1.0]", "augment.flip=false"],
-        "ner": [f"model.backbone={data / 'ner_bert'}", f"data.train={data / 'ner_train.txt'}",
-                f"data.validation={data / 'ner_valid.txt'}", "data.max_length=32", "train.epochs=1",
-                "train.batch_size=16", "train.learning_rate=5e-3",
+    common = [
+        "model.dropout=0",
+        "run.tensorboard=false",
+        "run.embeddings=0",
+        "train.jit_compile=false",
+    ]
+    return (
+        common
+        + {
+            "sentiment": [
+                f"model.backbone={data / 'bert'}",
+                f"data.train={data / 'train.jsonl'}",
+                f"data.validation={data / 'dev.jsonl'}",
+                "train.epochs=1",
+                "train.batch_size=16",
+                "train.learning_rate=3e-3",
+            ],
+            "image_classification": [
+                f"model.backbone={tiny_image_backbone}",
+                f"data.train={data / 'photos'}",
+                f"data.validation={data / 'photos_val'}",
+                "train.head_epochs=1",
+                "train.epochs=1",
+                "train.batch_size=8",
+                "augment.crop_scale=[1.0, 1.0]",
+                "augment.flip=false",
+            ],
+            "ner": [
+                f"model.backbone={data / 'ner_bert'}",
+                f"data.train={data / 'ner_train.txt'}",
+                f"data.validation={data / 'ner_valid.txt'}",
+                "data.max_length=32",
+                "train.epochs=1",
+                "train.batch_size=16",
+                "train.learning_rate=5e-3",
                 # One sentence a window: packed windows need not split evenly over the two replicas.
-                "data.document_context=off"],
-    }[recipe]
+                "data.document_context=off",
+            ],
+        }[recipe]
+    )
 
 
 @pytest.fixture(scope="module", params=["float32", "mixed_bfloat16"])
@@ -251,30 +345,77 @@ def in_process_runs(request, data, tiny_image_backbone) -> Path:
     precision = request.param
     runs = data / "runs" / precision
     image = [f"train.precision={precision}"]
-    spec = {"logical_cpus": 2, "runs": [
-        {"recipe": recipe, "overrides": overrides(recipe, data, tiny_image_backbone) + [
-            f"run.runs_dir={runs}", f"run.name={name}", f"train.distribute={kind}", "run.export=false",
-            *(image if recipe == "image_classification" else [])]}
-        for recipe in RECIPES for name, kind in (("one_device", "none"), ("mirrored", "mirrored"))]}
+    spec = {
+        "logical_cpus": 2,
+        "runs": [
+            {
+                "recipe": recipe,
+                "overrides": overrides(recipe, data, tiny_image_backbone)
+                + [
+                    f"run.runs_dir={runs}",
+                    f"run.name={name}",
+                    f"train.distribute={kind}",
+                    "run.export=false",
+                    *(image if recipe == "image_classification" else []),
+                ],
+            }
+            for recipe in RECIPES
+            for name, kind in (("one_device", "none"), ("mirrored", "mirrored"))
+        ],
+    }
     for name, train in (("again", "train.jsonl"), ("one_more_step", "train_plus_one_batch.jsonl")):
-        spec["runs"].append({"recipe": "sentiment", "overrides": overrides("sentiment", data, tiny_image_backbone) + [
-            f"run.runs_dir={runs}", f"run.name={name}", "train.distribute=none", "run.export=false",
-            f"data.train={data / train}"]})
+        spec["runs"].append(
+            {
+                "recipe": "sentiment",
+                "overrides": overrides("sentiment", data, tiny_image_backbone)
+                + [
+                    f"run.runs_dir={runs}",
+                    f"run.name={name}",
+                    "train.distribute=none",
+                    "run.export=false",
+                    f"data.train={data / train}",
+                ],
+            }
+        )
     if precision == "float32":  # the speedups switch, on against off (test_the_speedups_switch_...)
         for recipe in RECIPES:
             frozen = ["model.freeze_embeddings=true"] if recipe != "image_classification" else []
-            for name, switch in (("speedups_off", []), ("frozen_on", frozen), ("frozen_off", frozen)):
+            for name, switch in (
+                ("speedups_off", []),
+                ("frozen_on", frozen),
+                ("frozen_off", frozen),
+            ):
                 if name != "speedups_off" and not frozen:
                     continue
-                spec["runs"].append({"recipe": recipe, "freeze_all_embeddings": bool(switch),
-                                     "overrides": overrides(recipe, data, tiny_image_backbone) + [
-                    f"run.runs_dir={runs}", f"run.name={name}", "train.distribute=none", "run.export=false",
-                    *image, *switch, f"train.speedups={'false' if name.endswith('off') else 'true'}"]})
+                spec["runs"].append(
+                    {
+                        "recipe": recipe,
+                        "freeze_all_embeddings": bool(switch),
+                        "overrides": overrides(recipe, data, tiny_image_backbone)
+                        + [
+                            f"run.runs_dir={runs}",
+                            f"run.name={name}",
+                            "train.distribute=none",
+                            "run.export=false",
+                            *image,
+                            *switch,
+                            f"train.speedups={'false' if name.endswith('off') else 'true'}",
+                        ],
+                    }
+                )
     (data / f"spec_{precision}.json").write_text(json.dumps(spec))
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_runs.py"),
-                             str(data / f"spec_{precision}.json")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                              "KERAS_ZOO_CPU_BF16": CPU_BF16[precision]})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "distributed_runs.py"),
+            str(data / f"spec_{precision}.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ZOO_CPU_BF16": CPU_BF16[precision]},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for recipe in RECIPES:  # the run says what it trained at
         assert runtime(runs / recipe / "one_device")["precision"] == precision
@@ -300,9 +441,14 @@ def assert_trains_as_one_device(run: Path, reference: Path) -> None:
     assert [r["epoch"] for r in rows] == [r["epoch"] for r in expected]
     for key in ("loss", "val_loss"):  # NER validates by entity F1 only
         if key in expected[0]:
-            assert float(rows[0][key]) == pytest.approx(float(expected[0][key]), rel=tolerance), (key, precision)
+            assert float(rows[0][key]) == pytest.approx(float(expected[0][key]), rel=tolerance), (
+                key,
+                precision,
+            )
     assert float(rows[-1]["loss"]) == pytest.approx(float(expected[-1]["loss"]), rel=10 * tolerance)
-    got, want = (json.loads((r / "metrics.json").read_text())["validation"] for r in (run, reference))
+    got, want = (
+        json.loads((r / "metrics.json").read_text())["validation"] for r in (run, reference)
+    )
     for key in ("accuracy", "macro_f1", "f1", "token_accuracy"):
         if key in want:
             assert got[key] == pytest.approx(want[key], abs=1e-6), key
@@ -313,8 +459,14 @@ def assert_trains_as_one_device(run: Path, reference: Path) -> None:
 def test_mirrored_strategy_trains_each_recipe_as_one_device(in_process_runs, recipe):
     runs = in_process_runs / recipe
     assert_trains_as_one_device(runs / "mirrored", runs / "one_device")
-    assert runtime(runs / "mirrored")["strategy"] == "MirroredStrategy" and runtime(runs / "mirrored")["replicas"] == 2
-    assert runtime(runs / "one_device")["strategy"] == "none" and runtime(runs / "one_device")["replicas"] == 1
+    assert (
+        runtime(runs / "mirrored")["strategy"] == "MirroredStrategy"
+        and runtime(runs / "mirrored")["replicas"] == 2
+    )
+    assert (
+        runtime(runs / "one_device")["strategy"] == "none"
+        and runtime(runs / "one_device")["replicas"] == 1
+    )
 
 
 def test_mirrored_predictions_match_one_device(in_process_runs):
@@ -322,8 +474,10 @@ def test_mirrored_predictions_match_one_device(in_process_runs):
 
     tolerance = TOLERANCE[runtime(in_process_runs / "sentiment" / "one_device")["precision"]]
     texts = ["a wonderful film", "the plot was dull and boring", "lovely acting"]
-    one, two = (engine.predict("sentiment", in_process_runs / "sentiment" / name, texts)
-                for name in ("one_device", "mirrored"))
+    one, two = (
+        engine.predict("sentiment", in_process_runs / "sentiment" / name, texts)
+        for name in ("one_device", "mirrored")
+    )
     for a, b in zip(one, two):
         assert a["label"] == b["label"]
         for label, p in a["probabilities"].items():
@@ -338,7 +492,10 @@ def test_the_same_seed_trains_the_same_run(in_process_runs):
     for a, b in zip(first, again):
         for key in ("loss", "val_loss", "val_accuracy"):
             assert round(float(a[key]), 4) == round(float(b[key]), 4), key
-    got, want = (json.loads((runs / name / "metrics.json").read_text())["validation"] for name in ("again", "one_device"))
+    got, want = (
+        json.loads((runs / name / "metrics.json").read_text())["validation"]
+        for name in ("again", "one_device")
+    )
     assert round(got["accuracy"], 4) == round(want["accuracy"], 4)
 
 
@@ -352,12 +509,20 @@ def test_the_tolerance_still_catches_one_extra_training_step(in_process_runs):
     base, extra = history(runs / "one_device")[0], history(runs / "one_more_step")[0]
     assert float(extra["val_loss"]) != pytest.approx(float(base["val_loss"]), rel=tolerance)
     texts = ["a wonderful film", "the plot was dull and boring", "lovely acting"]
-    one, more = (engine.predict("sentiment", runs / name, texts) for name in ("one_device", "one_more_step"))
-    gap = max(abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(one, more) for k in a["probabilities"])
+    one, more = (
+        engine.predict("sentiment", runs / name, texts) for name in ("one_device", "one_more_step")
+    )
+    gap = max(
+        abs(a["probabilities"][k] - b["probabilities"][k])
+        for a, b in zip(one, more)
+        for k in a["probabilities"]
+    )
     assert gap > tolerance
 
 
-def test_the_speedups_switch_changes_no_arithmetic_but_the_sparse_embedding_updates(in_process_runs, data):
+def test_the_speedups_switch_changes_no_arithmetic_but_the_sparse_embedding_updates(
+    in_process_runs, data
+):
     """`train.speedups: false` (Keras's AdamW) against the default (zoo's fused AdamW), at float32:
     the first epoch's losses agree to float32 tolerance for the image recipe, and for the text
     recipes with their embedding lookups frozen (word and segment embeddings: their gradients are
@@ -370,32 +535,54 @@ def test_the_speedups_switch_changes_no_arithmetic_but_the_sparse_embedding_upda
 
     if runtime(in_process_runs / "sentiment" / "one_device")["precision"] != "float32":
         pytest.skip("compared at float32 (the float32 param of this module runs it)")
-    pairs = {"image_classification": ("one_device", "speedups_off"), "sentiment": ("frozen_on", "frozen_off"),
-             "ner": ("frozen_on", "frozen_off")}
+    pairs = {
+        "image_classification": ("one_device", "speedups_off"),
+        "sentiment": ("frozen_on", "frozen_off"),
+        "ner": ("frozen_on", "frozen_off"),
+    }
     for recipe, (on, off) in pairs.items():
-        assert runtime(in_process_runs / recipe / on)["speedups"] and not runtime(in_process_runs / recipe / off)["speedups"]
+        assert (
+            runtime(in_process_runs / recipe / on)["speedups"]
+            and not runtime(in_process_runs / recipe / off)["speedups"]
+        )
         a, b = history(in_process_runs / recipe / on)[0], history(in_process_runs / recipe / off)[0]
         for key in ("loss", "val_loss"):
             if key in a:
-                assert float(b[key]) == pytest.approx(float(a[key]), rel=TOLERANCE["float32"]), (recipe, key)
+                assert float(b[key]) == pytest.approx(float(a[key]), rel=TOLERANCE["float32"]), (
+                    recipe,
+                    key,
+                )
 
     def word_embeddings(path: Path) -> np.ndarray:
         model = keras.saving.load_model(path, compile=False)
-        return next(w for w in model.weights if "token_embedding" in w.path and w.shape[0] > 50).numpy()
+        return next(
+            w for w in model.weights if "token_embedding" in w.path and w.shape[0] > 50
+        ).numpy()
 
     vocabulary = review_vocabulary()
-    used = {vocabulary.index(w) for line in (data / "train.jsonl").read_text().splitlines()
-            for w in json.loads(line)["text"].split()} | {vocabulary.index(t) for t in ("[CLS]", "[SEP]")}
+    used = {
+        vocabulary.index(w)
+        for line in (data / "train.jsonl").read_text().splitlines()
+        for w in json.loads(line)["text"].split()
+    } | {vocabulary.index(t) for t in ("[CLS]", "[SEP]")}
     unused, used = sorted(set(range(len(vocabulary))) - used - {0}), sorted(used)
-    start = word_embeddings(in_process_runs / "sentiment" / "frozen_on" / "export" / "model.keras")  # never trained
-    fused, plain = (word_embeddings(in_process_runs / "sentiment" / name / "export" / "model.keras")
-                    for name in ("one_device", "speedups_off"))
+    start = word_embeddings(
+        in_process_runs / "sentiment" / "frozen_on" / "export" / "model.keras"
+    )  # never trained
+    fused, plain = (
+        word_embeddings(in_process_runs / "sentiment" / name / "export" / "model.keras")
+        for name in ("one_device", "speedups_off")
+    )
     assert len(unused) > 50
-    np.testing.assert_allclose(fused[unused], plain[unused], rtol=1e-5, atol=1e-7)  # weight decay alone
+    np.testing.assert_allclose(
+        fused[unused], plain[unused], rtol=1e-5, atol=1e-7
+    )  # weight decay alone
     assert np.abs(fused[unused] - start[unused]).max() > 0
     for trained in (fused, plain):
         assert np.abs(trained[used] - start[used]).max(axis=1).min() > 0  # every token seen moved
-    assert np.abs(fused[used] - plain[used]).max() > 1e-4  # repeated tokens: the moments differ by design
+    assert (
+        np.abs(fused[used] - plain[used]).max() > 1e-4
+    )  # repeated tokens: the moments differ by design
 
 
 def test_the_saved_model_serves_the_runs_probabilities_without_keras_zoo(in_process_runs):
@@ -408,16 +595,27 @@ def test_the_saved_model_serves_the_runs_probabilities_without_keras_zoo(in_proc
     run = in_process_runs / "sentiment" / "one_device"
     engine.export("sentiment", run)
     texts = ["a wonderful film", "the plot was dull and boring", "lovely acting", "the story"]
-    expected = np.array([[r["probabilities"][k] for k in ("negative", "positive")]
-                         for r in engine.predict("sentiment", run, texts)])
+    expected = np.array(
+        [
+            [r["probabilities"][k] for k in ("negative", "positive")]
+            for r in engine.predict("sentiment", run, texts)
+        ]
+    )
     script = (
         "import json, sys, tensorflow as tf, tensorflow_text\n"
         f"serve = tf.saved_model.load({str(run / 'export' / 'saved_model')!r}).signatures['serving_default']\n"
         "out = serve(text=tf.constant(json.loads(sys.stdin.read())))\n"
         "assert not any(m.split('.')[0] in ('keras_hub', 'zoo', 'recipes') for m in sys.modules)\n"
-        "print(json.dumps(out['probabilities'].numpy().tolist()))\n")
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True,
-                            timeout=300, cwd="/")
+        "print(json.dumps(out['probabilities'].numpy().tolist()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(json.loads(result.stdout.splitlines()[-1]), expected, atol=1e-5)
 
@@ -442,21 +640,39 @@ for name, path in paths.items():
 assert not [m for m in sys.modules if m.split(".")[0] in ("zoo", "recipes", "tuning", "keras_zoo_cli", "tests")]
 print(json.dumps(out))
 """
-    paths = {recipe: str(in_process_runs / recipe / "one_device" / "export" / "model.keras") for recipe in RECIPES}
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(paths), capture_output=True, text=True,
-                            cwd="/", timeout=300, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    paths = {
+        recipe: str(in_process_runs / recipe / "one_device" / "export" / "model.keras")
+        for recipe in RECIPES
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(paths),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
     import keras
 
     for recipe, path in paths.items():
         model = keras.saving.load_model(path, compile=False)  # as the engine loads it for predict
-        inputs = {k: np.ones([2, *[d or 8 for d in v.shape[1:]]], v.dtype) for k, v in
-                  (model.input.items() if isinstance(model.input, dict) else [("x", model.input)])}
-        expected = model.predict(inputs if isinstance(model.input, dict) else inputs["x"], verbose=0)
+        inputs = {
+            k: np.ones([2, *[d or 8 for d in v.shape[1:]]], v.dtype)
+            for k, v in (
+                model.input.items() if isinstance(model.input, dict) else [("x", model.input)]
+            )
+        }
+        expected = model.predict(
+            inputs if isinstance(model.input, dict) else inputs["x"], verbose=0
+        )
         np.testing.assert_allclose(outputs[recipe], expected, atol=1e-5)
         config = __import__("zipfile").ZipFile(path).read("config.json").decode()
-        assert not json.loads(config).get("compile_config"), recipe  # no training optimizer in the file
+        assert not json.loads(config).get("compile_config"), (
+            recipe
+        )  # no training optimizer in the file
         assert "keras_zoo" not in config and "AdamW" not in config, recipe
 
 
@@ -465,22 +681,40 @@ print(json.dumps(out))
 # arithmetic in the MirroredStrategy runs above, which share MultiWorkerMirroredStrategy's code path.
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_two_workers_train_each_recipe_as_one_device(in_process_runs, data, tiny_image_backbone, recipe, tmp_path):
+def test_two_workers_train_each_recipe_as_one_device(
+    in_process_runs, data, tiny_image_backbone, recipe, tmp_path
+):
     """`keras-zoo train RECIPE --workers 2`: MultiWorkerMirroredStrategy on 127.0.0.1. Only the
     chief's run exists afterwards; the other worker leaves nothing behind."""
     runs = tmp_path / "runs"
-    settings = [arg for item in overrides(recipe, data, tiny_image_backbone) for arg in ("--set", item)]
+    settings = [
+        arg for item in overrides(recipe, data, tiny_image_backbone) for arg in ("--set", item)
+    ]
     precision = runtime(in_process_runs / recipe / "one_device")["precision"]
     if recipe == "image_classification":
         settings += ["--set", f"train.precision={precision}"]
-    result = run_cli("train", recipe, "--workers", "2", "--name", "mw", "--runs-dir", str(runs), *settings, timeout=600,
-                     env={"KERAS_ZOO_CPU_BF16": CPU_BF16[precision]})
+    result = run_cli(
+        "train",
+        recipe,
+        "--workers",
+        "2",
+        "--name",
+        "mw",
+        "--runs-dir",
+        str(runs),
+        *settings,
+        timeout=600,
+        env={"KERAS_ZOO_CPU_BF16": CPU_BF16[precision]},
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "[worker 1] this worker's part is done" in result.stdout
     assert_trains_as_one_device(runs / recipe / "mw", in_process_runs / recipe / "one_device")
     assert (runs / recipe / "mw" / "export" / "model.keras").is_file()
     assert sorted(p.name for p in (runs / recipe).iterdir()) == [".mw.lock", "mw"]
-    assert f"keras-zoo train {recipe} --workers 2 --name mw" in (runs / recipe / "mw" / "README.md").read_text()
+    assert (
+        f"keras-zoo train {recipe} --workers 2 --name mw"
+        in (runs / recipe / "mw" / "README.md").read_text()
+    )
     plan = RunPlan(runs / recipe / "mw", runs / recipe / "mw", resume=False)
     assert not distribute.worker_scratch_path(plan, distribute.Cluster(2, "worker", 1)).exists()
 
@@ -489,10 +723,30 @@ def test_a_killed_worker_stops_the_cluster_and_resume_finishes_it(tmp_path):
     """SIGKILL of worker 1 mid-run: the launcher stops worker 0 and fails within 30 s naming
     worker 1; `--resume` then trains the rest, each epoch logged once."""
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "keras_zoo_cli", "train", "tests.toy_recipe", "--workers", "2", "--name", "k",
-               "--runs-dir", str(runs), "--set", "train.epochs=4", "--set", "run.tensorboard=false"]
-    launcher = subprocess.Popen([*command, "--set", "run.seconds_per_batch=0.5"], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "keras_zoo_cli",
+        "train",
+        "tests.toy_recipe",
+        "--workers",
+        "2",
+        "--name",
+        "k",
+        "--runs-dir",
+        str(runs),
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "run.tensorboard=false",
+    ]
+    launcher = subprocess.Popen(
+        [*command, "--set", "run.seconds_per_batch=0.5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     pids, lines = [], []
     for line in launcher.stdout:
         lines.append(line)
@@ -509,7 +763,13 @@ def test_a_killed_worker_stops_the_cluster_and_resume_finishes_it(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)  # the chief is gone too
 
-    result = subprocess.run([*command, "--resume", "--set", "run.seconds_per_batch=0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "--resume", "--set", "run.seconds_per_batch=0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     run = runs / "toy" / "k"
     assert [r["epoch"] for r in history(run)] == ["0", "1", "2", "3"]
@@ -517,21 +777,42 @@ def test_a_killed_worker_stops_the_cluster_and_resume_finishes_it(tmp_path):
 
 
 def test_workers_refuse_a_one_process_strategy(tmp_path):
-    result = run_cli("train", "tests.toy_recipe", "--workers", "2", "--runs-dir", str(tmp_path),
-                     "--set", "train.distribute=none")
+    from tests.conftest import cli_here
+
+    result = cli_here(
+        "train",
+        "tests.toy_recipe",
+        "--workers",
+        "2",
+        "--runs-dir",
+        str(tmp_path),
+        "--set",
+        "train.distribute=none",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "keras-zoo: error: --workers: train.distribute is none; workers train with multi_worker (or auto)")
+        "keras-zoo: error: --workers: train.distribute is none; workers train with multi_worker (or auto)"
+    )
 
 
 def test_config_takes_the_new_training_keys_and_names_bad_values():
     from recipes.engine.registry import load_recipe
 
     recipe = load_recipe("sentiment")
-    cfg = recipe.load_config(overrides=["train.jit_compile=true", "train.distribute=mirrored",
-                                        "train.scale_learning_rate=linear", "run.resume=auto"])
-    assert (cfg.train.jit_compile, cfg.train.distribute, cfg.train.scale_learning_rate, cfg.run.resume) == (
-        True, "mirrored", "linear", "auto")
+    cfg = recipe.load_config(
+        overrides=[
+            "train.jit_compile=true",
+            "train.distribute=mirrored",
+            "train.scale_learning_rate=linear",
+            "run.resume=auto",
+        ]
+    )
+    assert (
+        cfg.train.jit_compile,
+        cfg.train.distribute,
+        cfg.train.scale_learning_rate,
+        cfg.run.resume,
+    ) == (True, "mirrored", "linear", "auto")
     assert recipe.load_config().train.jit_compile == "auto"
     with pytest.raises(UserError, match=r"'train.jit_compile' must be bool or auto, not 'maybe'"):
         recipe.load_config(overrides=["train.jit_compile=maybe"])

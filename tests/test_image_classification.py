@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import check_model_card, check_preset_export, make_image_folder, run_cli
+from tests.conftest import check_model_card, check_preset_export, cli_here, make_image_folder
 
 # Any attempt to reach the network fails at once: the recipe must not need it.
-OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HF_HUB_OFFLINE": "1",
+}
 UNDECODABLE = {"truncated.jpg", "not_an_image.jpg"}
 
 
@@ -32,7 +36,7 @@ def add_awkward_files(folder: Path) -> None:
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "not_an_image.jpg").write_text("this is a text file\n")
     Image.new("RGB", (1, 1), (210, 30, 30)).save(folder / "one_pixel.png")
-    Image.fromarray((red[..., 0].astype("uint16") * 257)).save(folder / "sixteen_bit.png")
+    Image.fromarray(red[..., 0].astype("uint16") * 257).save(folder / "sixteen_bit.png")
     Image.fromarray(red).convert("CMYK").save(folder / "cmyk.jpg")
     Image.fromarray(red).convert("RGBA").save(folder / "rgba.png")
     Image.fromarray(red).convert("L").save(folder / "grey.jpg")
@@ -49,14 +53,37 @@ def image_run(tiny_image_backbone, tmp_path_factory):
     make_image_folder(photos / "val", 10, seed=1)
     add_awkward_files(photos / "train" / "red")
     runs = root / "runs"
-    result = run_cli("train", "image_classification", "--runs-dir", str(runs), "--name", "tiny",
-                     "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={photos}",
-                     "--set", "train.head_epochs=3", "--set", "train.epochs=3", "--set", "train.batch_size=8",
-                     "--set", "train.head_learning_rate=1e-2", "--set", "train.learning_rate=1e-3",
-                     env=OFFLINE)
+    result = cli_here(
+        "train",
+        "image_classification",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        "tiny",
+        "--set",
+        f"model.backbone={tiny_image_backbone}",
+        "--set",
+        f"data.train={photos}",
+        "--set",
+        "train.head_epochs=3",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.head_learning_rate=1e-2",
+        "--set",
+        "train.learning_rate=1e-3",
+        env=OFFLINE,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"root": root, "photos": photos, "run": runs / "image_classification" / "tiny", "stdout": result.stdout,
-            "backbone": tiny_image_backbone}
+    return {
+        "root": root,
+        "photos": photos,
+        "run": runs / "image_classification" / "tiny",
+        "stdout": result.stdout,
+        "backbone": tiny_image_backbone,
+    }
 
 
 def test_training_skips_undecodable_files_lists_them_and_trains_on_the_rest(image_run):
@@ -68,22 +95,37 @@ def test_training_skips_undecodable_files_lists_them_and_trains_on_the_rest(imag
     # 24 generated + 9 awkward files per red, 24 blue; the two undecodable ones are gone
     assert task["examples"] == {"train": 24 + 24 + 9 - 2, "validation": 20, "test": 0}
     assert task["undecodable"] == 2
-    assert task["image_size"] == 32 and task["side"] == 37  # from the backbone's converter, 32 / 0.875
+    assert (
+        task["image_size"] == 32 and task["side"] == 37
+    )  # from the backbone's converter, 32 / 0.875
 
 
 def test_two_phases_train_and_reach_high_validation_accuracy(image_run):
     run = image_run["run"]
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == list(range(6))  # 3 head + 3 fine-tuning epochs, numbered on
-    assert {"accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "learning_rate", "examples_per_second"} <= set(rows[0])
+    assert [int(r["epoch"]) for r in rows] == list(
+        range(6)
+    )  # 3 head + 3 fine-tuning epochs, numbered on
+    assert {
+        "accuracy",
+        "macro_f1",
+        "val_accuracy",
+        "val_macro_f1",
+        "learning_rate",
+        "examples_per_second",
+    } <= set(rows[0])
     done = sorted(p.name for p in (run / "checkpoints").glob("phase*.done.json"))
     assert done == ["phase0-head.done.json", "phase1-finetune.done.json"]
     assert not (run / "backup").exists()
     metrics = json.loads((run / "metrics.json").read_text())["validation"]
     assert metrics["num_examples"] == 20
-    assert metrics["accuracy"] >= 0.9, metrics  # red vs blue: an easy task, if the pipeline is right
-    assert metrics["confusion_matrix"] and len(metrics["misclassified"]) == round(20 * (1 - metrics["accuracy"]))
+    assert metrics["accuracy"] >= 0.9, (
+        metrics
+    )  # red vs blue: an easy task, if the pipeline is right
+    assert metrics["confusion_matrix"] and len(metrics["misclassified"]) == round(
+        20 * (1 - metrics["accuracy"])
+    )
 
 
 def test_tensorboard_has_the_confusion_matrix_image(image_run):
@@ -99,8 +141,17 @@ def test_predict_prints_labels_writes_csv_and_flags_undecodable_files(image_run,
     photos = image_run["photos"]
     out = tmp_path / "predictions.csv"
     bad = photos / "train" / "red" / "not_an_image.jpg"
-    result = run_cli("predict", "image_classification", str(image_run["run"]), str(photos / "val" / "blue"),
-                     str(photos / "val" / "red" / "red_1.jpg"), str(bad), "--csv", str(out), env=OFFLINE)
+    result = cli_here(
+        "predict",
+        "image_classification",
+        str(image_run["run"]),
+        str(photos / "val" / "blue"),
+        str(photos / "val" / "red" / "red_1.jpg"),
+        str(bad),
+        "--csv",
+        str(out),
+        env=OFFLINE,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "\t" in line]
     assert len(lines) == 12
@@ -120,7 +171,9 @@ def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
     run = image_run["run"]
     files = sorted(str(p) for p in (image_run["photos"] / "val").rglob("*.*"))
     keras_rows = engine.predict(ic.RECIPE, run, files)
-    expected = np.array([[r["probabilities"][name] for name in ("blue", "red")] for r in keras_rows])
+    expected = np.array(
+        [[r["probabilities"][name] for name in ("blue", "red")] for r in keras_rows]
+    )
     script = textwrap.dedent(f"""
         import json, sys
         import tensorflow as tf
@@ -131,8 +184,13 @@ def test_saved_model_on_file_bytes_matches_keras_without_keras_zoo(image_run):
         print(json.dumps({{"p": out["probabilities"].numpy().tolist(),
                           "names": [n.decode() for n in out["label_names"].numpy()[0]]}}))
     """)
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(files), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(files),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served["names"] == ["blue", "red"]
@@ -158,7 +216,7 @@ def test_tflite_models_agree_with_keras_on_validation_images(image_run):
 
 
 def test_evaluate_a_finished_run_on_its_validation_folder(image_run):
-    result = run_cli("evaluate", "image_classification", str(image_run["run"]), env=OFFLINE)
+    result = cli_here("evaluate", "image_classification", str(image_run["run"]), env=OFFLINE)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((image_run["run"] / "metrics.json").read_text())
     assert metrics["evaluate_validation"]["accuracy"] == metrics["validation"]["accuracy"]
@@ -196,18 +254,40 @@ def make_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
     raise AssertionError(kind)
 
 
-def test_bad_image_data_on_the_command_line_is_one_line_and_leaves_no_run(tiny_image_backbone, tmp_path):
+def test_bad_image_data_on_the_command_line_is_one_line_and_leaves_no_run(
+    tiny_image_backbone, tmp_path
+):
     source, words = make_bad("class_only_in_validation", tmp_path)
-    result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"), "--name", "bad",
-                     "--set", f"model.backbone={tiny_image_backbone}", "--set", f"data.train={source}", env=OFFLINE)
+    result = cli_here(
+        "train",
+        "image_classification",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "bad",
+        "--set",
+        f"model.backbone={tiny_image_backbone}",
+        "--set",
+        f"data.train={source}",
+        env=OFFLINE,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("keras-zoo")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(errors) == 1 and words in errors[0], errors
     assert not (tmp_path / "runs" / "image_classification" / "bad").exists()
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty_class", "all_undecodable_class", "class_only_in_validation",
-                                  "csv_missing_column", "csv_missing_file"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "empty_class",
+        "all_undecodable_class",
+        "class_only_in_validation",
+        "csv_missing_column",
+        "csv_missing_file",
+    ],
+)
 def test_bad_image_data_gets_an_error_naming_it_and_no_run(kind, tiny_image_backbone, tmp_path):
     # In-process (the CLI's handling of these errors is the test above): one TF start-up for all.
     from recipes import engine
@@ -215,8 +295,14 @@ def test_bad_image_data_gets_an_error_naming_it_and_no_run(kind, tiny_image_back
     from zoo.errors import UserError
 
     source, words = make_bad(kind, tmp_path)
-    cfg = ic.RECIPE.load_config(overrides=[f"model.backbone={tiny_image_backbone}", f"data.train={source}",
-                                    f"run.runs_dir={tmp_path / 'runs'}", "run.name=bad"])
+    cfg = ic.RECIPE.load_config(
+        overrides=[
+            f"model.backbone={tiny_image_backbone}",
+            f"data.train={source}",
+            f"run.runs_dir={tmp_path / 'runs'}",
+            "run.name=bad",
+        ]
+    )
     with pytest.raises(UserError, match=".") as error:
         engine.train(ic.RECIPE, cfg, verbose=0)
     assert words in str(error.value) and "\n" not in str(error.value)
@@ -225,17 +311,33 @@ def test_bad_image_data_gets_an_error_naming_it_and_no_run(kind, tiny_image_back
 
 def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
     photos = make_image_folder(tmp_path / "photos", 5)
-    result = run_cli("train", "image_classification", "--runs-dir", str(tmp_path / "runs"),
-                     "--set", f"model.backbone={tiny_bert}", "--set", f"data.train={photos}", env=OFFLINE)
-    assert result.returncode == 2 and "is a text backbone; this recipe needs an image one" in result.stderr
+    result = cli_here(
+        "train",
+        "image_classification",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        f"model.backbone={tiny_bert}",
+        "--set",
+        f"data.train={photos}",
+        env=OFFLINE,
+    )
+    assert (
+        result.returncode == 2
+        and "is a text backbone; this recipe needs an image one" in result.stderr
+    )
 
 
-@pytest.mark.parametrize("name", ["tf_flowers", "cats_vs_dogs"])  # oxford_iiit_pet: TFDS cannot mock its boxes
+@pytest.mark.parametrize(
+    "name", ["tf_flowers", "cats_vs_dogs"]
+)  # oxford_iiit_pet: TFDS cannot mock its boxes
 def test_tfds_images_are_read_encoded_and_decode_like_files(name):
     tfds = pytest.importorskip("tensorflow_datasets")
     from recipes.image_classification.images import decode_images, read_images
 
-    with tfds.testing.mock_data(num_examples=6):  # offline: TFDS's mock examples, real feature specs
+    with tfds.testing.mock_data(
+        num_examples=6
+    ):  # offline: TFDS's mock examples, real feature specs
         data = read_images(f"tfds:{name}", "train")
     assert len(data) == 6 and not data.files and all(isinstance(b, bytes) for b in data.encoded)
     assert data.origins[0] == f"tfds:{name}/train[0]"
@@ -250,10 +352,16 @@ def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixel
     (photos / "red" / "broken.jpg").write_text("not an image")
     data = read_images(str(photos), "train")
     cached = decode_images(data, 24)
-    streamed = decode_images(data, 24, max_bytes=1000)  # 10 images of 24x24x3 do not fit in 1000 bytes
+    streamed = decode_images(
+        data, 24, max_bytes=1000
+    )  # 10 images of 24x24x3 do not fit in 1000 bytes
     assert cached.pixels is not None and streamed.pixels is None
-    assert streamed.origins == cached.origins and [Path(o).name for o in streamed.undecodable] == ["broken.jpg"]
-    np.testing.assert_array_equal(np.stack(list(streamed.dataset().as_numpy_iterator())), cached.pixels)
+    assert streamed.origins == cached.origins and [Path(o).name for o in streamed.undecodable] == [
+        "broken.jpg"
+    ]
+    np.testing.assert_array_equal(
+        np.stack(list(streamed.dataset().as_numpy_iterator())), cached.pixels
+    )
     np.testing.assert_array_equal(streamed.take([3, 1]), cached.pixels[[3, 1]])
     targets = np.arange(len(cached))
     shuffled = [int(t) for _, t in streamed.dataset(targets, shuffle_seed=0).as_numpy_iterator()]
@@ -264,7 +372,9 @@ def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_cl
     from recipes.common.labels import balanced_class_weights
     from recipes.common.metrics import top_k_accuracy
 
-    assert balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None  # 1.25x: left alone
+    assert (
+        balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None
+    )  # 1.25x: left alone
     weights = balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "auto")
     assert weights == pytest.approx({0: 120 / (2 * 90), 1: 120 / (2 * 30)})
     assert balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "none") is None
@@ -280,7 +390,10 @@ def test_frozen_mode_trains_the_head_alone_for_its_own_epochs():
     phases = training_phases(cfg, backbone=None, steps_per_epoch=10, num_classes=2)
     assert [(p.name, p.epochs) for p in phases] == [("head", 7)]
     cfg = RECIPE.load_config(overrides=["train.head_epochs=3", "train.epochs=5"])
-    assert [(p.name, p.epochs) for p in training_phases(cfg, None, 10, 2)] == [("head", 3), ("finetune", 5)]
+    assert [(p.name, p.epochs) for p in training_phases(cfg, None, 10, 2)] == [
+        ("head", 3),
+        ("finetune", 5),
+    ]
 
 
 def test_the_run_has_a_model_card_whose_figures_are_its_metrics(image_run):
@@ -289,9 +402,14 @@ def test_the_run_has_a_model_card_whose_figures_are_its_metrics(image_run):
     assert "undecodable" not in front  # front matter is model-card metadata only
     run, photos = image_run["run"], image_run["photos"]
     data = json.loads((run / "data.json").read_text())
-    assert (data["train"]["source"], data["validation"]["source"]) == (str(photos / "train"), str(photos / "val"))
+    assert (data["train"]["source"], data["validation"]["source"]) == (
+        str(photos / "train"),
+        str(photos / "val"),
+    )
     assert not data["validation"]["part_of_train"] and len(data["train"]["sha256"]) == 64
-    assert not list(run.glob("*misclassified*.png"))  # the user's own images stay out of a shared card
+    assert not list(
+        run.glob("*misclassified*.png")
+    )  # the user's own images stay out of a shared card
 
 
 def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(image_run, tmp_path):
@@ -302,16 +420,23 @@ def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(imag
 
 
 @pytest.mark.parametrize("frozen_augment", [False, True])
-def test_a_frozen_head_trains_on_centre_crops_without_label_smoothing_unless_asked(tiny_image_backbone, tmp_path,
-                                                                                    frozen_augment):
+def test_a_frozen_head_trains_on_centre_crops_without_label_smoothing_unless_asked(
+    tiny_image_backbone, tmp_path, frozen_augment
+):
     from recipes.image_classification.recipe import RECIPE
     from zoo.heads import head_features
     from zoo.image_inputs import center_crop
 
     photos = make_image_folder(tmp_path / "photos", 5, seed=3)
-    cfg = RECIPE.load_config(overrides=[f"data.train={photos}", f"model.backbone={tiny_image_backbone}",
-                                        "model.finetune=frozen", "augment.rotation=0.1",
-                                        f"train.frozen_augment={str(frozen_augment).lower()}"])
+    cfg = RECIPE.load_config(
+        overrides=[
+            f"data.train={photos}",
+            f"model.backbone={tiny_image_backbone}",
+            "model.finetune=frozen",
+            "augment.rotation=0.1",
+            f"train.frozen_augment={str(frozen_augment).lower()}",
+        ]
+    )
     built = RECIPE.build(cfg, RECIPE.read_data(cfg))
     size = int(built.whole.input.shape[1])
     crops = center_crop(built.data.train.take(np.arange(len(built.data.train))), size).numpy()
@@ -319,7 +444,10 @@ def test_a_frozen_head_trains_on_centre_crops_without_label_smoothing_unless_ask
     if not frozen_augment:  # the head trains on the backbone's features of the crops, computed once
         crops = head_features(built.whole).predict(crops, verbose=0)
     # every training example is (the features of) one of the centre crops, unless augmentation is asked for
-    exact = [np.abs(crops - example).reshape(len(crops), -1).max(axis=1).min() <= 1e-5 for example in trained]
+    exact = [
+        np.abs(crops - example).reshape(len(crops), -1).max(axis=1).min() <= 1e-5
+        for example in trained
+    ]
     assert all(exact) != frozen_augment and len(trained) == len(crops)
     assert (built.whole_model is None) == frozen_augment
     built.phases[0].prepare(built.model)
@@ -346,7 +474,12 @@ def test_images_past_the_pixel_limit_are_skipped_before_decoding_saying_why(imag
     huge[16:24] = (12000).to_bytes(4, "big") * 2  # its header now declares 12,000 x 12,000
     (tmp_path / "huge.png").write_bytes(bytes(huge))
     assert decoded_pixels(bytes(huge), 32) == 144_000_000 > MAX_DECODED_PIXELS
-    rows = engine.predict("image_classification", image_run["run"],
-                          [str(tmp_path / "huge.png"), str(image_run["photos"] / "val" / "red" / "red_1.jpg")])
-    assert rows[0]["label"] is None and rows[0]["error"].startswith("144 M pixels to decode, over the limit of 64 M")
+    rows = engine.predict(
+        "image_classification",
+        image_run["run"],
+        [str(tmp_path / "huge.png"), str(image_run["photos"] / "val" / "red" / "red_1.jpg")],
+    )
+    assert rows[0]["label"] is None and rows[0]["error"].startswith(
+        "144 M pixels to decode, over the limit of 64 M"
+    )
     assert rows[1]["label"] == "red"

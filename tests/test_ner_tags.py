@@ -28,21 +28,25 @@ EXACT = {"abs": 1e-12, "rel": 0}
 
 # (true corpus, predicted corpus): sentences of tags, ill-formed ones included.
 TRICKY = [
-    ([["O", "I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O", "O"]]),               # I- after O
-    ([["B-PER", "I-LOC", "O"]], [["B-PER", "B-LOC", "O"]]),                         # I-Y after B-X
-    ([["B-PER", "B-PER", "I-PER"]], [["B-PER", "I-PER", "I-PER"]]),                 # B-X B-X
-    ([["O", "B-LOC", "I-LOC"]], [["O", "B-LOC", "I-LOC"]]),                         # ends inside an entity
-    ([["B-LOC"], ["I-LOC", "O"]], [["B-LOC"], ["B-LOC", "O"]]),                     # sentence boundary
-    ([["S-PER", "B-LOC", "E-LOC", "O"]], [["B-PER", "B-LOC", "I-LOC", "O"]]),       # E-/S- tags
-    ([["E-PER", "E-PER", "S-LOC", "I-LOC", "B-ORG", "S-ORG"]],
-     [["I-PER", "E-PER", "S-LOC", "E-LOC", "B-ORG", "E-ORG"]]),                     # ill-formed BIOES
+    ([["O", "I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O", "O"]]),  # I- after O
+    ([["B-PER", "I-LOC", "O"]], [["B-PER", "B-LOC", "O"]]),  # I-Y after B-X
+    ([["B-PER", "B-PER", "I-PER"]], [["B-PER", "I-PER", "I-PER"]]),  # B-X B-X
+    ([["O", "B-LOC", "I-LOC"]], [["O", "B-LOC", "I-LOC"]]),  # ends inside an entity
+    ([["B-LOC"], ["I-LOC", "O"]], [["B-LOC"], ["B-LOC", "O"]]),  # sentence boundary
+    ([["S-PER", "B-LOC", "E-LOC", "O"]], [["B-PER", "B-LOC", "I-LOC", "O"]]),  # E-/S- tags
+    (
+        [["E-PER", "E-PER", "S-LOC", "I-LOC", "B-ORG", "S-ORG"]],
+        [["I-PER", "E-PER", "S-LOC", "E-LOC", "B-ORG", "E-ORG"]],
+    ),  # ill-formed BIOES
     ([["I-PER", "I-LOC", "I-LOC", "B-ORG", "I-PER"]], [["O", "I-LOC", "B-LOC", "I-ORG", "I-PER"]]),
-    ([["O", "O"], ["O"]], [["O", "O"], ["O"]]),                                     # all O
-    ([["B-PER", "O"], ["B-LOC"]], [["O", "O"], ["O"]]),                             # empty predictions
-    ([["O", "O"], ["O"]], [["B-ORG", "I-ORG"], ["O"]]),                             # nothing true
-    ([[], ["B-GPE-LOC", "I-GPE-LOC"]], [[], ["B-GPE-LOC", "I-GPE-LOC"]]),           # '-' in a type
-    ([["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]],
-     [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]]),                  # perfect
+    ([["O", "O"], ["O"]], [["O", "O"], ["O"]]),  # all O
+    ([["B-PER", "O"], ["B-LOC"]], [["O", "O"], ["O"]]),  # empty predictions
+    ([["O", "O"], ["O"]], [["B-ORG", "I-ORG"], ["O"]]),  # nothing true
+    ([[], ["B-GPE-LOC", "I-GPE-LOC"]], [[], ["B-GPE-LOC", "I-GPE-LOC"]]),  # '-' in a type
+    (
+        [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]],
+        [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]],
+    ),  # perfect
 ]
 
 
@@ -51,7 +55,9 @@ def seqeval_entities(tags: list[str]) -> list[tuple[str, int, int]]:
     return [(t, s, e + 1) for t, s, e in get_entities(list(tags))]
 
 
-def seqeval_scores(true: list[list[str]], pred: list[list[str]]) -> tuple[tuple, dict, float | None]:
+def seqeval_scores(
+    true: list[list[str]], pred: list[list[str]]
+) -> tuple[tuple, dict, float | None]:
     """(micro P, R, F1), {type: (P, R, F1, support)} and macro-F1 (None when no types) from seqeval."""
     true, pred = [list(s) for s in true], [list(s) for s in pred]
     p, r, f, _ = precision_recall_fscore_support(true, pred, average="micro", zero_division=0)
@@ -59,8 +65,13 @@ def seqeval_scores(true: list[list[str]], pred: list[list[str]]) -> tuple[tuple,
     per_type, macro = {}, None
     if names:
         ps, rs, fs, ss = precision_recall_fscore_support(true, pred, average=None, zero_division=0)
-        per_type = {n: (float(a), float(b), float(c), int(d)) for n, a, b, c, d in zip(names, ps, rs, fs, ss)}
-        macro = float(precision_recall_fscore_support(true, pred, average="macro", zero_division=0)[2])
+        per_type = {
+            n: (float(a), float(b), float(c), int(d))
+            for n, a, b, c, d in zip(names, ps, rs, fs, ss)
+        }
+        macro = float(
+            precision_recall_fscore_support(true, pred, average="macro", zero_division=0)[2]
+        )
     return (float(p), float(r), float(f)), per_type, macro
 
 
@@ -77,8 +88,9 @@ def assert_matches_seqeval(true: list[list[str]], pred: list[list[str]]) -> None
     flat_true = [t for s in true for t in s]
     flat_pred = [t for s in pred for t in s]
     if flat_true:
-        assert report["token_accuracy"] == pytest.approx(np.mean(np.array(flat_true) == np.array(flat_pred)),
-                                                         **EXACT)
+        assert report["token_accuracy"] == pytest.approx(
+            np.mean(np.array(flat_true) == np.array(flat_pred)), **EXACT
+        )
 
 
 def random_tags(rng: np.random.Generator, vocabulary: list[str], max_len: int = 12) -> list[str]:
@@ -100,6 +112,7 @@ def random_iob2(rng: np.random.Generator, max_len: int = 12) -> list[str]:
 
 
 # --- tags and schemes -------------------------------------------------------------------------------------
+
 
 def test_parse_tag():
     assert parse_tag("O") == ("O", "")
@@ -135,7 +148,7 @@ def test_detect_scheme():
     assert detect_scheme([]) == "IOB2"
     assert detect_scheme([["B-PER", "I-PER"], ["O", "I-LOC"]]) == "IOB1"
     assert detect_scheme([["B-PER", "I-LOC"]]) == "IOB1"
-    assert detect_scheme([["B-PER", "I-PER"], ["I-PER"]]) == "IOB1"   # a sentence starts afresh
+    assert detect_scheme([["B-PER", "I-PER"], ["I-PER"]]) == "IOB1"  # a sentence starts afresh
     assert detect_scheme([["I-PER", "B-PER"]]) == "IOB1"
     assert detect_scheme([["B-PER", "E-PER"], ["I-PER"]]) == "BIOES"
     assert detect_scheme([["O"], ["S-LOC"]]) == "BIOES"
@@ -194,13 +207,22 @@ def test_conversions_keep_seqeval_entities_on_any_input(scheme):
 
 # --- entities and metrics against seqeval ----------------------------------------------------------------
 
+
 def test_entities_on_tricky_cases_match_seqeval():
     for true, pred in TRICKY:
         for sentence in true + pred:
             assert entities(sentence) == seqeval_entities(sentence), sentence
-    assert entities(["O", "I-PER", "I-LOC", "B-LOC", "I-LOC"]) == [("PER", 1, 2), ("LOC", 2, 3), ("LOC", 3, 5)]
-    assert entities(["E-PER", "E-PER", "S-LOC", "I-LOC"]) == [("PER", 0, 1), ("PER", 1, 2), ("LOC", 2, 3),
-                                                              ("LOC", 3, 4)]
+    assert entities(["O", "I-PER", "I-LOC", "B-LOC", "I-LOC"]) == [
+        ("PER", 1, 2),
+        ("LOC", 2, 3),
+        ("LOC", 3, 5),
+    ]
+    assert entities(["E-PER", "E-PER", "S-LOC", "I-LOC"]) == [
+        ("PER", 0, 1),
+        ("PER", 1, 2),
+        ("LOC", 2, 3),
+        ("LOC", 3, 4),
+    ]
     assert entities([]) == []
 
 
@@ -223,7 +245,10 @@ def test_report_on_random_corpora_matches_seqeval():
         for i in range(n):
             true = [random_tags(rng, vocabulary) for _ in range(int(rng.integers(1, 5)))]
             noise = 0.1 + 0.8 * (i % 5) / 4  # from nearly right to nearly random predictions
-            pred = [[str(rng.choice(vocabulary)) if rng.random() < noise else t for t in s] for s in true]
+            pred = [
+                [str(rng.choice(vocabulary)) if rng.random() < noise else t for t in s]
+                for s in true
+            ]
             assert_matches_seqeval(true, pred)
 
 
@@ -233,8 +258,14 @@ def test_report_on_a_hand_checked_example():
     report = entity_report(true, pred)
     assert report["token_accuracy"] == pytest.approx(4 / 9, **EXACT)
     assert (report["num_sentences"], report["num_tokens"]) == (2, 9)
-    assert (report["true_entities"], report["predicted_entities"], report["correct_entities"]) == (5, 5, 2)
-    assert (report["precision"], report["recall"], report["f1"]) == pytest.approx((0.4, 0.4, 0.4), **EXACT)
+    assert (report["true_entities"], report["predicted_entities"], report["correct_entities"]) == (
+        5,
+        5,
+        2,
+    )
+    assert (report["precision"], report["recall"], report["f1"]) == pytest.approx(
+        (0.4, 0.4, 0.4), **EXACT
+    )
     assert report["per_type"] == {
         "LOC": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2},
         "ORG": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
@@ -243,16 +274,21 @@ def test_report_on_a_hand_checked_example():
     assert report["macro_f1"] == pytest.approx(1 / 3, **EXACT)
     assert report["type_confusion"] == {
         "labels": ["LOC", "ORG", "PER", "O"],
-        "matrix": [[1, 1, 0, 0],    # LOC: one right, one read as ORG
-                   [0, 0, 0, 1],    # ORG: missed
-                   [1, 0, 1, 0],    # PER: one right, one read as LOC
-                   [0, 0, 1, 0]],   # a PER predicted where there is none
+        "matrix": [
+            [1, 1, 0, 0],  # LOC: one right, one read as ORG
+            [0, 0, 0, 1],  # ORG: missed
+            [1, 0, 1, 0],  # PER: one right, one read as LOC
+            [0, 0, 1, 0],
+        ],  # a PER predicted where there is none
     }
     text = format_entity_report(report)
-    assert text.splitlines()[:5] == ["| type | precision | recall | f1 | support |", "|---|---|---|---|---|",
-                                     "| LOC | 0.5000 | 0.5000 | 0.5000 | 2 |",
-                                     "| ORG | 0.0000 | 0.0000 | 0.0000 | 1 |",
-                                     "| PER | 0.5000 | 0.5000 | 0.5000 | 2 |"]
+    assert text.splitlines()[:5] == [
+        "| type | precision | recall | f1 | support |",
+        "|---|---|---|---|---|",
+        "| LOC | 0.5000 | 0.5000 | 0.5000 | 2 |",
+        "| ORG | 0.0000 | 0.0000 | 0.0000 | 1 |",
+        "| PER | 0.5000 | 0.5000 | 0.5000 | 2 |",
+    ]
     assert "micro precision 0.4000, recall 0.4000, F1 0.4000" in text
     assert "token accuracy 0.4444" in text
     png = type_confusion_png(report)
@@ -262,7 +298,12 @@ def test_report_on_a_hand_checked_example():
 
 def test_report_with_nothing_to_score():
     report = entity_report([["O", "O"]], [["O", "O"]])
-    assert (report["precision"], report["recall"], report["f1"], report["macro_f1"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (report["precision"], report["recall"], report["f1"], report["macro_f1"]) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
     assert report["per_type"] == {}
     assert report["token_accuracy"] == 1.0
     assert report["type_confusion"] == {"labels": ["O"], "matrix": [[0]]}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
+import operator
 import re
 import shutil
 import subprocess
@@ -29,7 +31,9 @@ def train_toy(runs: Path, name: str, *overrides: str) -> Path:
     from recipes import engine
     from tests import toy_recipe
 
-    cfg = toy_recipe.RECIPE.load_config(overrides=[*QUICK, f"run.runs_dir={runs}", f"run.name={name}", *overrides])
+    cfg = toy_recipe.RECIPE.load_config(
+        overrides=[*QUICK, f"run.runs_dir={runs}", f"run.name={name}", *overrides]
+    )
     run, _ = engine.train(toy_recipe.RECIPE, cfg)
     return run.path
 
@@ -70,11 +74,22 @@ def runs(tmp_path_factory) -> Path:
     good = train_toy(runs, "good")
     train_toy(runs, "small", "model.units=1", "train.epochs=1", "data.noise=3.0")
     left_running(good, runs / "toy" / "killed")
-    fail_run(runs, "crashed", RuntimeError("CUDA error\nout of memory while allocating a very large tensor"))
+    fail_run(
+        runs,
+        "crashed",
+        RuntimeError("CUDA error\nout of memory while allocating a very large tensor"),
+    )
     live = left_running(good, runs / "toy" / "live")
-    cfg = toy_recipe.RECIPE.load_config(overrides=[
-        *QUICK, "tuning.trial_process=in_process", "tuning.algorithm=grid", "tuning.max_trials=2",
-        "model.fail_on_units=4", "tuning.space={model.units: [4, 8]}"])
+    cfg = toy_recipe.RECIPE.load_config(
+        overrides=[
+            *QUICK,
+            "tuning.trial_process=in_process",
+            "tuning.algorithm=grid",
+            "tuning.max_trials=2",
+            "model.fail_on_units=4",
+            "tuning.space={model.units: [4, 8]}",
+        ]
+    )
     tune(TOY, cfg, runs / "toy" / "search")
     with writing(live):
         yield runs
@@ -93,7 +108,16 @@ def table(capsys, runs: Path, *args: str) -> dict[str, str]:
     code, out, err = cli(capsys, "runs", "--runs-dir", str(runs), *args)
     assert code == 0, err
     header, *lines = out.splitlines()
-    assert header.split() == ["recipe", "name", "status", "backbone", "epochs", "metrics", "duration", "date"]
+    assert header.split() == [
+        "recipe",
+        "name",
+        "status",
+        "backbone",
+        "epochs",
+        "metrics",
+        "duration",
+        "date",
+    ]
     return {line.split()[1]: line for line in lines}
 
 
@@ -115,24 +139,40 @@ def error_line(code: int, err: str) -> str:
 # ------------------------------------------------------------------------------------------ the table
 def test_the_table_shows_every_status_and_each_runs_figures(runs, capsys):
     lines = table(capsys, runs)
-    assert set(lines) == {"toy/good", "toy/small", "toy/killed", "toy/crashed", "toy/live", "toy/search"}
+    assert set(lines) == {
+        "toy/good",
+        "toy/small",
+        "toy/killed",
+        "toy/crashed",
+        "toy/live",
+        "toy/search",
+    }
     status = {name: line.split(None, 2)[2] for name, line in lines.items()}
-    assert status["toy/good"].startswith("finished ") and status["toy/small"].startswith("finished ")
-    assert status["toy/killed"].startswith("interrupted ") and status["toy/live"].startswith("running ")
+    assert status["toy/good"].startswith("finished ") and status["toy/small"].startswith(
+        "finished "
+    )
+    assert status["toy/killed"].startswith("interrupted ") and status["toy/live"].startswith(
+        "running "
+    )
     assert status["toy/crashed"].startswith("failed: RuntimeError: out of memory while all... ")
     assert status["toy/search"].startswith("search 1/2 trials, 1 failed ")
     accuracy = report(runs / "toy" / "good")["validation"]["accuracy"]
     assert " 2/2 " in lines["toy/good"] and f"val_accuracy {accuracy:.4f}" in lines["toy/good"]
     assert " 1/1 " in lines["toy/small"]
     best = json.loads((runs / "toy" / "search" / "results.json").read_text())["trials"][0]
-    assert best["rank"] == 1 and f"val_accuracy {best['metrics']['val_accuracy']:.4f}" in lines["toy/search"]
+    assert (
+        best["rank"] == 1
+        and f"val_accuracy {best['metrics']['val_accuracy']:.4f}" in lines["toy/search"]
+    )
 
 
 def test_patterns_choose_the_rows_and_reach_into_a_search(runs, capsys):
     assert set(table(capsys, runs, "toy/[gs]*")) == {"toy/good", "toy/small", "toy/search"}
     assert set(table(capsys, runs, str(runs / "toy" / "good"))) == {"toy/good"}
     trial_runs = table(capsys, runs, str(runs / "toy" / "search" / "trials" / "*" / "run0"))
-    assert len(trial_runs) == 1 and all(name.startswith("toy/search/trials/trial_") for name in trial_runs)
+    assert len(trial_runs) == 1 and all(
+        name.startswith("toy/search/trials/trial_") for name in trial_runs
+    )
     code, _, err = cli(capsys, "runs", "--runs-dir", str(runs), "toy/nothing*")
     assert "toy/nothing*: matches no run or search" in error_line(code, err)
 
@@ -143,12 +183,19 @@ def test_json_holds_every_metric_of_each_row(runs, capsys):
 
     rows = {row["name"]: row for row in as_json(capsys, runs)}
     good = rows["toy/good"]
-    assert good["metrics"] == pytest.approx(final_metrics(RunDir(runs / "toy" / "good"), "val_accuracy"))
-    assert good["metrics"]["val_macro_f1"] == report(runs / "toy" / "good")["validation"]["macro_f1"]
+    assert good["metrics"] == pytest.approx(
+        final_metrics(RunDir(runs / "toy" / "good"), "val_accuracy")
+    )
+    assert (
+        good["metrics"]["val_macro_f1"] == report(runs / "toy" / "good")["validation"]["macro_f1"]
+    )
     fields = ("kind", "recipe", "status", "epochs", "backbone")
     assert [good[k] for k in fields] == ["run", "toy", "finished", "2/2", "-"]
     assert good["key_metrics"] == ["val_accuracy"] and good["duration_s"] > 0 and good["date"]
-    assert rows["toy/crashed"]["reason"] == "RuntimeError: out of memory while allocating a very large tensor"
+    assert (
+        rows["toy/crashed"]["reason"]
+        == "RuntimeError: out of memory while allocating a very large tensor"
+    )
     assert rows["toy/crashed"]["metrics"] == {}
     search = rows["toy/search"]
     trial = runs / "toy" / "search" / "trials" / f"trial_{search['best_trial']}"
@@ -157,12 +204,17 @@ def test_json_holds_every_metric_of_each_row(runs, capsys):
 
 
 @pytest.mark.parametrize("metric, best_first", [("val_accuracy", True), ("val_loss", False)])
-def test_sort_puts_the_best_first_and_rows_without_the_metric_last(runs, capsys, metric, best_first):
+def test_sort_puts_the_best_first_and_rows_without_the_metric_last(
+    runs, capsys, metric, best_first
+):
     rows = as_json(capsys, runs, "--sort", metric)
     values = [row["metrics"][metric] for row in rows if metric in row["metrics"]]
     assert len(values) == 5 and values == sorted(values, reverse=best_first)
     assert [row["name"] for row in rows][-1] == "toy/crashed"
-    assert list(table(capsys, runs, "--sort", metric))[:len(values)] == [row["name"] for row in rows][:len(values)]
+    assert (
+        list(table(capsys, runs, "--sort", metric))[: len(values)]
+        == [row["name"] for row in rows][: len(values)]
+    )
 
 
 def test_an_unknown_sort_metric_is_one_error_listing_the_metrics(runs, capsys):
@@ -180,23 +232,43 @@ def copy(runs, tmp_path) -> Path:
 
 
 def test_delete_removes_finished_failed_and_searches_with_their_locks(copy, capsys):
-    code, out, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/good", str(copy / "toy" / "crashed"),
-                         "toy/search")
+    code, out, err = cli(
+        capsys,
+        "runs",
+        "--runs-dir",
+        str(copy),
+        "--delete",
+        "toy/good",
+        str(copy / "toy" / "crashed"),
+        "toy/search",
+    )
     assert code == 0, err
-    assert [line.split(" (")[0] for line in out.splitlines()] == ["deleted toy/good", "deleted toy/crashed",
-                                                                  "deleted toy/search"]
-    assert all(re.search(r" \(\d+(\.\d)? (bytes|KiB|MiB) freed\)$", line) for line in out.splitlines()), out
+    assert [line.split(" (")[0] for line in out.splitlines()] == [
+        "deleted toy/good",
+        "deleted toy/crashed",
+        "deleted toy/search",
+    ]
+    assert all(
+        re.search(r" \(\d+(\.\d)? (bytes|KiB|MiB) freed\)$", line) for line in out.splitlines()
+    ), out
     left = sorted(p.name for p in (copy / "toy").iterdir())
     assert left == [".live.lock", ".small.lock", "killed", "live", "small"]
 
 
-@pytest.mark.parametrize("refused, why", [("toy/live", "toy/live: running; stop it first"),
-                                          ("toy", "toy: not a keras-zoo run or search"),
-                                          ("toy/nothing", "toy/nothing: no such run or search")])
+@pytest.mark.parametrize(
+    "refused, why",
+    [
+        ("toy/live", "toy/live: running; stop it first"),
+        ("toy", "toy: not a keras-zoo run or search"),
+        ("toy/nothing", "toy/nothing: no such run or search"),
+    ],
+)
 def test_delete_refuses_and_then_deletes_nothing(copy, capsys, refused, why):
     before = sorted(str(p) for p in copy.rglob("*"))
     with writing(copy / "toy" / "live"):
-        code, out, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/good", "toy/crashed", refused)
+        code, out, err = cli(
+            capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/good", "toy/crashed", refused
+        )
     assert why in error_line(code, err) and out == ""
     assert sorted(str(p) for p in copy.rglob("*")) == before
 
@@ -226,10 +298,19 @@ def test_show_prints_the_figures_of_metrics_json(runs, capsys):
     code, out, err = cli(capsys, "show", "toy/good", "--runs-dir", str(runs))
     assert code == 0, err
     validation = report(runs / "toy" / "good")["validation"]
-    assert "status:   finished" in out and f"config:   {runs / 'toy' / 'good' / 'config.yaml'}" in out
-    assert f"accuracy {validation['accuracy']:.4f}" in out and "kept epoch 2 of 2 (best val_accuracy" in out
+    assert (
+        "status:   finished" in out and f"config:   {runs / 'toy' / 'good' / 'config.yaml'}" in out
+    )
+    assert (
+        f"accuracy {validation['accuracy']:.4f}" in out
+        and "kept epoch 2 of 2 (best val_accuracy" in out
+    )
     code, out, err = cli(capsys, "show", str(runs / "toy" / "crashed"))
-    assert code == 0 and "status:   failed: RuntimeError: out of memory while allocating a very large tensor" in out
+    assert (
+        code == 0
+        and "status:   failed: RuntimeError: out of memory while allocating a very large tensor"
+        in out
+    )
 
 
 def test_show_uses_the_recipes_report_format(runs, tmp_path, capsys):
@@ -239,7 +320,10 @@ def test_show_uses_the_recipes_report_format(runs, tmp_path, capsys):
     code, out, err = cli(capsys, "show", "sentiment/demo", "--runs-dir", str(tmp_path))
     per_class = report(run)["validation"]["per_class"]["a"]
     assert code == 0 and "| class | precision | recall | f1 | support |" in out, err
-    assert f"| a | {per_class['precision']:.4f} | {per_class['recall']:.4f} | {per_class['f1']:.4f} |" in out
+    assert (
+        f"| a | {per_class['precision']:.4f} | {per_class['recall']:.4f} | {per_class['f1']:.4f} |"
+        in out
+    )
 
 
 def test_show_prints_a_searchs_results_table(runs, capsys):
@@ -247,11 +331,18 @@ def test_show_prints_a_searchs_results_table(runs, capsys):
     results = json.loads((runs / "toy" / "search" / "results.json").read_text())
     assert code == 0, err
     assert "status:   search 1/2 trials, 1 failed" in out and "rank  trial  status" in out
-    assert f"{results['trials'][0]['objective']:.6g}" in out and "4 units is the failing value" in out
+    assert (
+        f"{results['trials'][0]['objective']:.6g}" in out and "4 units is the failing value" in out
+    )
 
 
-@pytest.mark.parametrize("name, message", [("toy/nothing", "toy/nothing: no such run or search"),
-                                           ("toy", "toy: not a keras-zoo run or search")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("toy/nothing", "toy/nothing: no such run or search"),
+        ("toy", "toy: not a keras-zoo run or search"),
+    ],
+)
 def test_show_errors_are_one_line(runs, capsys, name, message):
     code, _, err = cli(capsys, "show", name, "--runs-dir", str(runs))
     assert message in error_line(code, err)
@@ -263,32 +354,55 @@ def test_runs_and_show_import_no_tensorflow(runs, tmp_path):
         run = shutil.copytree(runs / "toy" / "good", tmp_path / recipe / "demo")
         status = json.loads((run / "run.json").read_text())
         (run / "run.json").write_text(json.dumps({**status, "recipe": recipe}))
-    code = ("import sys\n"
-            "from keras_zoo_cli.main import main\n"
-            f"assert main(['runs', '--runs-dir', {str(runs)!r}]) == 0\n"
-            f"assert main(['show', 'toy/search', '--runs-dir', {str(runs)!r}]) == 0\n"
-            f"assert main(['show', 'sentiment/demo', '--runs-dir', {str(tmp_path)!r}]) == 0\n"
-            f"assert main(['show', 'image_classification/demo', '--runs-dir', {str(tmp_path)!r}]) == 0\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'keras_tuner') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys\n"
+        "from keras_zoo_cli.main import main\n"
+        f"assert main(['runs', '--runs-dir', {str(runs)!r}]) == 0\n"
+        f"assert main(['show', 'toy/search', '--runs-dir', {str(runs)!r}]) == 0\n"
+        f"assert main(['show', 'sentiment/demo', '--runs-dir', {str(tmp_path)!r}]) == 0\n"
+        f"assert main(['show', 'image_classification/demo', '--runs-dir', {str(tmp_path)!r}]) == 0\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'keras_tuner') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 # ------------------------------------------------------------------------------------ malformed files
-@pytest.mark.parametrize("file, content, why", [
-    ("run.json", "[]", "run.json: holds a list, not a mapping"),
-    ("run.json", '{"status": 7, "created_at": "yesterday"}', "run.json: 'status' is 7, not text"),
-    ("run.json", '{"status": "finished", "created_at": "yesterday"}', "run.json: 'created_at' is 'yesterday', not a number"),
-    ("run.json", "{not json", "run.json: not JSON (line 1, column 2"),
-    ("metrics.json", '{"validation": [1, 2]}', "metrics.json: 'validation' is a list, not a mapping"),
-    ("config.yaml", "train: [1, 2]\n", "config.yaml: 'train' is [1, 2], not a mapping"),
-    ("config.yaml", "train: {a: 1\n", "config.yaml: not YAML (line 2, column 1"),
-])
-def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(copy, capsys, file, content, why):
+@pytest.mark.parametrize(
+    "file, content, why",
+    [
+        ("run.json", "[]", "run.json: holds a list, not a mapping"),
+        (
+            "run.json",
+            '{"status": 7, "created_at": "yesterday"}',
+            "run.json: 'status' is 7, not text",
+        ),
+        (
+            "run.json",
+            '{"status": "finished", "created_at": "yesterday"}',
+            "run.json: 'created_at' is 'yesterday', not a number",
+        ),
+        ("run.json", "{not json", "run.json: not JSON (line 1, column 2"),
+        (
+            "metrics.json",
+            '{"validation": [1, 2]}',
+            "metrics.json: 'validation' is a list, not a mapping",
+        ),
+        ("config.yaml", "train: [1, 2]\n", "config.yaml: 'train' is [1, 2], not a mapping"),
+        ("config.yaml", "train: {a: 1\n", "config.yaml: not YAML (line 2, column 1"),
+    ],
+)
+def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(
+    copy, capsys, file, content, why
+):
     (copy / "toy" / "killed" / file).write_text(content)
     rows = table(capsys, copy)
-    assert sorted(rows) == [f"toy/{n}" for n in ("crashed", "good", "killed", "live", "search", "small")]  # all listed
+    assert sorted(rows) == [
+        f"toy/{n}" for n in ("crashed", "good", "killed", "live", "search", "small")
+    ]  # all listed
     assert f"unreadable: {why}" in rows["toy/killed"]
     assert "finished" in rows["toy/good"]
     row = next(r for r in as_json(capsys, copy) if r["name"] == "toy/killed")
@@ -296,7 +410,9 @@ def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(c
     table(capsys, copy, "--sort", "val_accuracy")  # sorting copes with it too
     code, out, err = cli(capsys, "show", "toy/killed", "--runs-dir", str(copy))
     assert f"unreadable: {why}" in error_line(code, err)
-    code, out, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/killed")  # still the engine's folder
+    code, out, err = cli(
+        capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/killed"
+    )  # still the engine's folder
     assert code == 0 and out.startswith("deleted toy/killed"), err
     assert not (copy / "toy" / "killed").exists()
 
@@ -304,12 +420,32 @@ def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(c
 def test_training_or_predicting_on_a_run_with_a_malformed_record_is_one_line(copy, capsys):
     run = copy / "toy" / "good"
     (run / "run.json").write_text('{"status": 7}')
-    code, _, err = cli(capsys, "train", TOY, "--runs-dir", str(copy), "--name", "good", *sum((["--set", o] for o in QUICK), []))
-    assert "a run of this name is there, but run.json: 'status' is 7, not text; --overwrite replaces it" \
+    code, _, err = cli(
+        capsys,
+        "train",
+        TOY,
+        "--runs-dir",
+        str(copy),
+        "--name",
+        "good",
+        *functools.reduce(operator.iadd, (["--set", o] for o in QUICK), []),
+    )
+    assert (
+        "a run of this name is there, but run.json: 'status' is 7, not text; --overwrite replaces it"
         in error_line(code, err)
+    )
     code, _, err = cli(capsys, "predict", TOY, str(run), "1,2")
     assert "run.json: 'status' is 7, not text" in error_line(code, err)
-    code, _, err = cli(capsys, "train", TOY, "--runs-dir", str(copy), "--name", "good", "--overwrite",
-                       *sum((["--set", o] for o in QUICK), []))
+    code, _, err = cli(
+        capsys,
+        "train",
+        TOY,
+        "--runs-dir",
+        str(copy),
+        "--name",
+        "good",
+        "--overwrite",
+        *functools.reduce(operator.iadd, (["--set", o] for o in QUICK), []),
+    )
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["status"] == "finished"

@@ -26,8 +26,10 @@ def compiled_model() -> tuple[keras.Model, CountsTraces]:
     counter = CountsTraces()
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(counter(inputs)))
-    model.compile(optimizer=training.make_optimizer(TrainConfig(), steps_per_epoch=4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=training.make_optimizer(TrainConfig(), steps_per_epoch=4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model, counter
 
 
@@ -63,13 +65,17 @@ def embedding_model(seed: int, dense_gradient: bool = False) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LayerNormalization()(vectors)))
 
 
-def trained_weights(optimizer_class, x, y, dense_gradient=False, **optimizer_options) -> list[np.ndarray]:
+def trained_weights(
+    optimizer_class, x, y, dense_gradient=False, **optimizer_options
+) -> list[np.ndarray]:
     model = embedding_model(seed=1, dense_gradient=dense_gradient)
     model.set_weights(embedding_model(seed=1).get_weights())  # the same start for both lookups
     schedule = training.WarmupLinearDecay(3e-2, warmup_steps=3, total_steps=40)
     optimizer = optimizer_class(learning_rate=schedule, weight_decay=0.05, **optimizer_options)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
     return model.get_weights()
 
@@ -81,9 +87,12 @@ def assert_same_weights(got, expected):
         np.testing.assert_allclose(got_weight, expected_weight, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("fused_options, keras_options", [({}, {}),
-                                                           ({"clipnorm": 1.0}, {"clipnorm": 1.0})])
-def test_the_fused_adamw_is_keras_adamw_on_dense_gradients_and_on_dense_embedding_updates(fused_options, keras_options):
+@pytest.mark.parametrize(
+    "fused_options, keras_options", [({}, {}), ({"clipnorm": 1.0}, {"clipnorm": 1.0})]
+)
+def test_the_fused_adamw_is_keras_adamw_on_dense_gradients_and_on_dense_embedding_updates(
+    fused_options, keras_options
+):
     """zoo.keras_compat.FusedAdamW (TensorFlow's fused Adam kernel) trains to the weights of
     keras.optimizers.AdamW given the dense gradient (dense kernels, weight decay with exclusions, a
     learning-rate schedule, clipping), also for a word embedding whose gradient is tf.IndexedSlices
@@ -91,9 +100,14 @@ def test_the_fused_adamw_is_keras_adamw_on_dense_gradients_and_on_dense_embeddin
     from zoo.keras_compat import FusedAdamW
 
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 50, size=(64, 5)), rng.integers(0, 3, size=64)  # tokens repeat within batches
-    assert_same_weights(trained_weights(FusedAdamW, x, y, **fused_options),
-                        trained_weights(keras.optimizers.AdamW, x, y, dense_gradient=True, **keras_options))
+    x, y = (
+        rng.integers(0, 50, size=(64, 5)),
+        rng.integers(0, 3, size=64),
+    )  # tokens repeat within batches
+    assert_same_weights(
+        trained_weights(FusedAdamW, x, y, **fused_options),
+        trained_weights(keras.optimizers.AdamW, x, y, dense_gradient=True, **keras_options),
+    )
 
 
 def test_on_an_embedding_without_repeated_tokens_the_dense_fused_adamw_is_keras_adamw():
@@ -104,7 +118,9 @@ def test_on_an_embedding_without_repeated_tokens_the_dense_fused_adamw_is_keras_
 
     rng = np.random.default_rng(0)
     x, y = np.tile(rng.permutation(50)[:40].reshape(8, 5), (3, 1)), rng.integers(0, 3, size=24)
-    assert_same_weights(trained_weights(FusedAdamW, x, y), trained_weights(keras.optimizers.AdamW, x, y))
+    assert_same_weights(
+        trained_weights(FusedAdamW, x, y), trained_weights(keras.optimizers.AdamW, x, y)
+    )
 
 
 def test_the_fused_adamw_gives_the_same_weights_with_and_without_a_distribution_strategy():
@@ -130,7 +146,9 @@ def test_the_engine_trains_with_the_fused_adamw_and_it_reloads_from_a_saved_mode
     optimizer = training.make_optimizer(TrainConfig(), steps_per_epoch=4)
     assert isinstance(optimizer, FusedAdamW)
     model = embedding_model(seed=0)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(np.zeros((8, 5), "int32"), np.zeros(8), verbose=0)
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
@@ -160,7 +178,9 @@ def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_valida
     checkpoint = training.BestEpochCheckpoint(path, "val_accuracy", history)
     checkpoint.set_model(model)
     saved = {}
-    for epoch, (accuracy, loss) in enumerate([(0.9, 0.6), (0.9, 0.4), (0.9, 0.45), (0.8, 0.1), (None, 0.2)], 1):
+    for epoch, (accuracy, loss) in enumerate(
+        [(0.9, 0.6), (0.9, 0.4), (0.9, 0.45), (0.8, 0.1), (None, 0.2)], 1
+    ):
         model.set_weights([np.full((1, 1), float(epoch))])
         logs = {"val_loss": loss} | ({"val_accuracy": accuracy} if accuracy is not None else {})
         checkpoint.on_epoch_end(epoch, logs)
@@ -170,15 +190,25 @@ def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_valida
             with history.open("a") as f:
                 f.write(f"{epoch},{accuracy},{loss}\n")
     model.load_weights(str(path))
-    assert model.get_weights()[0].item() == 2.0  # the tie with the lower loss; not the earlier epoch 0's
+    assert (
+        model.get_weights()[0].item() == 2.0
+    )  # the tie with the lower loss; not the earlier epoch 0's
     assert sorted(saved) == [2, 3, 4, 5] and len(set(saved.values())) == 1  # written once
     (tmp_path / "run.json").write_text("{}")
-    assert final_metrics(RunDir(tmp_path), "val_accuracy")["best_epoch"] == 3.0  # epoch 2 of the file, 1-based
+    assert (
+        final_metrics(RunDir(tmp_path), "val_accuracy")["best_epoch"] == 3.0
+    )  # epoch 2 of the file, 1-based
     assert final_metrics(RunDir(tmp_path), "val_loss")["best_epoch"] == 5.0
 
 
 def test_the_schedule_warms_up_linearly_then_decays_and_without_warm_up_starts_at_its_peak():
-    rates = [float(training.WarmupLinearDecay(1.0, warmup_steps=2, total_steps=6)(step)) for step in range(7)]
+    rates = [
+        float(training.WarmupLinearDecay(1.0, warmup_steps=2, total_steps=6)(step))
+        for step in range(7)
+    ]
     assert rates == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
-    rates = [float(training.WarmupLinearDecay(1.0, warmup_steps=0, total_steps=4)(step)) for step in range(5)]
+    rates = [
+        float(training.WarmupLinearDecay(1.0, warmup_steps=0, total_steps=4)(step))
+        for step in range(5)
+    ]
     assert rates == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])

@@ -37,16 +37,23 @@ def toy_config(*overrides: str):
 def start_search(*args: str, log: Path) -> subprocess.Popen:
     """`keras-zoo tune ARGS` in its own process group, output to `log`."""
     with log.open("a") as out:
-        return subprocess.Popen([sys.executable, "-m", "keras_zoo_cli", "tune", *args], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        return subprocess.Popen(
+            [sys.executable, "-m", "keras_zoo_cli", "tune", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
 
 
 def wait_for(condition, timeout: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
+            raise AssertionError(
+                f"timed out waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else "")
+            )
         time.sleep(0.2)
 
 
@@ -64,31 +71,60 @@ def test_space_types_follow_the_config_keys():
     from recipes import sentiment
     from tuning.space import build_hyperparameters
 
-    hp = build_hyperparameters({"train.learning_rate": {"min": "1e-5", "max": 1e-3, "sampling": "log"},
-                                "train": {"epochs": {"min": 1, "max": 4}, "batch_size": [16, 32]},
-                                "model.freeze_embeddings": "boolean", "model.pooling": {"fixed": "cls"},
-                                "train.warmup_ratio": {"min": 0, "max": 0.2, "step": 0.1}},
-                               sentiment.SentimentConfig)
+    hp = build_hyperparameters(
+        {
+            "train.learning_rate": {"min": "1e-5", "max": 1e-3, "sampling": "log"},
+            "train": {"epochs": {"min": 1, "max": 4}, "batch_size": [16, 32]},
+            "model.freeze_embeddings": "boolean",
+            "model.pooling": {"fixed": "cls"},
+            "train.warmup_ratio": {"min": 0, "max": 0.2, "step": 0.1},
+        },
+        sentiment.SentimentConfig,
+    )
     kinds = {p.name: type(p).__name__ for p in hp.space}
-    assert kinds == {"train.learning_rate": "Float", "train.epochs": "Int", "train.batch_size": "Choice",
-                     "model.freeze_embeddings": "Boolean", "model.pooling": "Fixed", "train.warmup_ratio": "Float"}
+    assert kinds == {
+        "train.learning_rate": "Float",
+        "train.epochs": "Int",
+        "train.batch_size": "Choice",
+        "model.freeze_embeddings": "Boolean",
+        "model.pooling": "Fixed",
+        "train.warmup_ratio": "Float",
+    }
     lr = next(p for p in hp.space if p.name == "train.learning_rate")
     assert (lr.min_value, lr.max_value, lr.sampling) == (1e-5, 1e-3, "log")
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"train.learnig_rate": [1e-4]}, "unknown config key 'train.learnig_rate' (did you mean 'train.learning_rate'?)"),
-    ({"train.epochs": {"min": 1.5, "max": 3}}, "train.epochs: the key is an integer"),
-    ({"model.pooling": ["mean", "max"]}, "'max' is not a valid value for this one of mean, cls key"),
-    ({"train.learning_rate": {"min": 0, "max": 1e-3, "sampling": "log"}}, "log sampling needs min > 0"),
-    ({"train.learning_rate": {"min": 1e-3, "max": 1e-4}}, "min (0.001) must be below max (0.0001)"),
-    ({"model.pooling": {"min": 1, "max": 2}}, "a range needs a number key"),
-    ({"train.batch_size": "boolean"}, "'boolean' needs a true/false key"),
-    ({"run.name": ["a", "b"]}, "run and tuning settings are not hyperparameters"),
-    ({"train.epochs": {"min": 1, "maximum": 3}}, "train.epochs: expected [choices], {min, max, sampling, step}"),
-    ({"train.epochs": {"low": 1}}, "'train.epochs.low': 'train.epochs' is not a section"),
-    ({}, "the search space is empty"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        (
+            {"train.learnig_rate": [1e-4]},
+            "unknown config key 'train.learnig_rate' (did you mean 'train.learning_rate'?)",
+        ),
+        ({"train.epochs": {"min": 1.5, "max": 3}}, "train.epochs: the key is an integer"),
+        (
+            {"model.pooling": ["mean", "max"]},
+            "'max' is not a valid value for this one of mean, cls key",
+        ),
+        (
+            {"train.learning_rate": {"min": 0, "max": 1e-3, "sampling": "log"}},
+            "log sampling needs min > 0",
+        ),
+        (
+            {"train.learning_rate": {"min": 1e-3, "max": 1e-4}},
+            "min (0.001) must be below max (0.0001)",
+        ),
+        ({"model.pooling": {"min": 1, "max": 2}}, "a range needs a number key"),
+        ({"train.batch_size": "boolean"}, "'boolean' needs a true/false key"),
+        ({"run.name": ["a", "b"]}, "run and tuning settings are not hyperparameters"),
+        (
+            {"train.epochs": {"min": 1, "maximum": 3}},
+            "train.epochs: expected [choices], {min, max, sampling, step}",
+        ),
+        ({"train.epochs": {"low": 1}}, "'train.epochs.low': 'train.epochs' is not a section"),
+        ({}, "the search space is empty"),
+    ],
+)
 def test_a_bad_space_is_one_error_naming_the_key(space, message):
     from recipes import sentiment
     from tuning.space import build_hyperparameters
@@ -112,14 +148,27 @@ def test_setting_one_tuning_key_keeps_the_recipes_default_space():
     from recipes import ner
 
     cfg = ner.RECIPE.load_config(overrides=["tuning.max_trials=3"])
-    assert cfg.tuning.max_trials == 3 and cfg.tuning.objective == "val_entity_f1" and "train.learning_rate" in cfg.tuning.space
+    assert (
+        cfg.tuning.max_trials == 3
+        and cfg.tuning.objective == "val_entity_f1"
+        and "train.learning_rate" in cfg.tuning.space
+    )
 
 
 def test_durations():
     from tuning.space import parse_duration
 
-    assert [parse_duration(t) for t in ("45s", "90m", "2h", "1h30m", "120", "")] == [45, 5400, 7200, 5400, 120, None]
-    with pytest.raises(UserError, match="tuning.max_time: 'two hours' is not a duration; expected e.g. 45s"):
+    assert [parse_duration(t) for t in ("45s", "90m", "2h", "1h30m", "120", "")] == [
+        45,
+        5400,
+        7200,
+        5400,
+        120,
+        None,
+    ]
+    with pytest.raises(
+        UserError, match="tuning.max_time: 'two hours' is not a duration; expected e.g. 45s"
+    ):
         parse_duration("two hours")
 
 
@@ -130,8 +179,12 @@ def toy_search(tmp_path_factory):
     from tuning import tune
 
     search = tmp_path_factory.mktemp("toy") / "search"
-    cfg = toy_config("tuning.algorithm=grid", "tuning.max_trials=6", "model.fail_on_units=4",
-                     "tuning.space={train.learning_rate: [0.003, 0.1], model.units: [4, 8, 16]}")
+    cfg = toy_config(
+        "tuning.algorithm=grid",
+        "tuning.max_trials=6",
+        "model.fail_on_units=4",
+        "tuning.space={train.learning_rate: [0.003, 0.1], model.units: [4, 8, 16]}",
+    )
     return tune(TOY, cfg, search)
 
 
@@ -144,15 +197,32 @@ def test_results_rank_trials_and_record_failures(toy_search):
     assert [t["hyperparameters"]["model.units"] for t in failed] == [4, 4]
     assert all("4 units is the failing value" in t["error"] for t in failed)
     objectives = [t["objective"] for t in completed]
-    assert objectives == sorted(objectives, reverse=True) and [t["rank"] for t in completed] == [1, 2, 3, 4]
-    grid = {(t["hyperparameters"]["train.learning_rate"], t["hyperparameters"]["model.units"]) for t in trials}
+    assert objectives == sorted(objectives, reverse=True) and [t["rank"] for t in completed] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    grid = {
+        (t["hyperparameters"]["train.learning_rate"], t["hyperparameters"]["model.units"])
+        for t in trials
+    }
     assert len(grid) == 6  # every grid point once
     for t in completed:  # the table's metrics are the trial run's own
         run = search / "trials" / f"trial_{t['trial_id']}" / "run0"
-        assert t["metrics"]["val_accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["validation"]["accuracy"])
+        assert t["metrics"]["val_accuracy"] == pytest.approx(
+            json.loads((run / "metrics.json").read_text())["validation"]["accuracy"]
+        )
     rows = list(csv.DictReader((search / "results.csv").open()))
     assert [r["trial_id"] for r in rows] == [t["trial_id"] for t in trials]
-    assert {"objective:val_accuracy", "train.learning_rate", "model.units", "val_macro_f1", "duration_s", "error"} <= rows[0].keys()
+    assert {
+        "objective:val_accuracy",
+        "train.learning_rate",
+        "model.units",
+        "val_macro_f1",
+        "duration_s",
+        "error",
+    } <= rows[0].keys()
 
 
 def test_the_best_config_trains_to_the_reported_objective(toy_search, tmp_path):
@@ -162,7 +232,9 @@ def test_the_best_config_trains_to_the_reported_objective(toy_search, tmp_path):
     best = yaml.safe_load((toy_search.search.best_config).read_text())
     assert best["model"]["units"] == toy_search.best["hyperparameters"]["model.units"]
     assert best["run"]["dir"] == "" and best["run"]["hparams"] is True
-    cfg = toy_recipe.RECIPE.load_config(toy_search.search.best_config, [f"run.runs_dir={tmp_path}", "run.name=again"])
+    cfg = toy_recipe.RECIPE.load_config(
+        toy_search.search.best_config, [f"run.runs_dir={tmp_path}", "run.name=again"]
+    )
     _, report = engine.train(toy_recipe.RECIPE, cfg, verbose=0)
     assert report["validation"]["accuracy"] == pytest.approx(toy_search.best["objective"], abs=1e-6)
 
@@ -177,7 +249,9 @@ def test_the_hparams_dashboard_shows_every_trial_with_named_metrics(toy_search):
     assert metrics["val_accuracy"]["displayName"] == "val_accuracy (objective)"
     assert {"val_loss", "val_macro_f1", "accuracy"} <= metrics.keys()
     by_trial = {Path(g["sessions"][0]["name"]).name: g for g in groups}
-    assert sorted(by_trial) == [f"trial_{i}" for i in range(6)] and all(len(g["sessions"]) == 1 for g in groups)
+    assert sorted(by_trial) == [f"trial_{i}" for i in range(6)] and all(
+        len(g["sessions"]) == 1 for g in groups
+    )
     # Trial ids are relative names (the search is outside the runs directory: relative to its parent)
     assert sorted(g["name"] for g in groups) == [f"search/trials/trial_{i}" for i in range(6)]
     for t in results(search)["trials"]:
@@ -197,10 +271,16 @@ def test_a_train_run_logs_its_hparams_session_the_same_way(toy_search, tmp_path)
     from recipes import engine
     from tests import toy_recipe
 
-    run, report = engine.train(toy_recipe.RECIPE, toy_recipe.RECIPE.load_config(overrides=[f"run.dir={tmp_path / 'run'}"]), verbose=0)
+    run, report = engine.train(
+        toy_recipe.RECIPE,
+        toy_recipe.RECIPE.load_config(overrides=[f"run.dir={tmp_path / 'run'}"]),
+        verbose=0,
+    )
     events = EventAccumulator(str(run.logs), size_guidance={"tensors": 0}).Reload()
     assert "_hparams_/session_start_info" in events.Tags()["tensors"]
-    assert make_ndarray(events.Tensors("val_accuracy")[-1].tensor_proto) == pytest.approx(report["validation"]["accuracy"])
+    assert make_ndarray(events.Tensors("val_accuracy")[-1].tensor_proto) == pytest.approx(
+        report["validation"]["accuracy"]
+    )
 
 
 def test_an_existing_search_needs_a_flag_and_a_bad_objective_stops_the_search(toy_search, tmp_path):
@@ -214,21 +294,30 @@ def test_an_existing_search_needs_a_flag_and_a_bad_objective_stops_the_search(to
         tune(TOY, toy_config("tuning.objective=val_f2", "tuning.max_trials=2"), tmp_path / "s")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("max_time", "abc", "tuning.max_time: 'abc' is not a duration"),
-    ("max_trials", 0, "tuning.max_trials: must be at least 1, not 0"),
-    ("executions_per_trial", 0, "tuning.executions_per_trial: must be at least 1"),
-    ("hyperband_factor", 1, "tuning.hyperband_factor: must be at least 2"),
-    ("hyperband_max_epochs", -1, "tuning.hyperband_max_epochs: must be at least 0"),
-    ("max_retries_per_trial", -1, "tuning.max_retries_per_trial: must be at least 0"),
-    ("worker_timeout_s", 0.0, "tuning.worker_timeout_s: must be more than 0"),
-    ("objective", "", "tuning.objective: empty, and so is train.monitor"),
-    ("space", {}, "tuning.space: the search space is empty"),
-])
-def test_a_bad_tuning_value_is_one_error_before_anything_is_written(key, value, message, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("max_time", "abc", "tuning.max_time: 'abc' is not a duration"),
+        ("max_trials", 0, "tuning.max_trials: must be at least 1, not 0"),
+        ("executions_per_trial", 0, "tuning.executions_per_trial: must be at least 1"),
+        ("hyperband_factor", 1, "tuning.hyperband_factor: must be at least 2"),
+        ("hyperband_max_epochs", -1, "tuning.hyperband_max_epochs: must be at least 0"),
+        ("max_retries_per_trial", -1, "tuning.max_retries_per_trial: must be at least 0"),
+        ("worker_timeout_s", 0.0, "tuning.worker_timeout_s: must be more than 0"),
+        ("objective", "", "tuning.objective: empty, and so is train.monitor"),
+        ("space", {}, "tuning.space: the search space is empty"),
+    ],
+)
+def test_a_bad_tuning_value_is_one_error_before_anything_is_written(
+    key, value, message, tmp_path, monkeypatch
+):
     from tuning import search, tune
 
-    monkeypatch.setattr(search, "make_tuner", lambda *args, **kwargs: pytest.fail(f"a search with a bad {key} started"))
+    monkeypatch.setattr(
+        search,
+        "make_tuner",
+        lambda *args, **kwargs: pytest.fail(f"a search with a bad {key} started"),
+    )
     cfg = toy_config()
     setattr(cfg.tuning, key, value)  # past the config loader's own checks: tune checks for itself
     if key == "objective":
@@ -241,12 +330,22 @@ def test_a_bad_tuning_value_is_one_error_before_anything_is_written(key, value, 
 
 def test_a_bad_max_time_leaves_nothing_and_the_corrected_rerun_runs(tmp_path):
     search, log = tmp_path / "s", tmp_path / "tune.log"
-    args = [TOY, "--dir", str(search), "--set", "tuning.algorithm=random", "--set", "tuning.max_trials=1",
-            *IN_PROCESS_FLAGS]
+    args = [
+        TOY,
+        "--dir",
+        str(search),
+        "--set",
+        "tuning.algorithm=random",
+        "--set",
+        "tuning.max_trials=1",
+        *IN_PROCESS_FLAGS,
+    ]
     assert start_search(*args, "--max-time", "abc", log=log).wait(timeout=120) == 2
     assert "tuning.max_time: 'abc' is not a duration" in log.read_text()
     assert not search.exists()
-    assert start_search(*args, "--max-time", "10m", log=log).wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert start_search(*args, "--max-time", "10m", log=log).wait(timeout=300) == 0, (
+        log.read_text()[-3000:]
+    )
     assert [t["status"] for t in results(search)["trials"]] == ["COMPLETED"]
     assert yaml.safe_load((search / "search.yaml").read_text())["tuning"]["max_time"] == "10m"
 
@@ -264,48 +363,93 @@ def test_resume_with_a_bad_max_time_changes_nothing(toy_search):
 def test_executions_per_trial_average_runs_with_successive_seeds(tmp_path):
     from tuning import tune
 
-    result = tune(TOY, toy_config("tuning.algorithm=random", "tuning.max_trials=1", "tuning.executions_per_trial=2",
-                                  "train.seed=7"), tmp_path / "s")
+    result = tune(
+        TOY,
+        toy_config(
+            "tuning.algorithm=random",
+            "tuning.max_trials=1",
+            "tuning.executions_per_trial=2",
+            "train.seed=7",
+        ),
+        tmp_path / "s",
+    )
     trial_dir = result.search.trial(result.trials[0]["trial_id"])
     runs = [yaml.safe_load((trial_dir / f"run{k}" / "config.yaml").read_text()) for k in (0, 1)]
     assert [r["train"]["seed"] for r in runs] == [7, 8]
-    accuracies = [json.loads((trial_dir / f"run{k}" / "metrics.json").read_text())["validation"]["accuracy"] for k in (0, 1)]
+    accuracies = [
+        json.loads((trial_dir / f"run{k}" / "metrics.json").read_text())["validation"]["accuracy"]
+        for k in (0, 1)
+    ]
     assert result.trials[0]["objective"] == pytest.approx(sum(accuracies) / 2)
 
 
 def test_the_time_budget_stops_between_trials(tmp_path):
     from tuning import tune
 
-    result = tune(TOY, toy_config("tuning.algorithm=random", "tuning.max_trials=50", "tuning.max_time=1s"), tmp_path / "s")
+    result = tune(
+        TOY,
+        toy_config("tuning.algorithm=random", "tuning.max_trials=50", "tuning.max_time=1s"),
+        tmp_path / "s",
+    )
     assert 1 <= len(result.trials) < 50 and all(t["status"] == "COMPLETED" for t in result.trials)
 
 
 # ------------------------------------------------------------------------------- resume after SIGKILL
-SLOW_TRIALS = ["--set", "run.seconds_per_epoch=0.7", "--set", "train.epochs=3", "--set", "tuning.max_trials=4",
-               "--set", "tuning.trial_process=in_process"]
-SPACES = {"random": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
-          "bayesian": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
-          "hyperband": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
-          "grid": "{train.learning_rate: [0.003, 0.1], model.units: [4, 8]}"}
+SLOW_TRIALS = [
+    "--set",
+    "run.seconds_per_epoch=0.7",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "tuning.max_trials=4",
+    "--set",
+    "tuning.trial_process=in_process",
+]
+SPACES = {
+    "random": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
+    "bayesian": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
+    "hyperband": "{train.learning_rate: {min: 0.001, max: 0.1, sampling: log}, model.units: [4, 8, 16]}",
+    "grid": "{train.learning_rate: [0.003, 0.1], model.units: [4, 8]}",
+}
 
 
 def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
     """For each algorithm: SIGKILL once trial 2 has started training, resume, and check that
     trials 0-1 were kept as they were and the search ends with exactly 4 trials."""
     searches = {algo: tmp_path / algo for algo in SPACES}
-    args = {algo: [TOY, "--dir", str(path), "--set", f"tuning.algorithm={algo}", "--set", f"tuning.space={SPACES[algo]}",
-                   "--set", "tuning.hyperband_max_epochs=3", *SLOW_TRIALS] for algo, path in searches.items()}
+    args = {
+        algo: [
+            TOY,
+            "--dir",
+            str(path),
+            "--set",
+            f"tuning.algorithm={algo}",
+            "--set",
+            f"tuning.space={SPACES[algo]}",
+            "--set",
+            "tuning.hyperband_max_epochs=3",
+            *SLOW_TRIALS,
+        ]
+        for algo, path in searches.items()
+    }
     logs = {algo: tmp_path / f"{algo}.log" for algo in SPACES}
     processes = {algo: start_search(*args[algo], log=logs[algo]) for algo in SPACES}
     kept, deadline = {}, time.monotonic() + 240
     while len(kept) < len(searches):  # all four run at once; kill each once its trial 2 has started
-        assert time.monotonic() < deadline, {algo: logs[algo].read_text()[-2000:] for algo in searches if algo not in kept}
+        assert time.monotonic() < deadline, {
+            algo: logs[algo].read_text()[-2000:] for algo in searches if algo not in kept
+        }
         for algo, path in searches.items():
             if algo not in kept and (path / "trials" / "trial_2" / "run0" / "config.yaml").exists():
                 os.killpg(processes[algo].pid, signal.SIGKILL)
                 processes[algo].wait()
-                assert not (path / "trials" / "trial_2" / "result.json").exists(), algo  # killed mid-trial
-                kept[algo] = {t: (path / "trials" / f"trial_{t}" / "result.json").read_text() for t in ("0", "1")}
+                assert not (path / "trials" / "trial_2" / "result.json").exists(), (
+                    algo
+                )  # killed mid-trial
+                kept[algo] = {
+                    t: (path / "trials" / f"trial_{t}" / "result.json").read_text()
+                    for t in ("0", "1")
+                }
         time.sleep(0.05)
     resumed = {algo: start_search(*args[algo], "--resume", log=logs[algo]) for algo in SPACES}
     for algo, path in searches.items():
@@ -317,22 +461,41 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp
             assert (path / "trials" / f"trial_{t}" / "result.json").read_text() == text, algo
         # the killed trial continued from its last epoch rather than logging its epochs twice
         trial2 = next(t for t in trials if t["trial_id"] == "2")
-        assert history_rows(path / "trials" / "trial_2" / "run0") == trial2["hyperparameters"].get("train.epochs", 3), algo
+        assert history_rows(path / "trials" / "trial_2" / "run0") == trial2["hyperparameters"].get(
+            "train.epochs", 3
+        ), algo
     grid = results(searches["grid"])["trials"]
-    assert len({tuple(sorted(t["hyperparameters"].items())) for t in grid}) == 4  # the whole grid, once each
+    assert (
+        len({tuple(sorted(t["hyperparameters"].items())) for t in grid}) == 4
+    )  # the whole grid, once each
 
 
 # -------------------------------------------------------------------------------------- distributed
 def test_a_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     search, log = tmp_path / "search", tmp_path / "tune.log"
-    process = start_search(TOY, "--workers", "2", "--dir", str(search), "--set", "tuning.algorithm=random",
-                           "--set", "tuning.max_trials=6", *IN_PROCESS_FLAGS, log=log)
+    process = start_search(
+        TOY,
+        "--workers",
+        "2",
+        "--dir",
+        str(search),
+        "--set",
+        "tuning.algorithm=random",
+        "--set",
+        "tuning.max_trials=6",
+        *IN_PROCESS_FLAGS,
+        log=log,
+    )
     assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
     trials = results(search)["trials"]
     assert sorted(t["trial_id"] for t in trials) == [str(i) for i in range(6)]
     assert all(t["status"] == "COMPLETED" for t in trials)
-    ran_by = [json.loads((search / "trials" / f"trial_{t['trial_id']}" / "result.json").read_text())["tuner_id"]
-              for t in trials]
+    ran_by = [
+        json.loads((search / "trials" / f"trial_{t['trial_id']}" / "result.json").read_text())[
+            "tuner_id"
+        ]
+        for t in trials
+    ]
     assert set(ran_by) <= {"worker0", "worker1"}
     for t in trials:  # each trial trained once: one run, its epochs logged once
         trial_dir = search / "trials" / f"trial_{t['trial_id']}"
@@ -340,21 +503,48 @@ def test_a_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
         assert history_rows(trial_dir / "run0") == 3
 
 
-
 def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path):
     from recipes.engine.launch import free_port
 
     search, port = tmp_path / "search", str(free_port())
-    common = [TOY, "--dir", str(search), "--port", port, "--set", "tuning.algorithm=random", "--set", "tuning.max_trials=4",
-              "--set", "tuning.worker_timeout_s=4", "--set", "tuning.max_retries_per_trial=1",
-              "--set", "run.seconds_per_epoch=0.7", *IN_PROCESS_FLAGS]
+    common = [
+        TOY,
+        "--dir",
+        str(search),
+        "--port",
+        port,
+        "--set",
+        "tuning.algorithm=random",
+        "--set",
+        "tuning.max_trials=4",
+        "--set",
+        "tuning.worker_timeout_s=4",
+        "--set",
+        "tuning.max_retries_per_trial=1",
+        "--set",
+        "run.seconds_per_epoch=0.7",
+        *IN_PROCESS_FLAGS,
+    ]
     chief = start_search(*common, "--role", "chief", log=tmp_path / "chief.log")
     wait_for(lambda: (search / "search.yaml").exists(), 120, "the chief", tmp_path / "chief.log")
-    workers = [start_search(*common, "--role", "worker", log=tmp_path / f"worker{i}.log") for i in range(2)]
+    workers = [
+        start_search(*common, "--role", "worker", log=tmp_path / f"worker{i}.log") for i in range(2)
+    ]
     victim = workers[0]
-    beat = lambda: list((search / "workers").glob(f"*-{victim.pid}.alive")) if (search / "workers").exists() else []
-    wait_for(lambda: beat() and _running_trial_of(search, victim.pid) is not None, 180, "worker 0's trial",
-             tmp_path / "worker0.log")
+
+    def beat():
+        return (
+            list((search / "workers").glob(f"*-{victim.pid}.alive"))
+            if (search / "workers").exists()
+            else []
+        )
+
+    wait_for(
+        lambda: beat() and _running_trial_of(search, victim.pid) is not None,
+        180,
+        "worker 0's trial",
+        tmp_path / "worker0.log",
+    )
     killed_trial = _running_trial_of(search, victim.pid)
     os.killpg(victim.pid, signal.SIGKILL)
     assert chief.wait(timeout=300) == 0, (tmp_path / "chief.log").read_text()[-3000:]
@@ -363,7 +553,9 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path):
     assert sorted(t["trial_id"] for t in trials) == ["0", "1", "2", "3"]
     assert all(t["status"] == "COMPLETED" for t in trials), trials
     result = json.loads((search / "trials" / f"trial_{killed_trial}" / "result.json").read_text())
-    assert result["tuner_id"] != f"worker-{os.uname().nodename}-{victim.pid}"  # retried by the other worker
+    assert (
+        result["tuner_id"] != f"worker-{os.uname().nodename}-{victim.pid}"
+    )  # retried by the other worker
     assert "stopped answering" in (tmp_path / "chief.log").read_text()
 
 
@@ -385,9 +577,24 @@ def _running_trial_of(search: Path, pid: int) -> str | None:
 def test_a_search_that_its_time_limit_stops_says_so(tmp_path, capsys):
     from keras_zoo_cli.main import main
 
-    code = main(["tune", TOY, "--dir", str(tmp_path / "s"), "--set", "tuning.algorithm=random",
-                 "--set", "tuning.max_trials=3", "--max-time", "0s", *IN_PROCESS_FLAGS])
+    code = main(
+        [
+            "tune",
+            TOY,
+            "--dir",
+            str(tmp_path / "s"),
+            "--set",
+            "tuning.algorithm=random",
+            "--set",
+            "tuning.max_trials=3",
+            "--max-time",
+            "0s",
+            *IN_PROCESS_FLAGS,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert ("the time limit (tuning.max_time=0s) stopped the search after 0 of 3 trials; --resume with a longer "
-            "--max-time runs the rest") in out
+    assert (
+        "the time limit (tuning.max_time=0s) stopped the search after 0 of 3 trials; --resume with a longer "
+        "--max-time runs the rest"
+    ) in out

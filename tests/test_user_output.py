@@ -13,15 +13,34 @@ import time
 
 from tests.conftest import ROOT
 
-NATIVE_LOG = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cudart_stub|cuInit|oneDNN|cpu_feature_guard", re.M)
-ENV = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_ZOO_VERBOSE")}
+NATIVE_LOG = re.compile(
+    r"^[IWEF]\d{4} |absl::InitializeLog|cudart_stub|cuInit|oneDNN|cpu_feature_guard", re.M
+)
+ENV = {
+    k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_ZOO_VERBOSE")
+}
 
 
 def demo_training(tiny_bert, runs, batch_size: int, *settings: str) -> list[str]:
     """`keras-zoo train sentiment` on the bundled demo set (300 reviews) with the tiny backbone."""
-    return [sys.executable, "-m", "keras_zoo_cli", "train", "sentiment", "--runs-dir", str(runs), "--name", "demo",
-            "--set", f"model.backbone={tiny_bert}", "--set", "train.epochs=1",
-            "--set", f"train.batch_size={batch_size}", *settings]
+    return [
+        sys.executable,
+        "-m",
+        "keras_zoo_cli",
+        "train",
+        "sentiment",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        "demo",
+        "--set",
+        f"model.backbone={tiny_bert}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        f"train.batch_size={batch_size}",
+        *settings,
+    ]
 
 
 def read_terminal(master: int, process: subprocess.Popen, timeout: float = 600) -> str:
@@ -45,8 +64,12 @@ def read_terminal(master: int, process: subprocess.Popen, timeout: float = 600) 
 
 def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_path):
     master, child = pty.openpty()
-    command = demo_training(tiny_bert, tmp_path / "runs", 4, "--set", "run.export=false")  # the bar is the point
-    process = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, cwd=ROOT, env=ENV, close_fds=True)
+    command = demo_training(
+        tiny_bert, tmp_path / "runs", 4, "--set", "run.export=false"
+    )  # the bar is the point
+    process = subprocess.Popen(
+        command, stdin=child, stdout=child, stderr=child, cwd=ROOT, env=ENV, close_fds=True
+    )
     os.close(child)
     try:
         text = read_terminal(master, process)
@@ -54,7 +77,9 @@ def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_p
         os.close(master)
     assert process.returncode == 0, text[-3000:]
     plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)  # Keras's bar is drawn with ANSI colours
-    steps = {int(done) for done in re.findall(r"(\d+)/75 ━", plain)}  # and redraws its line each update
+    steps = {
+        int(done) for done in re.findall(r"(\d+)/75 ━", plain)
+    }  # and redraws its line each update
     assert len({s for s in steps if s < 75}) >= 2, text[-2000:]  # it moved during the epoch...
     assert 75 in steps  # ...and reached the end
     assert "validation metrics" in plain
@@ -62,8 +87,14 @@ def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_p
 
 def test_a_pipe_gets_one_line_per_epoch_and_no_native_log_or_warning(tiny_bert, tmp_path):
     """Training, then predict and evaluate on the run, each in a pipe: nothing but their own lines."""
-    result = subprocess.run(demo_training(tiny_bert, tmp_path / "runs", batch_size=16), capture_output=True,
-                            text=True, cwd=ROOT, env=ENV, timeout=600)
+    result = subprocess.run(
+        demo_training(tiny_bert, tmp_path / "runs", batch_size=16),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert not NATIVE_LOG.search(output), output[:3000]
@@ -71,11 +102,22 @@ def test_a_pipe_gets_one_line_per_epoch_and_no_native_log_or_warning(tiny_bert, 
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar in logs
     assert re.search(r"^19/19 - \d+s .* - val_accuracy: ", result.stdout, re.M)  # the epoch's line
     run = tmp_path / "runs" / "sentiment" / "demo"
-    for command in (["predict", "sentiment", str(run), "a lovely film", "--jsonl"], ["evaluate", "sentiment", str(run)]):
-        result = subprocess.run([sys.executable, "-m", "keras_zoo_cli", *command], capture_output=True, text=True,
-                                cwd=ROOT, env=ENV, timeout=600)
+    for command in (
+        ["predict", "sentiment", str(run), "a lovely film", "--jsonl"],
+        ["evaluate", "sentiment", str(run)],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_zoo_cli", *command],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        assert not NATIVE_LOG.search(result.stdout + result.stderr), (result.stdout + result.stderr)[:3000]
+        assert not NATIVE_LOG.search(result.stdout + result.stderr), (
+            result.stdout + result.stderr
+        )[:3000]
         assert result.stderr == "", result.stderr[:3000]
 
 
@@ -103,8 +145,13 @@ raise RuntimeError("a traceback at exit")
 def run_filtered_program(end: str, verbose: bool = False) -> tuple[str, str]:
     """(what stderr showed before the test answered, all of stderr)."""
     env = {**ENV, "PYTHONPATH": str(ROOT), **({"KERAS_ZOO_VERBOSE": "1"} if verbose else {})}
-    process = subprocess.Popen([sys.executable, "-c", FILTERED_PROGRAM, end, "verbose" if verbose else "quiet"],
-                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", FILTERED_PROGRAM, end, "verbose" if verbose else "quiet"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     early = b""
     while b"a real error at start-up" not in early:  # waits for the line itself, not for a time
         chunk = os.read(process.stderr.fileno(), 4096)
@@ -148,7 +195,9 @@ def test_a_progress_bar_line_without_its_end_is_passed_on_at_once():
     os.close(source)
     os.close(target)
     os.write(sink, b"tokenising:  40%|####      | 2/5\r")
-    assert os.read(target_read, 4096) == b"tokenising:  40%|####      | 2/5\r"  # not held for a line end
+    assert (
+        os.read(target_read, 4096) == b"tokenising:  40%|####      | 2/5\r"
+    )  # not held for a line end
     os.write(sink, b"E0000 cpu_feature_guard.cc:1] harmless\nkept\n")
     os.close(sink)
     rest = b""
@@ -166,5 +215,7 @@ def test_slow_steps_get_a_delayed_bar_on_a_terminal_and_nothing_in_logs(monkeypa
     assert progress.progress(items, total=3) is items and progress.predict_callbacks(10) == []
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     bar = progress.progress(items, total=3, desc="tokenising")
-    assert list(bar) == [0, 1, 2] and bar.delay == progress.DELAY_S > 0  # appears only after DELAY_S seconds
+    assert (
+        list(bar) == [0, 1, 2] and bar.delay == progress.DELAY_S > 0
+    )  # appears only after DELAY_S seconds
     assert len(progress.predict_callbacks(10)) == 1

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from recipes.common.metrics import classification_report
 from recipes.engine.config import RunConfig, TrainConfig, TuningConfig
 from recipes.engine.contract import Evaluation, Phase, Recipe, Training
-from recipes.common.metrics import classification_report
 from zoo.errors import UserError
 
 
@@ -63,10 +63,15 @@ class ToyConfig:
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     train: ToyTrainConfig = field(default_factory=ToyTrainConfig)
     run: ToyRunConfig = field(default_factory=ToyRunConfig)
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
-        "train.learning_rate": {"min": 1e-3, "max": 1e-1, "sampling": "log"},
-        "model.units": [4, 8, 16],
-    }))
+    tuning: TuningConfig = field(
+        default_factory=lambda: TuningConfig(
+            objective="val_accuracy",
+            space={
+                "train.learning_rate": {"min": 1e-3, "max": 1e-1, "sampling": "log"},
+                "model.units": [4, 8, 16],
+            },
+        )
+    )
 
 
 def make_points(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +111,10 @@ class Toy(Recipe):
 
     def read_data(self, cfg: ToyConfig) -> Points:
         slow_step("reading data", cfg.run.seconds_to_read)
-        return Points(make_points(cfg.data.examples, cfg.data.noise, seed=0),
-                      make_points(cfg.data.examples // 2, cfg.data.noise, seed=1))
+        return Points(
+            make_points(cfg.data.examples, cfg.data.noise, seed=0),
+            make_points(cfg.data.examples // 2, cfg.data.noise, seed=1),
+        )
 
     def read_split(self, cfg: ToyConfig, source: str, split: str):
         raise UserError("the toy recipe has no data files")
@@ -119,21 +126,50 @@ class Toy(Recipe):
         from recipes.engine import training
 
         if cfg.model.units == cfg.model.fail_on_units:
-            raise UserError(f"model.units: {cfg.model.units} units is the failing value this test asked for")
+            raise UserError(
+                f"model.units: {cfg.model.units} units is the failing value this test asked for"
+            )
         (x, y), (x_val, y_val) = data.train, data.validation
-        train_ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=cfg.train.seed).batch(cfg.train.batch_size)
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=cfg.train.seed)
+            .batch(cfg.train.batch_size)
+        )
         val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
-        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(cfg.model.units, activation="relu"),
-                                  keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(2)])
+        model = keras.Sequential(
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(cfg.model.units, activation="relu"),
+                keras.layers.Dropout(cfg.model.dropout),
+                keras.layers.Dense(2),
+            ]
+        )
         steps = -(-len(x) // cfg.train.batch_size)
         epoch_now = [0]
         slow = keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: epoch_now.__setitem__(0, epoch + 1),
-            on_train_batch_end=lambda batch, logs: slow_step(f"epoch {epoch_now[0]} batch {batch + 1}",
-                                                             cfg.run.seconds_per_batch),
-            on_epoch_end=lambda epoch, logs: slow_step(f"epoch {epoch + 1} done", cfg.run.seconds_per_epoch))
-        return Training(model, [Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))],
-                        train_ds, val_ds, len(x), {"labels": ["a", "b"]}, callbacks=[slow])
+            on_train_batch_end=lambda batch, logs: slow_step(
+                f"epoch {epoch_now[0]} batch {batch + 1}", cfg.run.seconds_per_batch
+            ),
+            on_epoch_end=lambda epoch, logs: slow_step(
+                f"epoch {epoch + 1} done", cfg.run.seconds_per_epoch
+            ),
+        )
+        return Training(
+            model,
+            [
+                Phase(
+                    "train",
+                    cfg.train.epochs,
+                    lambda m: training.compile_classifier(m, cfg.train, steps),
+                )
+            ],
+            train_ds,
+            val_ds,
+            len(x),
+            {"labels": ["a", "b"]},
+            callbacks=[slow],
+        )
 
     def load(self, run_path: Path, cfg: ToyConfig, task: dict, model) -> Predictor:
         return Predictor(model, cfg.run.seconds_to_export)
@@ -143,11 +179,19 @@ class Toy(Recipe):
         predicted = predictor.model.predict(x, verbose=0).argmax(axis=-1)
         return Evaluation(classification_report(y, predicted, ["a", "b"]))
 
-    def predict(self, predictor: Predictor, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
+    def predict(
+        self, predictor: Predictor, inputs: Sequence[str], pretokenized: bool = False
+    ) -> list[dict]:
         points = np.array([[float(v) for v in text.split(",")] for text in inputs], np.float32)
         probabilities = predictor.model.predict(points, verbose=0)
-        return [{"text": text, "label": "ab"[int(p.argmax())], "probabilities": {"a": float(p[0]), "b": float(p[1])}}
-                for text, p in zip(inputs, probabilities)]
+        return [
+            {
+                "text": text,
+                "label": "ab"[int(p.argmax())],
+                "probabilities": {"a": float(p[0]), "b": float(p[1])},
+            }
+            for text, p in zip(inputs, probabilities)
+        ]
 
     def export(self, predictor: Predictor, directory: Path) -> Path:
         slow_step("exporting", predictor.seconds_to_export)

@@ -19,13 +19,18 @@ def build_model():
     x = keras.layers.Embedding(20, 4)(ids)
     x = keras.layers.GlobalAveragePooling1D()(x, mask=mask)
     model = keras.Model({"token_ids": ids, "padding_mask": mask}, keras.layers.Dense(2)(x))
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
 def dataset():
     rng = np.random.default_rng(0)
-    x = {"token_ids": rng.integers(0, 20, (32, 8)).astype("int32"), "padding_mask": np.ones((32, 8), bool)}
+    x = {
+        "token_ids": rng.integers(0, 20, (32, 8)).astype("int32"),
+        "padding_mask": np.ones((32, 8), bool),
+    }
     return tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 2, 32))).batch(8)
 
 
@@ -42,8 +47,12 @@ def fit(strategy) -> str:
 def main(kind: str) -> None:
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        strategy = tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        )
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from keras.src.backend.tensorflow import trainer
@@ -54,8 +63,13 @@ def main(kind: str) -> None:
     original = trainer.reduce_per_replica
     with keras_compat.distributed_fit():
         result = fit(strategy)
-    print("PATCHED", f"{result}, restored" if trainer.reduce_per_replica is original else f"{result}, not restored",
-          flush=True)
+    print(
+        "PATCHED",
+        f"{result}, restored"
+        if trainer.reduce_per_replica is original
+        else f"{result}, not restored",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class SearchResult:
 
 def objective_of(cfg) -> tuple[str, str]:
     """`(metric, direction)` the search optimises: `tuning.objective` (default: the recipe's monitor)."""
-    from recipes.engine.run_metrics import monitor_mode  # noqa: PLC0415
+    from recipes.engine.run_metrics import monitor_mode
 
     name = cfg.tuning.objective or cfg.train.monitor
     direction = cfg.tuning.direction if cfg.tuning.direction != "auto" else monitor_mode(name)

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from recipes.engine.launch import die_with_parent, local_gpu_count, worker_environments
 from tuning.common import SearchDir
@@ -37,8 +37,12 @@ HEARTBEAT_S = 2.0
 
 def set_role(role: str, host: str | None, port: int | None) -> None:
     """Set Keras Tuner's environment for `role` (chief or worker); flags win over the environment."""
-    os.environ["KERASTUNER_ORACLE_IP"] = host or os.environ.get("KERASTUNER_ORACLE_IP", DEFAULT_HOST)
-    os.environ["KERASTUNER_ORACLE_PORT"] = str(port or os.environ.get("KERASTUNER_ORACLE_PORT", DEFAULT_PORT))
+    os.environ["KERASTUNER_ORACLE_IP"] = host or os.environ.get(
+        "KERASTUNER_ORACLE_IP", DEFAULT_HOST
+    )
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(
+        port or os.environ.get("KERASTUNER_ORACLE_PORT", DEFAULT_PORT)
+    )
     if role == "chief":
         os.environ["KERASTUNER_TUNER_ID"] = "chief"
     elif "chief" in os.environ.get("KERASTUNER_TUNER_ID", "chief"):
@@ -78,7 +82,7 @@ def heartbeat(search: SearchDir, tuner_id: str) -> Iterator[None]:
 
 def serve(oracle, search: SearchDir, worker_timeout_s: float) -> None:
     """Serve `oracle` to the workers until every trial has ended and every worker has gone."""
-    from tuning.keras_tuner_compat import make_oracle_server, search_over  # noqa: PLC0415
+    from tuning.keras_tuner_compat import make_oracle_server, search_over
 
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
     server, servicer = make_oracle_server(oracle)
@@ -89,7 +93,10 @@ def serve(oracle, search: SearchDir, worker_timeout_s: float) -> None:
     if not bound:
         raise UserError(f"chief: cannot listen on {address} (port in use?); choose another --port")
     server.start()
-    print(f"chief: serving the search on {address} (unauthenticated gRPC: keep it on a trusted network)", flush=True)
+    print(
+        f"chief: serving the search on {address} (unauthenticated gRPC: keep it on a trusted network)",
+        flush=True,
+    )
     first_seen: dict[str, float] = {}
 
     def is_alive(tuner_id: str) -> bool:
@@ -102,7 +109,10 @@ def serve(oracle, search: SearchDir, worker_timeout_s: float) -> None:
         while True:
             time.sleep(0.5)
             for tuner_id in oracle.reap(is_alive):
-                print(f"chief: worker {tuner_id} stopped answering; its trial goes back to the queue", flush=True)
+                print(
+                    f"chief: worker {tuner_id} stopped answering; its trial goes back to the queue",
+                    flush=True,
+                )
             if search_over(oracle, servicer):
                 break
     finally:
@@ -118,11 +128,31 @@ def local_workers(recipe: str, search: SearchDir, count: int) -> Iterator[list[s
         env["KERASTUNER_TUNER_ID"] = f"worker{i}"
         log = search.path / "workers" / f"worker{i}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "keras_zoo_cli", "tune", recipe, "--role", "worker", "--dir", str(search.path),
-                   "--host", env["KERASTUNER_ORACLE_IP"], "--port", env["KERASTUNER_ORACLE_PORT"]]
+        command = [
+            sys.executable,
+            "-m",
+            "keras_zoo_cli",
+            "tune",
+            recipe,
+            "--role",
+            "worker",
+            "--dir",
+            str(search.path),
+            "--host",
+            env["KERASTUNER_ORACLE_IP"],
+            "--port",
+            env["KERASTUNER_ORACLE_PORT"],
+        ]
         with log.open("a") as out:
-            processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                              preexec_fn=die_with_parent))
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
+                )
+            )
     if count:
         print(f"started {count} local workers (logs in {search.path / 'workers'})", flush=True)
     try:

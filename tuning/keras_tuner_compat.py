@@ -14,15 +14,22 @@ here, and update TESTED_VERSION.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
 
+import grpc
 import keras_tuner
 
 # Exported under `keras_tuner.engine.*`, not the top-level `keras_tuner.*` namespace the documentation
 # covers; the rest of `tuning` takes them from here. `BaseTuner` is the tuner without a model (a
 # trial here is a recipe run).
 from keras_tuner.engine.base_tuner import BaseTuner
-from keras_tuner.engine.trial import Trial, TrialStatus  # noqa: F401  (TrialStatus: for oracles, search)
+from keras_tuner.engine.trial import Trial
+from keras_tuner.engine.trial import TrialStatus as TrialStatus  # re-exported for oracles, search
+from keras_tuner.src import protos
+from keras_tuner.src.distribute.oracle_chief import OracleServicer
+from keras_tuner.src.tuners.gridsearch import LinkedList
 
 TESTED_VERSION = "1.4.8"
 INSTALLED_VERSION: str = keras_tuner.__version__
@@ -37,8 +44,14 @@ PRIVATE_IMPORTS = {
 }
 # Attribute -> the name of the type it must have, on a freshly made oracle of every kind (and grid
 # search's own); `Oracle.max_trials` need only exist.
-ORACLE_ATTRIBUTES = {"trials": "dict", "ongoing_trials": "dict", "tuner_ids": "set", "start_order": "list",
-                     "end_order": "list", "_retry_queue": "list"}
+ORACLE_ATTRIBUTES = {
+    "trials": "dict",
+    "ongoing_trials": "dict",
+    "tuner_ids": "set",
+    "start_order": "list",
+    "end_order": "list",
+    "_retry_queue": "list",
+}
 GRID_ORACLE_ATTRIBUTES = {"_ordered_ids": "LinkedList", "_populate_next": "list"}
 
 
@@ -116,10 +129,11 @@ def restore_grid_position(oracle, trial_ids: list[str]) -> None:
     save (keras-tuner#1055): its private `_ordered_ids` (a `LinkedList` of the trials in grid
     order, from its `_compare`) and `_populate_next` (the trials whose successor it proposes
     next; with every trial queued, successors already tried are skipped)."""
-    from keras_tuner.src.tuners.gridsearch import LinkedList  # noqa: PLC0415
 
     def compare(a: str, b: str) -> int:
-        return oracle._compare(oracle.trials[a].hyperparameters.values, oracle.trials[b].hyperparameters.values)
+        return oracle._compare(
+            oracle.trials[a].hyperparameters.values, oracle.trials[b].hyperparameters.values
+        )
 
     order = sorted(trial_ids, key=functools.cmp_to_key(compare))
     oracle._ordered_ids = LinkedList()
@@ -144,13 +158,8 @@ def make_oracle_server(oracle) -> tuple[Any, Any]:
     with Keras Tuner's own `OracleServicer`. Keras Tuner's `oracle_chief.start_server` binds,
     serves and waits in one call, with no way to end the trial of a dead worker
     (keras-tuner#915), so keras-zoo runs its own loop around the servicer."""
-    from concurrent import futures  # noqa: PLC0415
-
-    import grpc  # noqa: PLC0415
 
     # Imported here, as Keras Tuner does, to load the protos only on a chief.
-    from keras_tuner.src import protos  # noqa: PLC0415
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer  # noqa: PLC0415
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = OracleServicer(oracle)
@@ -167,16 +176,20 @@ def search_over(oracle, servicer) -> bool:
 def call_shapes(oracle, grid_oracle) -> list[tuple[str, Callable, tuple]]:
     """For tests/test_compat.py: the Keras Tuner callables the functions above call, each with the
     arguments they pass it (placeholders), for `inspect.signature(callable).bind(*arguments)`."""
-    from keras_tuner.src import protos  # noqa: PLC0415
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer  # noqa: PLC0415
-    from keras_tuner.src.tuners.gridsearch import LinkedList  # noqa: PLC0415
 
     return [
         ("Oracle._record_values(trial)", oracle._record_values, ("trial",)),
         ("GridSearchOracle._compare(a, b)", grid_oracle._compare, ({}, {})),
         ("LinkedList.insert(data)", LinkedList().insert, ("trial_id",)),
-        ("BaseTuner._try_run_and_update_trial(trial)", BaseTuner._try_run_and_update_trial, ("tuner", "trial")),
+        (
+            "BaseTuner._try_run_and_update_trial(trial)",
+            BaseTuner._try_run_and_update_trial,
+            ("tuner", "trial"),
+        ),
         ("OracleServicer(oracle)", OracleServicer, (oracle,)),
-        ("service_pb2_grpc.add_OracleServicer_to_server(servicer, server)",
-         protos.get_service_grpc().add_OracleServicer_to_server, ("servicer", "server")),
+        (
+            "service_pb2_grpc.add_OracleServicer_to_server(servicer, server)",
+            protos.get_service_grpc().add_OracleServicer_to_server,
+            ("servicer", "server"),
+        ),
     ]

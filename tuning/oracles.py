@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import keras_tuner
 
@@ -30,7 +30,11 @@ class SearchOracleMixin:
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
-        if self.deadline is not None and time.time() >= self.deadline and compat.running_trial(self, tuner_id) is None:
+        if (
+            self.deadline is not None
+            and time.time() >= self.deadline
+            and compat.running_trial(self, tuner_id) is None
+        ):
             compat.drop_tuner(self, tuner_id)
             return Trial(self.hyperparameters.copy(), status=TrialStatus.STOPPED)
         trial = super().create_trial(tuner_id)
@@ -83,13 +87,33 @@ class HyperbandOracle(SearchOracleMixin, keras_tuner.oracles.HyperbandOracle):
     pass
 
 
-def make_oracle(algorithm: str, objective, hyperparameters, max_trials: int, seed: int, max_retries: int,
-                hyperband_max_epochs: int, hyperband_factor: int):
-    common = dict(objective=objective, hyperparameters=hyperparameters, seed=seed, allow_new_entries=False,
-                  tune_new_entries=False, max_retries_per_trial=max_retries)
+def make_oracle(
+    algorithm: str,
+    objective,
+    hyperparameters,
+    max_trials: int,
+    seed: int,
+    max_retries: int,
+    hyperband_max_epochs: int,
+    hyperband_factor: int,
+):
+    common = dict(
+        objective=objective,
+        hyperparameters=hyperparameters,
+        seed=seed,
+        allow_new_entries=False,
+        tune_new_entries=False,
+        max_retries_per_trial=max_retries,
+    )
     if algorithm == "hyperband":
         oracle = HyperbandOracle(max_epochs=hyperband_max_epochs, factor=hyperband_factor, **common)
-        compat.set_max_trials(oracle, max_trials)  # Hyperband's own schedule decides too; whichever ends first
+        compat.set_max_trials(
+            oracle, max_trials
+        )  # Hyperband's own schedule decides too; whichever ends first
         return oracle
-    cls = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle, "grid": GridSearchOracle}[algorithm]
+    cls = {
+        "random": RandomSearchOracle,
+        "bayesian": BayesianOptimizationOracle,
+        "grid": GridSearchOracle,
+    }[algorithm]
     return cls(max_trials=max_trials, **common)

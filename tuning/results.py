@@ -24,14 +24,16 @@ BOOKKEEPING = ("best_epoch", "epochs", "examples_per_second")
 def write_experiment(search: SearchDir, oracle, cfg, metric_names: list[str] | None = None) -> None:
     """The HParams experiment at the search's root: each tuned hyperparameter with its domain, and
     the named metrics (the objective first). Rewritten at the end with every metric the trials logged."""
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorboard.plugins.hparams import api as hparams_api  # noqa: PLC0415
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams_api
 
     objective, _ = objective_of(cfg)
     names = [objective] + [m for m in (metric_names or []) if m != objective]
     hparams = [hparams_api.HParam(hp.name, _domain(hp)) for hp in oracle.get_space().space]
-    metrics = [hparams_api.Metric(name, display_name=f"{name} (objective)" if name == objective else name)
-               for name in names]
+    metrics = [
+        hparams_api.Metric(name, display_name=f"{name} (objective)" if name == objective else name)
+        for name in names
+    ]
     for old in search.path.glob("events.out.tfevents.*"):
         old.unlink()
     writer = tf.summary.create_file_writer(str(search.path))
@@ -41,7 +43,7 @@ def write_experiment(search: SearchDir, oracle, cfg, metric_names: list[str] | N
 
 
 def _domain(hp):
-    from tensorboard.plugins.hparams import api as hparams_api  # noqa: PLC0415
+    from tensorboard.plugins.hparams import api as hparams_api
 
     kind = type(hp).__name__
     if kind == "Float":
@@ -65,12 +67,22 @@ def collect(search: SearchDir, oracle, cfg) -> list[dict]:
         status = str(trial.status)
         metrics = result.get("metrics", {}) if status == "COMPLETED" else {}
         error = result.get("error") or _last_line(trial.message) if status != "COMPLETED" else ""
-        rows.append({"trial_id": trial_id, "status": status, "objective": metrics.get(objective),
-                     "hyperparameters": config_values(trial.hyperparameters.values), "metrics": metrics,
-                     "duration_s": result.get("duration_s"), "error": error or ""})
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "status": status,
+                "objective": metrics.get(objective),
+                "hyperparameters": config_values(trial.hyperparameters.values),
+                "metrics": metrics,
+                "duration_s": result.get("duration_s"),
+                "error": error or "",
+            }
+        )
     sign = -1 if direction == "max" else 1
-    done = sorted((r for r in rows if r["objective"] is not None and not math.isnan(r["objective"])),
-                  key=lambda r: sign * r["objective"])
+    done = sorted(
+        (r for r in rows if r["objective"] is not None and not math.isnan(r["objective"])),
+        key=lambda r: sign * r["objective"],
+    )
     for rank, row in enumerate(done, 1):
         row["rank"] = rank
     return done + [r for r in rows if r not in done]
@@ -88,18 +100,47 @@ def write_results(search: SearchDir, oracle, cfg) -> SearchResult:
     best = rows[0] if rows and rows[0].get("rank") == 1 else None
     metric_names = _metric_names(rows)
     hp_names = list(dict.fromkeys(k for r in rows for k in r["hyperparameters"]))
-    search.results_json.write_text(json.dumps(
-        {"objective": objective, "direction": direction, "algorithm": cfg.tuning.algorithm,
-         "best_trial": best["trial_id"] if best else None, "trials": rows}, indent=2, default=float) + "\n")
+    search.results_json.write_text(
+        json.dumps(
+            {
+                "objective": objective,
+                "direction": direction,
+                "algorithm": cfg.tuning.algorithm,
+                "best_trial": best["trial_id"] if best else None,
+                "trials": rows,
+            },
+            indent=2,
+            default=float,
+        )
+        + "\n"
+    )
     with search.results_csv.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "trial_id", "status", f"objective:{objective}", *hp_names, *metric_names,
-                         "duration_s", "error"])
+        writer.writerow(
+            [
+                "rank",
+                "trial_id",
+                "status",
+                f"objective:{objective}",
+                *hp_names,
+                *metric_names,
+                "duration_s",
+                "error",
+            ]
+        )
         for r in rows:
-            writer.writerow([r.get("rank", ""), r["trial_id"], r["status"], _cell(r["objective"]),
-                             *(_cell(r["hyperparameters"].get(k)) for k in hp_names),
-                             *(_cell(r["metrics"].get(k)) for k in metric_names),
-                             _cell(r["duration_s"]), r["error"]])
+            writer.writerow(
+                [
+                    r.get("rank", ""),
+                    r["trial_id"],
+                    r["status"],
+                    _cell(r["objective"]),
+                    *(_cell(r["hyperparameters"].get(k)) for k in hp_names),
+                    *(_cell(r["metrics"].get(k)) for k in metric_names),
+                    _cell(r["duration_s"]),
+                    r["error"],
+                ]
+            )
     if best is not None:
         write_best_config(search, cfg, oracle.trials[best["trial_id"]])
     write_experiment(search, oracle, cfg, metric_names)
@@ -109,7 +150,9 @@ def write_results(search: SearchDir, oracle, cfg) -> SearchResult:
 def write_best_config(search: SearchDir, cfg, trial) -> Path:
     """The best trial's complete recipe config: `keras-zoo train <recipe> --config best.yaml` trains it."""
     best = trial_config(cfg, trial.hyperparameters.values, trial.trial_id)
-    best = with_values(best, {"run.dir": "", "run.name": "", "run.hparams": True}, source="best.yaml")
+    best = with_values(
+        best, {"run.dir": "", "run.name": "", "run.hparams": True}, source="best.yaml"
+    )
     save_config(best, search.best_config)
     return search.best_config
 
@@ -131,13 +174,25 @@ def format_table(result: SearchResult, max_metrics: int = 3) -> str:
     """The ranked trials as a plain-text table: objective, hyperparameters, a few other metrics."""
     rows = result.trials
     hp_names = list(dict.fromkeys(k for r in rows for k in r["hyperparameters"]))
-    others = [m for m in _metric_names(rows) if m != result.objective and m not in BOOKKEEPING][:max_metrics]
+    others = [m for m in _metric_names(rows) if m != result.objective and m not in BOOKKEEPING][
+        :max_metrics
+    ]
     header = ["rank", "trial", "status", result.objective, *hp_names, *others, "time_s"]
-    table = [header] + [[str(r.get("rank", "-")), r["trial_id"], r["status"], _cell(r["objective"]),
-                         *(_cell(r["hyperparameters"].get(k)) for k in hp_names),
-                         *(_cell(r["metrics"].get(k)) for k in others),
-                         f"{r['duration_s']:.0f}" if r["duration_s"] is not None else ""] for r in rows]
+    table = [header] + [
+        [
+            str(r.get("rank", "-")),
+            r["trial_id"],
+            r["status"],
+            _cell(r["objective"]),
+            *(_cell(r["hyperparameters"].get(k)) for k in hp_names),
+            *(_cell(r["metrics"].get(k)) for k in others),
+            f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
+        ]
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    failed = [f"trial {r['trial_id']} {r['status'].lower()}: {r['error']}" for r in rows if r["error"]]
+    failed = [
+        f"trial {r['trial_id']} {r['status'].lower()}: {r['error']}" for r in rows if r["error"]
+    ]
     return "\n".join(lines + failed + ([result.stopped_by] if result.stopped_by else []))

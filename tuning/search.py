@@ -47,25 +47,33 @@ from zoo.errors import UserError
 # ---------------------------------------------------------------------------------------- the tuner
 def make_tuner(recipe: str, cfg, search: SearchDir, verbose: int = 0):
     """A Keras Tuner tuner whose trials are runs of `recipe` (see `tuning.trial.run_trial`)."""
-    import keras_tuner  # noqa: PLC0415
+    import keras_tuner
 
-    from tuning import keras_tuner_compat as compat  # noqa: PLC0415
-    from tuning.oracles import make_oracle  # noqa: PLC0415
+    from tuning import keras_tuner_compat as compat
+    from tuning.oracles import make_oracle
 
     # Not at the top: `python -m tuning.trial` imports the package, so this module, before it runs
     # tuning/trial.py as __main__, and runpy warns if tuning.trial is imported by then.
-    from tuning.trial import run_trial  # noqa: PLC0415
+    from tuning.trial import run_trial
 
     tcfg = cfg.tuning
     objective, direction = objective_of(cfg)
-    oracle = make_oracle(tcfg.algorithm, keras_tuner.Objective(objective, direction),
-                         build_hyperparameters(tcfg.space, type(cfg)), tcfg.max_trials, tcfg.seed,
-                         tcfg.max_retries_per_trial, tcfg.hyperband_max_epochs or cfg.train.epochs,
-                         tcfg.hyperband_factor)
+    oracle = make_oracle(
+        tcfg.algorithm,
+        keras_tuner.Objective(objective, direction),
+        build_hyperparameters(tcfg.space, type(cfg)),
+        tcfg.max_trials,
+        tcfg.seed,
+        tcfg.max_retries_per_trial,
+        tcfg.hyperband_max_epochs or cfg.train.epochs,
+        tcfg.hyperband_factor,
+    )
 
     class RecipeTuner(compat.BaseTuner):
         def run_trial(self, trial, *args, **kwargs) -> dict:
-            return run_trial(recipe, cfg, search, trial.trial_id, trial.hyperparameters.values, verbose)
+            return run_trial(
+                recipe, cfg, search, trial.trial_id, trial.hyperparameters.values, verbose
+            )
 
         def search(self, *args, **kwargs) -> None:
             if distributed.is_chief():
@@ -88,7 +96,9 @@ def make_tuner(recipe: str, cfg, search: SearchDir, verbose: int = 0):
             self.on_search_end()
 
     tuner = RecipeTuner(oracle=oracle, directory=str(search.path), project_name=TUNER_DIR)
-    tuner.oracle.verbose = verbose  # Keras Tuner's per-trial tables; keras-zoo prints its own summary
+    tuner.oracle.verbose = (
+        verbose  # Keras Tuner's per-trial tables; keras-zoo prints its own summary
+    )
     return tuner
 
 
@@ -98,7 +108,10 @@ def _progress_line(search: SearchDir, trial, objective: str, seconds: float) -> 
     result = read_if_present(file)
     head = f"trial {trial.trial_id}: {trial.status} in {seconds:.0f} s"
     if str(trial.status) == "COMPLETED" and objective in result.get("metrics", {}):
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["values"].items())
+        values = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in result["values"].items()
+        )
         return f"{head}, {objective} {result['metrics'][objective]:.4f} ({values})"
     lines = (trial.message or "").strip().splitlines()
     return f"{head}: {result.get('error') or (lines[-1] if lines else '')}"
@@ -111,30 +124,50 @@ def check_search(cfg) -> float | None:
     error naming its key: the tuning settings, the objective and the space. Returns the time
     budget in seconds (None: no limit)."""
     tcfg = cfg.tuning
-    check_config(cfg)  # every key's range (TuningConfig.LIMITS for the search's own), as for training
-    if not (tcfg.objective or cfg.train.monitor):  # whether the recipe logs it shows only after a trial
-        raise UserError("tuning.objective: empty, and so is train.monitor; name the metric to optimise")
+    check_config(
+        cfg
+    )  # every key's range (TuningConfig.LIMITS for the search's own), as for training
+    if not (
+        tcfg.objective or cfg.train.monitor
+    ):  # whether the recipe logs it shows only after a trial
+        raise UserError(
+            "tuning.objective: empty, and so is train.monitor; name the metric to optimise"
+        )
     build_hyperparameters(tcfg.space, type(cfg))
     return parse_duration(tcfg.max_time, "tuning.max_time")
 
 
-def plan_search(recipe: str, cfg, directory: str | Path | None, resume: bool, role: str) -> tuple[SearchDir, Any]:
+def plan_search(
+    recipe: str, cfg, directory: str | Path | None, resume: bool, role: str
+) -> tuple[SearchDir, Any]:
     """`(search, cfg)`: the search directory, and the config the search runs (its own saved config
     when resuming or joining as a worker). Writes nothing."""
     name = cfg.run.name or time.strftime("search-%Y%m%d-%H%M%S")
-    path = Path(directory) if directory else Path(cfg.run.runs_dir) / recipe.rsplit(".", 1)[-1] / name
+    path = (
+        Path(directory) if directory else Path(cfg.run.runs_dir) / recipe.rsplit(".", 1)[-1] / name
+    )
     search = SearchDir(path)
     if role == "worker":  # the chief creates the search; a worker runs what it finds there
         deadline = time.time() + 600
         while not search.config.exists():
             if time.time() > deadline:
-                raise UserError(f"{search.config}: no search to join after 10 minutes; start the chief first")
+                raise UserError(
+                    f"{search.config}: no search to join after 10 minutes; start the chief first"
+                )
             time.sleep(1)
-        return search, load_config(type(cfg), search.config)  # a complete config: its class reads it back
+        return search, load_config(
+            type(cfg), search.config
+        )  # a complete config: its class reads it back
     if resume:
         if not search.config.exists():
-            raise UserError(f"{path}: nothing to resume (no search.yaml); start it without --resume")
-        return search, with_values(load_config(type(cfg), search.config), {"tuning.max_time": cfg.tuning.max_time}, "--max-time")
+            raise UserError(
+                f"{path}: nothing to resume (no search.yaml); start it without --resume"
+            )
+        return search, with_values(
+            load_config(type(cfg), search.config),
+            {"tuning.max_time": cfg.tuning.max_time},
+            "--max-time",
+        )
     return search, cfg
 
 
@@ -144,28 +177,45 @@ def create_search(search: SearchDir, cfg, overwrite: bool) -> None:
     if path.exists() and any(path.iterdir()):
         # Only a search is ever deleted: not a training run of the same name, not any other folder.
         if not search.config.is_file() or is_run(path):
-            raise UserError(f"{path}: exists and is not a keras-zoo search; refusing to replace it (choose another "
-                            "--name or --dir)")
+            raise UserError(
+                f"{path}: exists and is not a keras-zoo search; refusing to replace it (choose another "
+                "--name or --dir)"
+            )
         if not overwrite:
-            raise UserError(f"{path}: search directory exists; pass --overwrite to replace it or --resume to continue it")
+            raise UserError(
+                f"{path}: search directory exists; pass --overwrite to replace it or --resume to continue it"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, search.config)
 
 
-def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-         role: str = "single", host: str | None = None, port: int | None = None, workers: int = 0,
-         verbose: int = 0) -> SearchResult | None:
+def tune(
+    recipe: str,
+    cfg,
+    directory: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    role: str = "single",
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 0,
+    verbose: int = 0,
+) -> SearchResult | None:
     """Search `cfg.tuning.space` for the recipe. `role`: single (this process runs the trials),
     chief (serves the oracle to workers) or worker (runs the chief's trials); `workers` > 0 starts
     a chief here with that many local workers. Returns the ranked results (None on a worker)."""
     if role != "single" and not (directory or cfg.run.name):
-        raise UserError(f"--role {role}: name the shared search directory (--dir or --name), the same on every host")
+        raise UserError(
+            f"--role {role}: name the shared search directory (--dir or --name), the same on every host"
+        )
     if workers:
         role = "chief"
         port = port or free_port(host or "127.0.0.1")
     search, cfg = plan_search(recipe, cfg, directory, resume, role)
-    budget = check_search(cfg)  # before anything is written: a bad value must not leave a directory behind
+    budget = check_search(
+        cfg
+    )  # before anything is written: a bad value must not leave a directory behind
     if role == "worker":
         distributed.set_role(role, host, port)
         tuner = make_tuner(recipe, cfg, search, verbose)
@@ -186,17 +236,23 @@ def tune(recipe: str, cfg, directory: str | Path | None = None, resume: bool = F
             tuner.search()
         result = results.write_results(search, tuner.oracle, cfg)
         finished = sum(t["status"] in ("COMPLETED", "FAILED") for t in result.trials)
-        if budget is not None and time.time() >= tuner.oracle.deadline and finished < cfg.tuning.max_trials:
-            result.stopped_by = (f"the time limit (tuning.max_time={cfg.tuning.max_time}) stopped the search after "
-                                 f"{finished} of {cfg.tuning.max_trials} trials; --resume with a longer --max-time "
-                                 "runs the rest")
+        if (
+            budget is not None
+            and time.time() >= tuner.oracle.deadline
+            and finished < cfg.tuning.max_trials
+        ):
+            result.stopped_by = (
+                f"the time limit (tuning.max_time={cfg.tuning.max_time}) stopped the search after "
+                f"{finished} of {cfg.tuning.max_trials} trials; --resume with a longer --max-time "
+                "runs the rest"
+            )
         return result
 
 
 @contextlib.contextmanager
 def _search_errors():
     """Keras Tuner's ways of stopping a search, as one-line user errors."""
-    import keras_tuner  # noqa: PLC0415
+    import keras_tuner
 
     try:
         yield
@@ -206,4 +262,6 @@ def _search_errors():
         if "consecutive failures" not in str(e):
             raise
         lines = str(e).strip().splitlines()
-        raise UserError(f"the search stopped: {lines[0]} The last error: {lines[-1] if len(lines) > 1 else '?'}") from None
+        raise UserError(
+            f"the search stopped: {lines[0]} The last error: {lines[-1] if len(lines) > 1 else '?'}"
+        ) from None

@@ -42,7 +42,7 @@ def flatten_space(space: dict, prefix: str = "") -> dict[str, Any]:
 
 def build_hyperparameters(space: dict, config_class: type, source: str = "tuning.space"):
     """A `keras_tuner.HyperParameters` holding one hyperparameter per config key of `space`."""
-    import keras_tuner  # noqa: PLC0415
+    import keras_tuner
 
     hp = keras_tuner.HyperParameters()
     flat = flatten_space(space)
@@ -59,15 +59,19 @@ def build_hyperparameters(space: dict, config_class: type, source: str = "tuning
             hp.Choice(key, [_check_value(v, hint, where) for v in spec])
         elif spec == "boolean":
             if hint is not bool:
-                raise UserError(f"{where}: 'boolean' needs a true/false key, and this one is {_name(hint)}")
+                raise UserError(
+                    f"{where}: 'boolean' needs a true/false key, and this one is {_name(hint)}"
+                )
             hp.Boolean(key)
         elif isinstance(spec, dict) and "fixed" in spec:
             hp.Fixed(key, _check_value(spec["fixed"], hint, where))
         elif isinstance(spec, dict) and spec.keys() <= RANGE_KEYS and {"min", "max"} <= spec.keys():
             _add_range(hp, key, spec, hint, where)
         else:
-            raise UserError(f"{where}: expected [choices], {{min, max, sampling, step}}, 'boolean' or "
-                            f"{{fixed: value}}, not {spec!r}")
+            raise UserError(
+                f"{where}: expected [choices], {{min, max, sampling, step}}, 'boolean' or "
+                f"{{fixed: value}}, not {spec!r}"
+            )
     return hp
 
 
@@ -87,12 +91,18 @@ def _add_range(hp, key: str, spec: dict, hint: Any, where: str) -> None:
         raise UserError(f"{where}: log sampling needs min > 0")
     if hint is int:
         if not all(float(v).is_integer() for v in (low, high, step or 1)):
-            raise UserError(f"{where}: the key is an integer; min, max and step must be whole numbers")
-        hp.Int(key, int(low), int(high), step=None if step is None else int(step), sampling=sampling)
+            raise UserError(
+                f"{where}: the key is an integer; min, max and step must be whole numbers"
+            )
+        hp.Int(
+            key, int(low), int(high), step=None if step is None else int(step), sampling=sampling
+        )
     elif hint is float:
         hp.Float(key, float(low), float(high), step=step, sampling=sampling)
     else:
-        raise UserError(f"{where}: a range needs a number key, and this one is {_name(hint)}; list the choices")
+        raise UserError(
+            f"{where}: a range needs a number key, and this one is {_name(hint)}; list the choices"
+        )
 
 
 def _number(value: Any) -> Any:
@@ -111,7 +121,11 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     allowed = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
-    ok = value in allowed if allowed else (isinstance(value, hint) and not (hint is int and isinstance(value, bool)))
+    ok = (
+        value in allowed
+        if allowed
+        else (isinstance(value, hint) and not (hint is int and isinstance(value, bool)))
+    )
     if not ok:
         raise UserError(f"{where}: {value!r} is not a valid value for this {_name(hint)} key")
     return value
@@ -144,7 +158,9 @@ def parse_duration(text: str, where: str = "tuning.max_time") -> float | None:
     text = str(text).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+    parts = re.fullmatch(
+        r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text
+    )
     if not parts or not any(parts.groups()):
         raise UserError(f"{where}: {text!r} is not a duration; expected e.g. 45s, 90m, 2h or 1h30m")
     hours, minutes, seconds = (float(g or 0) for g in parts.groups())

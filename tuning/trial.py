@@ -15,37 +15,51 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+import keras
+import keras_tuner
+
+from recipes import engine
 from recipes.engine.config import flat_values, save_config, with_values
 from recipes.engine.launch import die_with_parent
+from recipes.engine.lifecycle import final_metrics, log_hparams_session, session_name
+from recipes.engine.registry import load_recipe
+from recipes.engine.run_dir import RunDir, is_run, run_status, write_json
 from recipes.engine.run_files import read_if_present
 from tuning.common import SearchDir, objective_of
 from tuning.space import config_values, trial_config
 from zoo.errors import UserError
+from zoo.runtime import prepare_command_process
 
 
 def train_trial(recipe: str, cfg: Any, resume: bool, verbose: int | str) -> None:
     """Train `cfg` (a recipe config, or the path of its YAML file) with `recipe`, writing no export:
     one run of a trial. Continues the run in `cfg.run.dir` when `resume`, else starts it afresh."""
-    from recipes import engine  # noqa: PLC0415
-    from recipes.engine.registry import load_recipe  # noqa: PLC0415
 
     recipe_object = load_recipe(recipe)
     if isinstance(cfg, (str, Path)):  # the trial process gets the config as a file
         cfg = recipe_object.load_config(cfg)
-    engine.train(recipe_object, cfg, overwrite=not resume, resume=resume, verbose=verbose, export=False,
-                 origin=f"a trial of a keras-zoo tune search (this run is {cfg.run.dir}; the search's search.yaml "
-                        "and this run's config.yaml reproduce it)")
+    engine.train(
+        recipe_object,
+        cfg,
+        overwrite=not resume,
+        resume=resume,
+        verbose=verbose,
+        export=False,
+        origin=f"a trial of a keras-zoo tune search (this run is {cfg.run.dir}; the search's search.yaml "
+        "and this run's config.yaml reproduce it)",
+    )
 
 
-def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dict[str, Any], verbose: int = 0) -> dict:
+def run_trial(
+    recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dict[str, Any], verbose: int = 0
+) -> dict:
     """Train the trial's config (`executions_per_trial` runs, seeds seed, seed+1, ...) and return its
     metrics, averaged over the runs. A trial finished before an interruption is not trained again;
     an interrupted run continues from its last epoch."""
-    from recipes.engine.lifecycle import final_metrics, log_hparams_session, session_name  # noqa: PLC0415
-    from recipes.engine.run_dir import RunDir, is_run, run_status, write_json  # noqa: PLC0415
 
     trial_dir = search.trial(trial_id)
     result_file = trial_dir / "result.json"
@@ -56,47 +70,81 @@ def run_trial(recipe: str, cfg, search: SearchDir, trial_id: str, hp_values: dic
     trial_cfg = trial_config(cfg, hp_values, trial_id)
     # Named as TensorBoard names it when it serves the runs directory (or the search's parent)
     runs_dir = Path(cfg.run.runs_dir)
-    root = runs_dir if search.path.resolve().is_relative_to(runs_dir.resolve()) else search.path.parent
-    session = dict(logdir=trial_dir, hparams=flat_values(trial_cfg), session_id=session_name(trial_dir, root))
-    result = {"trial_id": trial_id, "values": config_values(hp_values), "started_at": time.time(),
-              "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0")}
+    root = (
+        runs_dir if search.path.resolve().is_relative_to(runs_dir.resolve()) else search.path.parent
+    )
+    session = dict(
+        logdir=trial_dir, hparams=flat_values(trial_cfg), session_id=session_name(trial_dir, root)
+    )
+    result = {
+        "trial_id": trial_id,
+        "values": config_values(hp_values),
+        "started_at": time.time(),
+        "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
+    }
     try:
         runs = []
         for k in range(cfg.tuning.executions_per_trial):
             run_dir = trial_dir / f"run{k}"
-            run_cfg = with_values(trial_cfg, {"train.seed": trial_cfg.train.seed + k, "run.dir": str(run_dir),
-                                              "run.hparams": False}, source=f"trial {trial_id}")
+            run_cfg = with_values(
+                trial_cfg,
+                {
+                    "train.seed": trial_cfg.train.seed + k,
+                    "run.dir": str(run_dir),
+                    "run.hparams": False,
+                },
+                source=f"trial {trial_id}",
+            )
             state = run_status(run_dir)["status"] if is_run(run_dir) else None
-            resume = state is not None and (run_dir / "config.yaml").exists()  # continue an interrupted run
+            resume = (
+                state is not None and (run_dir / "config.yaml").exists()
+            )  # continue an interrupted run
             if state == "finished":  # an execution finished before an interruption: keep it
                 pass
             elif cfg.tuning.trial_process == "subprocess":
-                result["trial_peak_rss_gib"] = _train_in_subprocess(recipe, run_cfg, resume, trial_dir / "trial.log")
+                result["trial_peak_rss_gib"] = _train_in_subprocess(
+                    recipe, run_cfg, resume, trial_dir / "trial.log"
+                )
             else:
                 _train_in_process(recipe, run_cfg, resume, verbose)
             runs.append(final_metrics(RunDir(run_dir), trial_cfg.train.monitor))
-        metrics = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0] if all(k in r for r in runs)}
+        metrics = {
+            k: sum(r[k] for r in runs) / len(runs) for k in runs[0] if all(k in r for r in runs)
+        }
         objective, _ = objective_of(cfg)
         if objective not in metrics:
-            import keras_tuner  # noqa: PLC0415
-
             raise keras_tuner.errors.FatalError(
                 f"tuning.objective: '{objective}' is not a metric of the {recipe} recipe; "
-                f"its metrics: {', '.join(sorted(metrics))}")
+                f"its metrics: {', '.join(sorted(metrics))}"
+            )
     except Exception as e:
         log_hparams_session(metrics={}, **session)  # failed trials appear in the dashboard too
-        write_json(result_file, {**result, "status": "FAILED", "error": _one_line(e),
-                                  "duration_s": time.time() - result["started_at"]})
+        write_json(
+            result_file,
+            {
+                **result,
+                "status": "FAILED",
+                "error": _one_line(e),
+                "duration_s": time.time() - result["started_at"],
+            },
+        )
         raise
     log_hparams_session(metrics=metrics, **session)
-    write_json(result_file, {**result, "status": "COMPLETED", "metrics": metrics, "finished_at": time.time(),
-                              "duration_s": time.time() - result["started_at"], "search_rss_gib": _rss_gib()})
+    write_json(
+        result_file,
+        {
+            **result,
+            "status": "COMPLETED",
+            "metrics": metrics,
+            "finished_at": time.time(),
+            "duration_s": time.time() - result["started_at"],
+            "search_rss_gib": _rss_gib(),
+        },
+    )
     return metrics
 
 
 def _train_in_process(recipe: str, cfg, resume: bool, verbose: int) -> None:
-    import keras  # noqa: PLC0415
-    import keras_tuner  # noqa: PLC0415
 
     try:
         train_trial(recipe, cfg, resume, verbose)
@@ -111,15 +159,18 @@ def _train_in_subprocess(recipe: str, cfg, resume: bool, log: Path) -> float:
     """Train in a fresh process (`python -m tuning.trial`), its output appended to `log`; returns
     its peak resident memory in GiB. A clean error fails the trial; a crash (a signal, say) leaves
     it to the retry policy."""
-    import keras_tuner  # noqa: PLC0415
 
     config = log.parent / f"{Path(cfg.run.dir).name}.yaml"
     save_config(cfg, config)
-    command = [sys.executable, "-m", "tuning.trial", recipe, str(config)] + (["--resume"] if resume else [])
+    command = [sys.executable, "-m", "tuning.trial", recipe, str(config)] + (
+        ["--resume"] if resume else []
+    )
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         _, status, usage = os.wait4(process.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == 2:  # keras-zoo's one-line user error
@@ -148,12 +199,13 @@ def _rss_gib() -> float:
 
 # ------------------------------------------------------------------------- the trial process
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuning.trial", description="One trial run in its own process.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning.trial", description="One trial run in its own process."
+    )
     parser.add_argument("recipe")
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    from zoo.runtime import prepare_command_process  # noqa: PLC0415
 
     prepare_command_process()  # CPU settings before TensorFlow loads; the trial's log without harmless native lines
     try:

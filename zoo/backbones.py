@@ -40,8 +40,10 @@ def local_format(directory: Path) -> str:
     """The checkpoint format of a local directory: 'keras', 'transformers' or 'timm'."""
     config_path = directory / "config.json"
     if not config_path.exists():
-        raise UserError(f"{directory}: not a model directory (no config.json; expected a KerasHub, "
-                        "Hugging Face transformers or timm checkpoint)")
+        raise UserError(
+            f"{directory}: not a model directory (no config.json; expected a KerasHub, "
+            "Hugging Face transformers or timm checkpoint)"
+        )
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -52,7 +54,9 @@ def local_format(directory: Path) -> str:
         return "transformers"
     if "architecture" in config:
         return "timm"
-    raise UserError(f"{config_path}: unknown checkpoint format (no 'class_name', 'model_type' or 'architecture' key)")
+    raise UserError(
+        f"{config_path}: unknown checkpoint format (no 'class_name', 'model_type' or 'architecture' key)"
+    )
 
 
 def resolve_spec(spec: str) -> ResolvedSpec:
@@ -69,22 +73,26 @@ def resolve_spec(spec: str) -> ResolvedSpec:
         return ResolvedSpec(str(path), "local-" + local_format(path))
     if "/" in spec or spec.startswith("."):
         raise UserError(f"{spec}: no such model directory")
-    import keras_hub  # noqa: PLC0415 (heavy import, only when a preset name must be checked)
+    import keras_hub  # heavy import, only when a preset name must be checked
 
     presets = keras_hub.models.Backbone.presets
     if spec in presets:
         return ResolvedSpec(spec, "preset")
-    raise UserError(f"unknown backbone '{spec}'{closest(spec, list(CATALOG) + list(presets))}; "
-                    "run `keras-zoo list` for the catalog, or pass a local model directory")
+    raise UserError(
+        f"unknown backbone '{spec}'{closest(spec, list(CATALOG) + list(presets))}; "
+        "run `keras-zoo list` for the catalog, or pass a local model directory"
+    )
 
 
-def load_backbone(spec: str, modality: str | None = None, task: str | None = None) -> tuple[Any, Any]:
+def load_backbone(
+    spec: str, modality: str | None = None, task: str | None = None
+) -> tuple[Any, Any]:
     """Load `(backbone, preprocessor)` for a spec: a text classifier preprocessor for text
     backbones (its `.tokenizer` is what recipes use), an image classifier preprocessor for
     image backbones (its `.image_converter` sets input size and normalisation).
     `modality` ("text" or "image") is what the caller needs; another kind of backbone is an error.
     `task` (the recipe's name) lets a failed download name the installed backbones to use instead."""
-    import keras_hub  # noqa: PLC0415
+    import keras_hub
 
     resolved = resolve_spec(spec)
     try:
@@ -95,7 +103,9 @@ def load_backbone(spec: str, modality: str | None = None, task: str | None = Non
             preprocessor = keras_hub.models.ImageClassifierPreprocessor.from_preset(resolved.preset)
     except (OSError, ValueError) as e:
         if resolved.source.startswith("local"):
-            raise UserError(f"{resolved.preset}: could not load the model ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"{resolved.preset}: could not load the model ({str(e).splitlines()[0]})"
+            ) from None
         raise UserError(
             f"could not download backbone '{spec}' (preset {resolved.preset}): {type(e).__name__}. "
             f"{_offline_choices(task)}pass a local directory instead (a KerasHub preset saved with "
@@ -104,8 +114,10 @@ def load_backbone(spec: str, modality: str | None = None, task: str | None = Non
         ) from None
     found = "text" if getattr(preprocessor, "tokenizer", None) is not None else "image"
     if modality and found != modality:
-        raise UserError(f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
-                        f"this recipe needs {'an image' if modality == 'image' else 'a text'} one")
+        raise UserError(
+            f"model.backbone: '{spec}' is {'an image' if found == 'image' else 'a text'} backbone; "
+            f"this recipe needs {'an image' if modality == 'image' else 'a text'} one"
+        )
     return backbone, preprocessor
 
 

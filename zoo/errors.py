@@ -6,7 +6,7 @@ The CLI prints these as a single line and exits non-zero; anything else is a bug
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class UserError(Exception):

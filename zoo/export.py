@@ -4,9 +4,12 @@ and image classifiers as TFLite models."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo.image_inputs import center_crop, decode_rgb, square_resize
@@ -26,12 +29,16 @@ class TextClassifierServing(tf.Module):
     def serve(self, text):
         logits = self.model(self.encoder.encode(text), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return {"label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)),
-                "probabilities": probabilities,
-                "label_names": tf.broadcast_to(self.labels, tf.shape(probabilities))}
+        return {
+            "label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)),
+            "probabilities": probabilities,
+            "label_names": tf.broadcast_to(self.labels, tf.shape(probabilities)),
+        }
 
 
-def export_text_classifier(model, encoder: TextEncoder, labels: Sequence[str], directory: Path) -> Path:
+def export_text_classifier(
+    model, encoder: TextEncoder, labels: Sequence[str], directory: Path
+) -> Path:
     """Write `directory/saved_model` (serving_default: `text` -> `label`, `probabilities`, `label_names`)."""
     module = TextClassifierServing(model, encoder, labels)
     path = Path(directory) / "saved_model"
@@ -52,16 +59,23 @@ class ImageClassifierServing(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(self, image_bytes):
-        pixels = tf.map_fn(lambda b: square_resize(decode_rgb(b, self.side), self.side, self.interpolation),
-                           image_bytes, fn_output_signature=tf.TensorSpec([self.side, self.side, 3], tf.uint8))
+        pixels = tf.map_fn(
+            lambda b: square_resize(decode_rgb(b, self.side), self.side, self.interpolation),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([self.side, self.side, 3], tf.uint8),
+        )
         logits = self.model(center_crop(pixels, self.image_size), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return {"label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)),
-                "probabilities": probabilities,
-                "label_names": tf.broadcast_to(self.labels, tf.shape(probabilities))}
+        return {
+            "label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)),
+            "probabilities": probabilities,
+            "label_names": tf.broadcast_to(self.labels, tf.shape(probabilities)),
+        }
 
 
-def export_image_classifier(model, labels: Sequence[str], side: int, interpolation: str, directory: Path) -> Path:
+def export_image_classifier(
+    model, labels: Sequence[str], side: int, interpolation: str, directory: Path
+) -> Path:
     """Write `directory/saved_model` (serving_default: `image_bytes` -> `label`, `probabilities`, `label_names`)."""
     module = ImageClassifierServing(model, labels, side, interpolation)
     path = Path(directory) / "saved_model"
@@ -76,7 +90,6 @@ def export_tflite(model, directory: Path) -> dict[str, Path]:
     """Write float and dynamic-range-quantised TFLite models with Keras's LiteRT exporter: one image
     of pixels (0..255, float32, `[1, size, size, 3]`, already cropped as in evaluation) in, class
     probabilities out."""
-    import keras  # noqa: PLC0415
 
     size = int(model.input.shape[1])
     probabilities = keras.Model(model.input, keras.layers.Softmax(dtype="float32")(model.output))
@@ -84,22 +97,25 @@ def export_tflite(model, directory: Path) -> dict[str, Path]:
     paths = {}
     for variant, name in TFLITE_VARIANTS.items():
         paths[variant] = Path(directory) / name
-        options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if variant == "dynamic_range" else {}
-        probabilities.export(str(paths[variant]), format="litert", input_signature=signature, verbose=False,
-                             **options)  # dynamic range: int8 weights, float activations
+        options = (
+            {"optimizations": [tf.lite.Optimize.DEFAULT]} if variant == "dynamic_range" else {}
+        )
+        probabilities.export(
+            str(paths[variant]),
+            format="litert",
+            input_signature=signature,
+            verbose=False,
+            **options,
+        )  # dynamic range: int8 weights, float activations
     return paths
 
 
-def tflite_probabilities(path: Path, pixels) -> "np.ndarray":  # noqa: F821
+def tflite_probabilities(path: Path, pixels) -> np.ndarray:
     """Run a TFLite model from `export_tflite` over float pixels `[N, size, size, 3]`, one at a time."""
-    import numpy as np  # noqa: PLC0415
-
-    import warnings  # noqa: PLC0415
-
     try:  # LiteRT's interpreter where installed; TensorFlow's (deprecated, same runtime) otherwise
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415  (an optional package)
     except ImportError:
-        Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = tf.lite.Interpreter  # noqa: N806  (the class, named as the import above names it)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         interpreter = Interpreter(model_path=str(path))

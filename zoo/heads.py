@@ -10,10 +10,12 @@ from typing import Literal
 import keras
 
 from zoo import keras_compat
+from zoo.image_inputs import input_size, normalisation
 
 
-def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
-                    pooling: Literal["mean", "cls"] = "mean") -> keras.Model:
+def text_classifier(
+    backbone, num_classes: int, dropout: float = 0.1, pooling: Literal["mean", "cls"] = "mean"
+) -> keras.Model:
     """Backbone -> pooled sentence vector -> dropout -> dense logits.
 
     `mean` averages the sequence output over real tokens (how sentence-transformers checkpoints
@@ -30,9 +32,13 @@ def text_classifier(backbone, num_classes: int, dropout: float = 0.1,
             if layer.name == "pooled_dense":
                 layer.trainable = False
         sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
-        pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(sequence, mask=inputs["padding_mask"])
+        pooled = keras.layers.GlobalAveragePooling1D(name="mean_pool")(
+            sequence, mask=inputs["padding_mask"]
+        )
     x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)  # float32 under mixed precision
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(
+        x
+    )  # float32 under mixed precision
     return keras.Model(inputs, logits, name="text_classifier")
 
 
@@ -58,7 +64,6 @@ def image_classifier(backbone, num_classes: int, converter, dropout: float = 0.2
     model all take plain pixels. Feature maps are average-pooled; token sequences (ViT) use the
     class token.
     """
-    from zoo.image_inputs import input_size, normalisation  # noqa: PLC0415
 
     size = input_size(converter)
     scale, offset = normalisation(converter)
@@ -79,8 +84,11 @@ def head_features(model: keras.Model, with_logits: bool = False) -> keras.Model:
     or each token's vector (the input of the `head_dropout` layer every head here has); with
     `with_logits`, `[logits, features]` from one pass. For the embedding projector."""
     features = model.get_layer("head_dropout").input
-    return keras.Model(model.input, [model.output, features] if with_logits else features,
-                       name=f"{model.name}_features")
+    return keras.Model(
+        model.input,
+        [model.output, features] if with_logits else features,
+        name=f"{model.name}_features",
+    )
 
 
 def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
@@ -94,7 +102,9 @@ def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """
     dropout, logits = model.get_layer("head_dropout"), model.get_layer("logits")
     inputs = keras.Input(tuple(dropout.input.shape[1:]), name="features")
-    return head_features(model), keras.Model(inputs, logits(dropout(inputs)), name=f"{model.name}_head")
+    return head_features(model), keras.Model(
+        inputs, logits(dropout(inputs)), name=f"{model.name}_head"
+    )
 
 
 def backbone_blocks(backbone) -> list[list]:
@@ -129,7 +139,9 @@ def unfreeze_top(backbone, num_blocks: int = 0, train_batchnorm: bool = False) -
                 layer.trainable = False
 
 
-def set_finetune_mode(backbone, mode: Literal["full", "frozen", "lora"], lora_rank: int = 8) -> None:
+def set_finetune_mode(
+    backbone, mode: Literal["full", "frozen", "lora"], lora_rank: int = 8
+) -> None:
     """`full` trains everything, `frozen` only the head, `lora` low-rank adapters in the backbone
     (KerasHub's `enable_lora`) plus the head."""
     if mode == "frozen":
@@ -175,6 +187,7 @@ def inference_copy(model: keras.Model) -> keras.Model:
     compiled, so the `model.keras` saved from it names no training optimizer or schedule and loads
     with plain Keras (`keras.saving.load_model(path)`, default arguments).
     """
+
     def rebuild(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 

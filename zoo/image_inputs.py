@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -47,23 +47,35 @@ def declared_size(head: bytes) -> tuple[int, int] | None:
     if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
         return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
     if head[:2] == b"BM" and len(head) >= 26:
-        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
-                abs(int.from_bytes(head[22:26], "little", signed=True)))
+        return (
+            abs(int.from_bytes(head[18:22], "little", signed=True)),
+            abs(int.from_bytes(head[22:26], "little", signed=True)),
+        )
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
         chunk = head[12:16]
         if chunk == b"VP8X":
-            return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+            return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(
+                head[27:30], "little"
+            ) + 1
         if chunk == b"VP8L":
             bits = int.from_bytes(head[21:25], "little")
             return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         if chunk == b"VP8 ":
-            return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+            return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(
+                head[28:30], "little"
+            ) & 0x3FFF
     if head[:3] == JPEG_MAGIC:
         i = 2
         while i + 9 <= len(head) and head[i] == 0xFF:
-            marker, length = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-                return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+            marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (
+                0xC4,
+                0xC8,
+                0xCC,
+            ):  # a start-of-frame segment
+                return int.from_bytes(head[i + 7 : i + 9], "big"), int.from_bytes(
+                    head[i + 5 : i + 7], "big"
+                )
             i += 2 + length
     return None
 
@@ -94,8 +106,10 @@ def decode_rgb(encoded: tf.Tensor, min_side: int) -> tf.Tensor:
         short = tf.minimum(shape[0], shape[1])
         # the largest of 1, 2, 4, 8 with short / ratio >= min_side
         level = tf.reduce_sum(tf.cast(short >= min_side * tf.constant([2, 4, 8]), tf.int32))
-        return tf.switch_case(level, [
-            lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in (1, 2, 4, 8)])
+        return tf.switch_case(
+            level,
+            [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in (1, 2, 4, 8)],
+        )
 
     def png():
         # As uint16, 16-bit PNGs keep their precision until the rounding here; 8-bit ones come back x257.
@@ -106,8 +120,13 @@ def decode_rgb(encoded: tf.Tensor, min_side: int) -> tf.Tensor:
         return tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
 
     magic = tf.strings.substr(encoded, 0, 4)
-    image = tf.case([(tf.equal(tf.strings.substr(magic, 0, 3), JPEG_MAGIC), jpeg),
-                     (tf.equal(magic, PNG_MAGIC), png)], default=other)
+    image = tf.case(
+        [
+            (tf.equal(tf.strings.substr(magic, 0, 3), JPEG_MAGIC), jpeg),
+            (tf.equal(magic, PNG_MAGIC), png),
+        ],
+        default=other,
+    )
     image.set_shape([None, None, 3])
     return image
 
@@ -120,7 +139,7 @@ def square_resize(image: tf.Tensor, side: int, interpolation: str = "bilinear") 
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
     s = tf.minimum(h, w)
-    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    square = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
     resized = tf.image.resize(square, [side, side], method=interpolation, antialias=True)
     return tf.cast(tf.clip_by_value(tf.math.round(resized), 0, 255), tf.uint8)
 
@@ -129,11 +148,16 @@ def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
     """The central `size` x `size` window of a batch of square images, as float32 pixels."""
     side = tf.shape(images)[1]
     start = (side - size) // 2
-    return tf.cast(images[:, start:start + size, start:start + size], tf.float32)
+    return tf.cast(images[:, start : start + size, start : start + size], tf.float32)
 
 
-def random_resized_crop(images: tf.Tensor, size: int, scale: tuple[float, float],
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int | None = None) -> tf.Tensor:
+def random_resized_crop(
+    images: tf.Tensor,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    seed: int | None = None,
+) -> tf.Tensor:
     """Inception-style augmentation: per image, a random window covering `scale` of the area with
     an aspect ratio in `ratio`, resized to `size`. Batched with one `crop_and_resize` call.
 
@@ -175,7 +199,9 @@ def augmentation(cfg, image_size: int, seed: int):
     if cfg is None:
         return lambda images, labels: (center_crop(images, image_size), labels)
     if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
-        raise ValueError(f"augment.crop_scale must be [low, high] with 0 < low <= high <= 1, not {cfg.crop_scale}")
+        raise ValueError(
+            f"augment.crop_scale must be [low, high] with 0 < low <= high <= 1, not {cfg.crop_scale}"
+        )
     layers = []
     if cfg.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -186,7 +212,8 @@ def augmentation(cfg, image_size: int, seed: int):
     if cfg.rand_augment:
         layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
     mixers = ([keras.layers.MixUp(alpha=cfg.mixup, seed=seed)] if cfg.mixup else []) + (
-        [keras.layers.CutMix(factor=cfg.cutmix, seed=seed)] if cfg.cutmix else [])
+        [keras.layers.CutMix(factor=cfg.cutmix, seed=seed)] if cfg.cutmix else []
+    )
 
     def augment(images, labels):
         if tuple(cfg.crop_scale) == (1.0, 1.0):
@@ -196,6 +223,7 @@ def augmentation(cfg, image_size: int, seed: int):
         for layer in layers:
             x = layer(x, training=True)
         if mixers:
+
             def mix(layer):
                 return lambda: tuple(layer({"images": x, "labels": labels}, training=True).values())
 
@@ -208,8 +236,9 @@ def augmentation(cfg, image_size: int, seed: int):
     return augment
 
 
-def augmented_batches(images, y: np.ndarray, num_classes: int, batch_size: int, seed: int, augment,
-                      image_size: int):
+def augmented_batches(
+    images, y: np.ndarray, num_classes: int, batch_size: int, seed: int, augment, image_size: int
+):
     """Shuffled, augmented batches of (pixels, one-hot labels) from decoded images (`images.dataset`)."""
     onehot = np.eye(num_classes, dtype=np.float32)[y]
     ds = images.dataset(onehot, shuffle_seed=seed).batch(batch_size)
@@ -217,7 +246,9 @@ def augmented_batches(images, y: np.ndarray, num_classes: int, batch_size: int, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def cropped_batches(images, y: np.ndarray | None, num_classes: int, image_size: int, batch_size: int):
+def cropped_batches(
+    images, y: np.ndarray | None, num_classes: int, image_size: int, batch_size: int
+):
     """Centre-cropped batches, in order (with one-hot labels when `y` is given)."""
     if y is None:
         ds = images.dataset().batch(batch_size).map(lambda x: center_crop(x, image_size))
@@ -227,8 +258,9 @@ def cropped_batches(images, y: np.ndarray | None, num_classes: int, image_size: 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def feature_batches(features: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,
-                    seed: int | None = None):
+def feature_batches(
+    features: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, seed: int | None = None
+):
     """Batches of (features, one-hot labels) computed once from decoded images: with `seed`,
     shuffled exactly as `augmented_batches` shuffles those images (tf.data's permutation depends
     on the seed and the count alone), else in order, as `cropped_batches` gives them."""
@@ -241,8 +273,11 @@ def feature_batches(features: np.ndarray, y: np.ndarray, num_classes: int, batch
 def model_outputs(model, images, batch_size: int = 32, desc: str = "predicting") -> np.ndarray:
     """`model`'s outputs for decoded images (centre crops), in their order, in float32."""
     size = int(model.input.shape[1])
-    outputs = model.predict(cropped_batches(images, None, 0, size, batch_size), verbose=0,
-                            callbacks=predict_callbacks(-(-len(images) // batch_size), desc))
+    outputs = model.predict(
+        cropped_batches(images, None, 0, size, batch_size),
+        verbose=0,
+        callbacks=predict_callbacks(-(-len(images) // batch_size), desc),
+    )
     return np.asarray(outputs, dtype="float32")
 
 

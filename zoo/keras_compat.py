@@ -26,10 +26,12 @@ strategy (recipes/engine/distribute.py), and restored after.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
+from keras.src import tree
+from keras.src.backend.tensorflow import trainer
 
 TESTED_VERSION = "3.15"
 # The private attributes of keras.callbacks.TensorBoard used below (tests/test_compat.py checks them).
@@ -41,7 +43,9 @@ def tensorboard_step(callback: keras.callbacks.TensorBoard) -> int:
     return callback._global_train_batch
 
 
-def continue_tensorboard_steps(callback: keras.callbacks.TensorBoard, first_step: int, steps: int) -> None:
+def continue_tensorboard_steps(
+    callback: keras.callbacks.TensorBoard, first_step: int, steps: int
+) -> None:
     """Make the callback count from `first_step` (the steps of earlier phases and runs), and move
     its profiling window, if any, to a few steps after the first third of this `fit`'s first epoch
     (past tracing and warm-up)."""
@@ -101,14 +105,25 @@ class FusedAdamW(keras.optimizers.AdamW):
     def _adam_scalars(self, dtype, learning_rate) -> dict:
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        return dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-                    lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype))
+        return dict(
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+        )
 
     def _fused_update(self, gradient, variable, scalars: dict) -> None:
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            grad=tf.cast(gradient, variable.dtype), use_locking=False, **scalars)
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            grad=tf.cast(gradient, variable.dtype),
+            use_locking=False,
+            **scalars,
+        )
 
 
 def _handle(variable) -> tf.Tensor:
@@ -140,8 +155,6 @@ def distributed_fit() -> Iterator[None]:
     The epoch logs (history.csv) are unaffected, Keras computes them from the metrics' synchronised
     variables. Nested blocks patch once.
     """
-    from keras.src import tree  # noqa: PLC0415
-    from keras.src.backend.tensorflow import trainer  # noqa: PLC0415
 
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
     reduce_per_replica = trainer.reduce_per_replica
@@ -156,8 +169,14 @@ def distributed_fit() -> Iterator[None]:
 
     def reduce_scalars(values, strategy, reduction):
         if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None)
-                                      if isinstance(v, tf.distribute.DistributedValues) else v, values)
+            return tree.map_structure(
+                lambda v: (
+                    strategy.reduce("MEAN", v, axis=None)
+                    if isinstance(v, tf.distribute.DistributedValues)
+                    else v
+                ),
+                values,
+            )
         return reduce_per_replica(values, strategy, reduction)
 
     maybe_symbolic_build.keras_zoo_patch = True

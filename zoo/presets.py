@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+import h5py
+import keras
+import keras_hub
 
 TASK_CONFIG = "keras_zoo_task.json"
 TASK_WEIGHTS = "keras_zoo_task.weights.h5"
-BACKBONE_WEIGHTS = "model.weights.h5"  # KerasHub's name (keras_hub.src.utils.preset_utils.MODEL_WEIGHTS_FILE)
+BACKBONE_WEIGHTS = (
+    "model.weights.h5"  # KerasHub's name (keras_hub.src.utils.preset_utils.MODEL_WEIGHTS_FILE)
+)
 
 
 def find_backbone(model) -> Any:
     """The KerasHub backbone inside a keras-zoo task model (each has exactly one)."""
-    import keras_hub  # noqa: PLC0415
 
     found = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
     if len(found) != 1:
@@ -45,13 +51,13 @@ def head_variables(model) -> list:
     return [v for v in model.weights if id(v) not in backbone]
 
 
-def save_task_preset(model, directory: Path, task: dict, preprocessing: Sequence[Path] = ()) -> None:
+def save_task_preset(
+    model, directory: Path, task: dict, preprocessing: Sequence[Path] = ()
+) -> None:
     """Write `model` (a task model around one KerasHub backbone) into `directory` as described
     above; `task` is what loading it needs beside the model (JSON). `preprocessing`: folders that
     KerasHub preprocessing was saved into with `save_to_preset` (a run's `tokenizer/`,
     `image_converter/`); their files go to the preset's top level, where KerasHub looks."""
-    import h5py  # noqa: PLC0415
-    import keras  # noqa: PLC0415
 
     directory = Path(directory)
     find_backbone(model).save_to_preset(str(directory))
@@ -78,9 +84,6 @@ def read_task_record(directory: Path) -> dict:
 
 def load_task_model(directory: Path):
     """The whole task model of a preset written by `save_task_preset`."""
-    import h5py  # noqa: PLC0415
-    import keras  # noqa: PLC0415
-    import keras_hub  # noqa: F401, PLC0415  (registers the backbone classes for deserialisation)
 
     directory = Path(directory)
     record = json.loads((directory / TASK_CONFIG).read_text())

@@ -5,7 +5,8 @@ predicting): tqdm bars on stderr that appear only on a terminal, and only once a
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 DELAY_S = 3.0
 T = TypeVar("T")
@@ -15,25 +16,31 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "batch") -> Iterable[T]:
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "batch"
+) -> Iterable[T]:
     """`iterable`, with a bar once it has run for `DELAY_S` seconds (on a terminal)."""
     if not on_terminal():
         return iterable
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, delay=DELAY_S, leave=False, dynamic_ncols=True)
+    return tqdm(
+        iterable, total=total, desc=desc, unit=unit, delay=DELAY_S, leave=False, dynamic_ncols=True
+    )
 
 
 def predict_callbacks(steps: int, desc: str = "predicting") -> list:
     """Callbacks for `model.predict` that show its batches as such a bar (none off a terminal)."""
     if not on_terminal():
         return []
-    import keras  # noqa: PLC0415
-    from tqdm import tqdm  # noqa: PLC0415
+    import keras
+    from tqdm import tqdm
 
     class Bar(keras.callbacks.Callback):
         def on_predict_begin(self, logs=None):
-            self.bar = tqdm(total=steps, desc=desc, unit="batch", delay=DELAY_S, leave=False, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=steps, desc=desc, unit="batch", delay=DELAY_S, leave=False, dynamic_ncols=True
+            )
 
         def on_predict_batch_end(self, batch, logs=None):
             self.bar.update(1)

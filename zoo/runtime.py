@@ -33,8 +33,8 @@ import select
 import signal
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from zoo.errors import UserError
 
@@ -47,7 +47,9 @@ def _cpuinfo_field(name: str) -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), "")
+    return next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), ""
+    )
 
 
 def cpu_flags() -> frozenset[str]:
@@ -92,8 +94,9 @@ def speedups_from_environment(environ: MutableMapping[str, str] = os.environ) ->
 TRAINING_DEFAULTS = "KERAS_ZOO_TRAINING_DEFAULTS"
 
 
-def configure_tensorflow_cpu(environ: MutableMapping[str, str] = os.environ,
-                             flags: frozenset[str] | None = None) -> None:
+def configure_tensorflow_cpu(
+    environ: MutableMapping[str, str] = os.environ, flags: frozenset[str] | None = None
+) -> None:
     """Set the defaults above in `environ`, leaving every variable that is already set."""
     environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     flags = cpu_flags() if flags is None else flags
@@ -120,11 +123,14 @@ HARMLESS_NATIVE_LOG = re.compile(
     r"absl::InitializeLog\(\) is called|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation_placer\.cc.*already registered|oneDNN custom operations are on|cpu_feature_guard\.cc"
     r"|rebuild TensorFlow with the appropriate compiler|This TensorFlow binary is optimized"
-    r"|oneDNN supports DT_[A-Z0-9]+ only on platforms with AVX-512")
+    r"|oneDNN supports DT_[A-Z0-9]+ only on platforms with AVX-512"
+)
 # On a machine without an NVIDIA device, TensorFlow's failing search for one is harmless too; where
 # there is one, these lines may say why TensorFlow cannot use it, and are kept.
-NO_GPU_NATIVE_LOG = re.compile(HARMLESS_NATIVE_LOG.pattern + r"|cudart_stub\.cc.*Could not find cuda drivers"
-                               r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit")
+NO_GPU_NATIVE_LOG = re.compile(
+    HARMLESS_NATIVE_LOG.pattern + r"|cudart_stub\.cc.*Could not find cuda drivers"
+    r"|cuda_(platform|driver|diagnostics)\.cc|failed call to cuInit"
+)
 VERBOSE_VARIABLE = "KERAS_ZOO_VERBOSE"
 # How long a line without its end (a progress bar redrawn with \r) waits for the rest before it
 # is passed on as it is.
@@ -153,9 +159,14 @@ def forward_filtered(source: int, target: int, harmless: re.Pattern) -> None:
             break
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        out = b"".join(line + b"\n" for line in lines if not harmless.search(line.decode(errors="replace")))
+        out = b"".join(
+            line + b"\n" for line in lines if not harmless.search(line.decode(errors="replace"))
+        )
         if pending and not ready:  # nothing more came: pass on what there is of the line
-            out, pending = out + (b"" if harmless.search(pending.decode(errors="replace")) else pending), b""
+            out, pending = (
+                out + (b"" if harmless.search(pending.decode(errors="replace")) else pending),
+                b"",
+            )
         _write_all(target, out)
     if pending and not harmless.search(pending.decode(errors="replace")):
         _write_all(target, pending)
@@ -163,7 +174,7 @@ def forward_filtered(source: int, target: int, harmless: re.Pattern) -> None:
 
 def _write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def filter_native_logs(harmless: re.Pattern | None = None) -> None:

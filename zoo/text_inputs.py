@@ -16,14 +16,19 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import keras
+import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from zoo.heads import head_features
 from zoo.progress import progress
 
 # Fine steps at short lengths, where most sentences are (SST-2's median is about 10 tokens).
@@ -38,13 +43,21 @@ def bucket_lengths(max_length: int) -> list[int]:
 class TextEncoder(tf.Module):
     """Tokenizes strings with a KerasHub tokenizer and builds the backbone's input dict."""
 
-    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int, pad_to_buckets: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        backbone_inputs: Sequence[str],
+        max_length: int,
+        pad_to_buckets: bool = True,
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.input_names = list(backbone_inputs)
         self.max_length = int(max_length)
         self.pad_to_buckets = pad_to_buckets
-        lengths = bucket_lengths(self.max_length) if pad_to_buckets else range(1, self.max_length + 1)
+        lengths = (
+            bucket_lengths(self.max_length) if pad_to_buckets else range(1, self.max_length + 1)
+        )
         self.bucket_array = np.array(list(lengths), np.int64)
         self.buckets = tf.constant(self.bucket_array, tf.int32)
         self.start_id = int(tokenizer.start_token_id)
@@ -67,8 +80,10 @@ class TextEncoder(tf.Module):
         if isinstance(ids, tf.RaggedTensor):
             ids = ids.to_tensor(self.pad_id)
         length = tf.shape(ids)[1]
-        target = tf.gather(self.buckets, tf.minimum(tf.searchsorted(self.buckets, [length])[0],
-                                                    tf.size(self.buckets) - 1))
+        target = tf.gather(
+            self.buckets,
+            tf.minimum(tf.searchsorted(self.buckets, [length])[0], tf.size(self.buckets) - 1),
+        )
         ids = tf.pad(ids, [[0, 0], [0, target - length]], constant_values=self.pad_id)
         mask = tf.not_equal(ids, self.pad_id)
         available = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
@@ -87,11 +102,15 @@ class TextEncoder(tf.Module):
         ids = self.token_ids(texts)
         return ids.flat_values, ids.row_splits
 
-    def tokenize(self, texts: Sequence[str], chunk: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:
+    def tokenize(
+        self, texts: Sequence[str], chunk: int = 4096
+    ) -> tuple[list[np.ndarray], np.ndarray]:
         """Every text's ids (`[start] tokens [end]`, truncated) as NumPy arrays, and their lengths."""
         ids: list[np.ndarray] = []
         for i in progress(range(0, len(texts), chunk), desc="tokenising", unit="chunk"):
-            flat, splits = (t.numpy() for t in self._chunk_ids(tf.constant(list(texts[i : i + chunk]))))
+            flat, splits = (
+                t.numpy() for t in self._chunk_ids(tf.constant(list(texts[i : i + chunk])))
+            )
             ids.extend(np.split(flat, splits[1:-1]))
         return ids, np.array([len(t) for t in ids], np.int64)
 
@@ -108,7 +127,11 @@ class TextEncoder(tf.Module):
         for row, t in enumerate(ids):
             token_ids[row, : len(t)] = t
             mask[row, : len(t)] = 1
-        available = {"token_ids": token_ids, "padding_mask": mask, "segment_ids": np.zeros_like(token_ids)}
+        available = {
+            "token_ids": token_ids,
+            "padding_mask": mask,
+            "segment_ids": np.zeros_like(token_ids),
+        }
         return {name: available[name] for name in self.input_names}
 
     def lengths(self, texts: Sequence[str], chunk: int = 4096) -> np.ndarray:
@@ -119,17 +142,13 @@ class TextEncoder(tf.Module):
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def load_tokenizer(directory: str | Path) -> "keras_hub.tokenizers.Tokenizer":  # noqa: F821
+def load_tokenizer(directory: str | Path) -> keras_hub.tokenizers.Tokenizer:
     """Reload a tokenizer written by `tokenizer.save_to_preset(...)`: into a run's `tokenizer/`
     folder, or into a preset directory (`directory` is either one's parent, or the folder itself).
 
     KerasHub's `Tokenizer.from_preset` also wants the backbone's config.json beside it (to pick the
     class); the tokenizer's own tokenizer.json already names its class, so read that directly.
     """
-    import json
-
-    import keras
-
     directory = Path(directory)
     if (directory / "tokenizer" / "tokenizer.json").exists():
         directory = directory / "tokenizer"
@@ -139,11 +158,14 @@ def load_tokenizer(directory: str | Path) -> "keras_hub.tokenizers.Tokenizer":  
     return tokenizer
 
 
-def bucketed_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int, steps: int):
+def bucketed_batches(
+    encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int, steps: int
+):
     """Shuffled, tokenized, length-bucketed batches: each batch is padded only to its bucket length."""
     boundaries = [b + 1 for b in bucket_lengths(encoder.max_length)]
     ds = tf.data.Dataset.from_tensor_slices((list(texts), y))
     ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+
     # Tokenize 512 texts per call, then go back to single examples (dense ids cut to their length).
     def tokenize(t, label):
         ids = encoder.token_ids(t)
@@ -152,28 +174,49 @@ def bucketed_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: i
     ds = ds.batch(512).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     ds = ds.map(lambda ids, length, label: (ids[:length], label))
     ds = ds.bucket_by_sequence_length(
-        lambda ids, label: tf.shape(ids)[0], bucket_boundaries=boundaries[:-1],
-        bucket_batch_sizes=[batch_size] * len(boundaries), padding_values=(encoder.pad_id, None))
-    ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda ids, label: tf.shape(ids)[0],
+        bucket_boundaries=boundaries[:-1],
+        bucket_batch_sizes=[batch_size] * len(boundaries),
+        padding_values=(encoder.pad_id, None),
+    )
+    ds = ds.map(
+        lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE
+    )
     # The batch count is known from the lengths; telling tf.data lets Keras show progress and plan epochs.
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(encoder: TextEncoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int,
-                     lengths: np.ndarray) -> tuple[tf.data.Dataset, int]:
+def training_batches(
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    lengths: np.ndarray,
+) -> tuple[tf.data.Dataset, int]:
     """Shuffled training batches and how many there are, for the encoder's padding: bucketed by
     length with `pad_to_buckets` (XLA compiles one program per batch shape), else length-grouped,
     each batch padded to its own longest text: 9% faster training without XLA (3% of the tokens
     are padding instead of 17% on SST-2; benchmarks/RESULTS.md). `lengths`: the texts' token counts."""
     if not encoder.pad_to_buckets:
-        return length_grouped_batches(encoder, texts, y, batch_size, seed), math.ceil(len(texts) / batch_size)
-    buckets = np.searchsorted(bucket_lengths(encoder.max_length), np.minimum(lengths, encoder.max_length))
+        return length_grouped_batches(encoder, texts, y, batch_size, seed), math.ceil(
+            len(texts) / batch_size
+        )
+    buckets = np.searchsorted(
+        bucket_lengths(encoder.max_length), np.minimum(lengths, encoder.max_length)
+    )
     steps = int(sum(math.ceil(count / batch_size) for count in np.bincount(buckets) if count))
     return bucketed_batches(encoder, texts, y, batch_size, seed, steps), steps
 
 
-def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_size: int, seed: int,
-                           group_batches: int = 50):
+def length_grouped_batches(
+    encoder,
+    texts: Sequence[str],
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    group_batches: int = 50,
+):
     """Shuffled batches, each padded only to its own longest text: the examples of every
     `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length),
     and the batches are then shuffled."""
@@ -184,42 +227,78 @@ def length_grouped_batches(encoder, texts: Sequence[str], y: np.ndarray, batch_s
         ids = encoder.token_ids(t)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
-        return tf.gather(ids.to_tensor(encoder.pad_id), order), tf.gather(lengths, order), tf.gather(label, order)
+        return (
+            tf.gather(ids.to_tensor(encoder.pad_id), order),
+            tf.gather(lengths, order),
+            tf.gather(label, order),
+        )
 
-    ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = (
+        ds.batch(group_batches * batch_size)
+        .map(sort_group, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+    )
     ds = ds.map(lambda ids, length, label: (ids[:length], label))
     ds = ds.padded_batch(batch_size, padding_values=(encoder.pad_id, None))
     # Sorting leaves each group's batches longest first; shuffling the batches undoes that order
     # (SGD should not see lengths, a proxy for the kind of text, in sequence).
     ds = ds.shuffle(group_batches, seed=seed + 1, reshuffle_each_iteration=True)
-    ds = ds.map(lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE)
-    steps = -(-len(texts) // batch_size)  # groups hold whole batches, so only the last batch is short
+    ds = ds.map(
+        lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    steps = -(
+        -len(texts) // batch_size
+    )  # groups hold whole batches, so only the last batch is short
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
-def feature_batches(features: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None,
-                    lengths: np.ndarray | None = None, max_length: int = 0, bucketed: bool = False,
-                    group_batches: int = 50) -> tf.data.Dataset:
+def feature_batches(
+    features: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int | None = None,
+    lengths: np.ndarray | None = None,
+    max_length: int = 0,
+    bucketed: bool = False,
+    group_batches: int = 50,
+) -> tf.data.Dataset:
     """Batches of (sentence vectors computed once, labels): without `seed` in order; with it in
     exactly the order `training_batches` gives the texts they come from: the same shuffles
     (tf.data's permutations depend on the seed and the count alone) and the same grouping by
     length (the texts' `lengths`, cut at `max_length` as the encoder cuts them), bucketed
     (`bucketed_batches`) or grouped (`length_grouped_batches`)."""
     if seed is None:
-        return tf.data.Dataset.from_tensor_slices((features, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return (
+            tf.data.Dataset.from_tensor_slices((features, y))
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
     cut = np.minimum(lengths, max_length).astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices((features, cut, y))
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     if bucketed:
         boundaries = [b + 1 for b in bucket_lengths(max_length)]
-        ds = ds.bucket_by_sequence_length(lambda vector, length, label: length, bucket_boundaries=boundaries[:-1],
-                                          bucket_batch_sizes=[batch_size] * len(boundaries))
-        steps = int(sum(math.ceil(count / batch_size)
-                        for count in np.bincount(np.searchsorted(bucket_lengths(max_length), cut)) if count))
+        ds = ds.bucket_by_sequence_length(
+            lambda vector, length, label: length,
+            bucket_boundaries=boundaries[:-1],
+            bucket_batch_sizes=[batch_size] * len(boundaries),
+        )
+        steps = int(
+            sum(
+                math.ceil(count / batch_size)
+                for count in np.bincount(np.searchsorted(bucket_lengths(max_length), cut))
+                if count
+            )
+        )
     else:
+
         def sort_group(vectors, group_lengths, labels):
             order = tf.argsort(group_lengths, direction="DESCENDING", stable=True)
-            return tf.gather(vectors, order), tf.gather(group_lengths, order), tf.gather(labels, order)
+            return (
+                tf.gather(vectors, order),
+                tf.gather(group_lengths, order),
+                tf.gather(labels, order),
+            )
 
         ds = ds.batch(group_batches * batch_size).map(sort_group).unbatch().batch(batch_size)
         ds = ds.shuffle(group_batches, seed=seed + 1, reshuffle_each_iteration=True)
@@ -234,8 +313,11 @@ def length_sorted_batches(encoder, texts: Sequence[str], y: np.ndarray | None, b
     sorted_texts = tf.constant([texts[i] for i in order])
     ds = tf.data.Dataset.from_tensor_slices(sorted_texts if y is None else (sorted_texts, y[order]))
     ds = ds.batch(batch_size).map(
-        (lambda t: encoder.encode(t)) if y is None else (lambda t, label: (encoder.encode(t), label)),
-        num_parallel_calls=tf.data.AUTOTUNE)
+        (lambda t: encoder.encode(t))
+        if y is None
+        else (lambda t, label: (encoder.encode(t), label)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return ds.prefetch(tf.data.AUTOTUNE), order
 
 
@@ -252,8 +334,11 @@ def batch_cost_tokens(max_batch: int, max_length: int) -> int:
     return max_batch * max_length if accelerated else CPU_BATCH_COST_TOKENS
 
 
-def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = CPU_BATCH_COST_TOKENS,
-                   ) -> list[np.ndarray]:
+def length_batches(
+    lengths: Sequence[int],
+    max_batch: int,
+    batch_cost: float = CPU_BATCH_COST_TOKENS,
+) -> list[np.ndarray]:
     """Split examples into batches of at most `max_batch` that cost the fewest padded tokens plus
     `batch_cost` tokens a batch, each batch padded to its longest example. Returns index arrays
     into `lengths`, ordered by length (their concatenation sorts `lengths`).
@@ -281,10 +366,18 @@ def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = C
     best, came_from = {0: 0.0}, {}
     for k, end in enumerate(anchors[1:], start=1):
         for start in anchors[:k]:
-            full = (end - start - 1) // max_batch  # full batches before the last one, which ends at `end`
-            full_ends = ordered[start + max_batch - 1 : start + full * max_batch : max_batch]  # their longest
-            cost = (best[start] + max_batch * full_ends.sum() + (end - start - full * max_batch) * ordered[end - 1]
-                    + (full + 1) * batch_cost)
+            full = (
+                end - start - 1
+            ) // max_batch  # full batches before the last one, which ends at `end`
+            full_ends = ordered[
+                start + max_batch - 1 : start + full * max_batch : max_batch
+            ]  # their longest
+            cost = (
+                best[start]
+                + max_batch * full_ends.sum()
+                + (end - start - full * max_batch) * ordered[end - 1]
+                + (full + 1) * batch_cost
+            )
             if cost < best.get(end, np.inf):
                 best[end], came_from[end] = cost, start
     bounds, end = [n], n
@@ -292,11 +385,12 @@ def length_batches(lengths: Sequence[int], max_batch: int, batch_cost: float = C
         start = came_from[end]
         bounds[:0] = list(range(start, end, max_batch))
         end = start
-    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [order[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def predict_probabilities(model, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 64,
-                          features: bool = False):
+def predict_probabilities(
+    model, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 64, features: bool = False
+):
     """Class probabilities for texts, in their original order; with `features`, also the pooled
     sentence vectors the head sees (`(probabilities, vectors)`), from the same pass.
 
@@ -304,38 +398,55 @@ def predict_probabilities(model, encoder: TextEncoder, texts: Sequence[str], bat
     with little padding, and padded per batch in NumPy; each batch goes through one traced forward
     pass (`compiled_forward`). Keras's `predict` loop, with a new tf.data pipeline per call, took
     2.5x as long on SST-2 dev, and fixed batches of 64 sorted texts 1.05x (benchmarks/RESULTS.md)."""
-    import keras  # noqa: PLC0415
 
     ids, lengths = encoder.tokenize(texts)
-    batches = length_batches(encoder.padded_lengths(lengths), batch_size,
-                             batch_cost_tokens(batch_size, encoder.max_length))
+    batches = length_batches(
+        encoder.padded_lengths(lengths),
+        batch_size,
+        batch_cost_tokens(batch_size, encoder.max_length),
+    )
     order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     forward = compiled_forward(model, encoder.input_names, features)
-    outputs = [forward(encoder.padded_batch([ids[i] for i in batch])) for batch in progress(batches, desc="predicting")]
-    logits = np.concatenate([np.asarray(out[0] if features else out) for out in outputs]) if outputs else np.zeros((0, 0))
+    outputs = [
+        forward(encoder.padded_batch([ids[i] for i in batch]))
+        for batch in progress(batches, desc="predicting")
+    ]
+    logits = (
+        np.concatenate([np.asarray(out[0] if features else out) for out in outputs])
+        if outputs
+        else np.zeros((0, 0))
+    )
     probabilities = np.empty_like(logits, dtype="float32")
-    probabilities[order] = keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
+    probabilities[order] = keras.ops.convert_to_numpy(
+        keras.ops.softmax(logits.astype("float32"), axis=-1)
+    )
     if not features:
         return probabilities
-    vectors = np.concatenate([np.asarray(out[1]) for out in outputs]) if outputs else np.zeros((0, 0), "float32")
+    vectors = (
+        np.concatenate([np.asarray(out[1]) for out in outputs])
+        if outputs
+        else np.zeros((0, 0), "float32")
+    )
     unsorted = np.empty_like(vectors)
     unsorted[order] = vectors
     return probabilities, unsorted
 
 
-_FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled_forward(model, input_names: Sequence[str], features: bool = False):
     """`model(inputs, training=False)` as a `tf.function` traced once for any batch shape (XLA, when
     the model was compiled with it, still compiles per shape), cached per model. With `features`, it
     returns `(logits, head features)` (`zoo.heads.head_features`)."""
-    from zoo.heads import head_features  # noqa: PLC0415
 
     cache = _FORWARDS.setdefault(model, {})
     if features not in cache:
         network = head_features(model, with_logits=True) if features else model
         signature = {name: tf.TensorSpec([None, None], tf.int32) for name in input_names}
-        cache[features] = tf.function(lambda inputs: network(inputs, training=False), input_signature=[signature],
-                                      jit_compile=getattr(model, "jit_compile", False) is True)
+        cache[features] = tf.function(
+            lambda inputs: network(inputs, training=False),
+            input_signature=[signature],
+            jit_compile=getattr(model, "jit_compile", False) is True,
+        )
     return cache[features]

@@ -6,10 +6,13 @@ Works on any labelled collection with `labels`, `origins` and `subset(indices)` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 
 from zoo.errors import UserError
 
@@ -28,7 +31,9 @@ L = TypeVar("L", bound=Labelled)
 
 def label_order(values) -> list[str]:
     """Class names sorted, integer-like names numerically (so "2" < "10")."""
-    return sorted(set(values), key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v))
+    return sorted(
+        set(values), key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
+    )
 
 
 def label_ids(data: Labelled, labels: list[str]) -> np.ndarray:
@@ -37,15 +42,18 @@ def label_ids(data: Labelled, labels: list[str]) -> np.ndarray:
     ids = []
     for value, origin in zip(data.labels, data.origins):
         if value not in index:
-            raise UserError(f"{origin}: label '{value}' was never seen in training (labels: {', '.join(labels)})")
+            raise UserError(
+                f"{origin}: label '{value}' was never seen in training (labels: {', '.join(labels)})"
+            )
         ids.append(index[value])
     return np.asarray(ids, np.int32)
 
 
-def stratified_split(data: L, fraction: float, seed: int, key: str = "data.validation_split") -> tuple[L, L]:
+def stratified_split(
+    data: L, fraction: float, seed: int, key: str = "data.validation_split"
+) -> tuple[L, L]:
     """`(rest, held_out)`: `fraction` of every class held out, chosen with `seed` (scikit-learn's
     stratified split); both keep the examples' original order. `key` is the setting errors name."""
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
     instead = "give data.validation" if key == "data.validation_split" else f"set {key}=0"
     if not 0 < fraction < 1:
@@ -54,16 +62,21 @@ def stratified_split(data: L, fraction: float, seed: int, key: str = "data.valid
     # scikit-learn's own errors here name neither the class nor the setting: say both.
     for name, count in zip(names, counts):
         if count < 2:
-            raise UserError(f"{key}: class '{name}' has {count} example, too few to hold some out "
-                            f"(at least 2 per class); add examples or {instead}")
+            raise UserError(
+                f"{key}: class '{name}' has {count} example, too few to hold some out "
+                f"(at least 2 per class); add examples or {instead}"
+            )
     try:
-        _, held = train_test_split(np.arange(len(data)), test_size=fraction, stratify=data.labels,
-                                   random_state=seed)
+        _, held = train_test_split(
+            np.arange(len(data)), test_size=fraction, stratify=data.labels, random_state=seed
+        )
     except ValueError:  # too few examples held out, or left, to have one of every class
         smallest = names[np.argmin(counts)]
-        raise UserError(f"{key}={fraction}: {len(data)} examples cannot be split with every one of "
-                        f"the {len(names)} classes on both sides (class '{smallest}' has {counts.min()}); "
-                        f"change the fraction or {instead}") from None
+        raise UserError(
+            f"{key}={fraction}: {len(data)} examples cannot be split with every one of "
+            f"the {len(names)} classes on both sides (class '{smallest}' has {counts.min()}); "
+            f"change the fraction or {instead}"
+        ) from None
     held = np.sort(held)
     rest = np.setdiff1d(np.arange(len(data)), held)  # sorted: the original order
     return data.subset(rest.tolist()), data.subset(held.tolist())
@@ -72,7 +85,6 @@ def stratified_split(data: L, fraction: float, seed: int, key: str = "data.valid
 def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
     """`{class id: n / (k * count)}` (scikit-learn's "balanced" weights) for mode `balanced`, or for
     `auto` when the largest class has more than 1.5x the examples of the smallest; None otherwise."""
-    from sklearn.utils.class_weight import compute_class_weight  # noqa: PLC0415
 
     counts = np.bincount(y, minlength=num_classes)
     if mode == "none" or (mode == "auto" and counts.max() <= 1.5 * counts.min()):
@@ -84,8 +96,15 @@ def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[i
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def read_class_splits(read, train: str, validation: str, test: str, validation_split: float,
-                      seed: int, selection_split: float = 0.0) -> tuple[L, L, L | None, list[str], L | None]:
+def read_class_splits(
+    read,
+    train: str,
+    validation: str,
+    test: str,
+    validation_split: float,
+    seed: int,
+    selection_split: float = 0.0,
+) -> tuple[L, L, L | None, list[str], L | None]:
     """`(train, validation, test, class names, selection)` of a classification data set: each split
     read with `read(source, split)`; without a validation source, a stratified `validation_split`
     of train; test None without a source; the class names checked across the splits (`class_names`).
@@ -100,10 +119,17 @@ def read_class_splits(read, train: str, validation: str, test: str, validation_s
         train_data, validation_data = stratified_split(train_data, validation_split, seed)
     selection_data = None
     if selection_split:
-        train_data, selection_data = stratified_split(train_data, selection_split, seed, "data.selection_split")
+        train_data, selection_data = stratified_split(
+            train_data, selection_split, seed, "data.selection_split"
+        )
     test_data = read(test, "test") if test else None
-    return (train_data, validation_data, test_data,
-            class_names(train, train_data, validation_data, test_data, selection_data), selection_data)
+    return (
+        train_data,
+        validation_data,
+        test_data,
+        class_names(train, train_data, validation_data, test_data, selection_data),
+        selection_data,
+    )
 
 
 def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[str]:
@@ -121,7 +147,9 @@ def class_names(source: str, train: Labelled, *others: Labelled | None) -> list[
 def class_folders(root: Path) -> list[Path]:
     """The class folders at the top of a data folder, sorted: hidden folders (.ipynb_checkpoints,
     ...) are not classes, and a symlink counts only when it points at a folder outside `root`."""
-    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_class_folder(root, p))
+    return sorted(
+        p for p in root.iterdir() if not p.name.startswith(".") and _is_class_folder(root, p)
+    )
 
 
 def _is_class_folder(root: Path, entry: Path) -> bool:
@@ -133,8 +161,12 @@ def _is_class_folder(root: Path, entry: Path) -> bool:
     if not target.is_dir():
         return False  # a link to a file, or a broken link: not a class, as a plain file is not
     if target == top or target in top.parents:
-        raise UserError(f"{entry}: symlink to {target}, the data folder or a folder above it (a loop); remove the link")
+        raise UserError(
+            f"{entry}: symlink to {target}, the data folder or a folder above it (a loop); remove the link"
+        )
     if top in target.parents:
-        raise UserError(f"{entry}: symlink to {target}, a folder inside the data folder (its images would be "
-                        "read twice); remove the link")
+        raise UserError(
+            f"{entry}: symlink to {target}, a folder inside the data folder (its images would be "
+            "read twice); remove the link"
+        )
     return True

@@ -6,22 +6,29 @@ Computed once per evaluation (not per step) by scikit-learn, so they cost nothin
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
     (rows: true label, columns: predicted), as plain JSON-ready values. A class never predicted or
     never true scores 0, and counts in the macro-F1 like every other class."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support  # noqa: PLC0415
 
     y_true, y_pred, ids = np.asarray(y_true), np.asarray(y_pred), np.arange(len(labels))
     if len(y_true):
         cm = confusion_matrix(y_true, y_pred, labels=ids)
         precision, recall, f1, support = precision_recall_fscore_support(
-            y_true, y_pred, labels=ids, average=None, zero_division=0)
+            y_true, y_pred, labels=ids, average=None, zero_division=0
+        )
         accuracy = float(accuracy_score(y_true, y_pred))
     else:  # scikit-learn refuses empty input; nothing to evaluate scores 0
         cm = np.zeros((len(labels), len(labels)), np.int64)
@@ -31,8 +38,15 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequen
         "accuracy": accuracy,
         "macro_f1": float(f1.mean()) if len(labels) else 0.0,
         "num_examples": int(cm.sum()),
-        "per_class": {str(name): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for name, p, r, f, s in zip(labels, precision, recall, f1, support)},
+        "per_class": {
+            str(name): {
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(s),
+            }
+            for name, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
         "confusion_matrix": cm.tolist(),
         "labels": [str(name) for name in labels],
     }
@@ -42,15 +56,18 @@ def format_report(report: dict) -> str:
     """The per-class table as Markdown (readable in a terminal and in TensorBoard's text tab)."""
     lines = ["| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
     for name, m in report["per_class"].items():
-        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
-    lines.append(f"\naccuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-                 f"{report['num_examples']} examples")
+        lines.append(
+            f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        )
+    lines.append(
+        f"\naccuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+        f"{report['num_examples']} examples"
+    )
     return "\n".join(lines)
 
 
 def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
     """The confusion matrix drawn as a PNG (counts in the cells, row-normalised colours)."""
-    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: leaves the user's backend alone)
 
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -63,7 +80,14 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> 
     ax.set_yticklabels(labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -72,11 +96,12 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> 
 
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
     """Share of examples whose true class is among the `k` most probable (`probabilities`: [N, classes])."""
-    from sklearn.metrics import top_k_accuracy_score  # noqa: PLC0415
 
     probabilities = np.asarray(probabilities)
     num_classes = probabilities.shape[-1]
-    if k >= num_classes:  # every class is in the top k (scikit-learn warns that this is meaningless)
+    if (
+        k >= num_classes
+    ):  # every class is in the top k (scikit-learn warns that this is meaningless)
         return 1.0
     # With two classes scikit-learn takes the scores of the second class only.
     scores = probabilities[:, 1] if num_classes == 2 else probabilities
@@ -85,7 +110,6 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> flo
 
 def image_grid_png(images: np.ndarray, captions: Sequence[str], columns: int = 4) -> bytes:
     """Images (uint8 `[N, H, W, 3]`) in a grid with a caption over each, as a PNG."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
 
     n = max(len(images), 1)
     rows = (n + columns - 1) // columns
@@ -102,10 +126,16 @@ def image_grid_png(images: np.ndarray, captions: Sequence[str], columns: int = 4
     return buf.getvalue()
 
 
-def misclassified_grid_png(images: np.ndarray, y_true: Sequence[int], probabilities: np.ndarray,
-                           labels: Sequence[str]) -> bytes:
+def misclassified_grid_png(
+    images: np.ndarray, y_true: Sequence[int], probabilities: np.ndarray, labels: Sequence[str]
+) -> bytes:
     """`image_grid_png` of misclassified images (uint8 crops), each captioned with its true and
     predicted class and the predicted class's probability."""
     predicted = np.asarray(probabilities).argmax(axis=-1)
-    return image_grid_png(images, [f"true {labels[t]}\npred {labels[p]} {probabilities[i, p]:.2f}"
-                                   for i, (t, p) in enumerate(zip(y_true, predicted))])
+    return image_grid_png(
+        images,
+        [
+            f"true {labels[t]}\npred {labels[p]} {probabilities[i, p]:.2f}"
+            for i, (t, p) in enumerate(zip(y_true, predicted))
+        ],
+    )

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+import tensorflow_datasets as tfds
 
 from recipes.common.labels import class_folders
+from recipes.common.tfds_data import prepared_builder, split_for
 from zoo.errors import UserError
 from zoo.progress import progress
 
@@ -35,17 +38,24 @@ class LabelledTexts:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices) -> "LabelledTexts":
-        return LabelledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                             [self.origins[i] for i in indices])
+    def subset(self, indices) -> LabelledTexts:
+        return LabelledTexts(
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.origins[i] for i in indices],
+        )
 
 
-def read_texts(source: str, split: str, text_column: str, label_column: str | None) -> LabelledTexts:
+def read_texts(
+    source: str, split: str, text_column: str, label_column: str | None
+) -> LabelledTexts:
     """Read one split. `label_column=None` reads unlabelled text (labels are None)."""
     if source == "demo":
         if split not in DEMO_FILES:
             raise UserError(f"the demo set has no '{split}' split (it has {', '.join(DEMO_FILES)})")
-        return read_texts(str(DEMO_DIR / DEMO_FILES[split]), split, "text", label_column and "label")
+        return read_texts(
+            str(DEMO_DIR / DEMO_FILES[split]), split, "text", label_column and "label"
+        )
     if source.startswith("tfds:"):
         return _read_tfds(source[5:], split)
     path = Path(source)
@@ -59,14 +69,18 @@ def read_texts(source: str, split: str, text_column: str, label_column: str | No
     elif suffix in (".csv", ".tsv", ".txt"):
         rows = _delimited_rows(path, "\t" if suffix != ".csv" else ",")
     else:
-        raise UserError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl or a folder of class folders)")
+        raise UserError(
+            f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl or a folder of class folders)"
+        )
     texts, labels, origins = [], [], []
     for line, row in rows:
         origin = f"{path}:{line}"
         for column in (text_column, label_column):
             if column is not None and column not in row:
-                raise UserError(f"{origin}: no column '{column}' (columns: {', '.join(map(str, row))}); "
-                                f"set data.text_column / data.label_column")
+                raise UserError(
+                    f"{origin}: no column '{column}' (columns: {', '.join(map(str, row))}); "
+                    f"set data.text_column / data.label_column"
+                )
         text = row[text_column]
         if not isinstance(text, str):
             raise UserError(f"{origin}: '{text_column}' is not a string: {text!r}")
@@ -102,7 +116,9 @@ def read_lines(path: Path) -> list[str]:
 
 def _utf8_error(path: Path, data: bytes, e: UnicodeDecodeError) -> UserError:
     line = data[: e.start].count(b"\n") + 1
-    return UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8")
+    return UserError(
+        f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x}); re-save the file as UTF-8"
+    )
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -161,14 +177,19 @@ def csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
         if quoting != csv.QUOTE_NONE and any('"' in line for line in last):
             opened = _unclosed_quote(last, start, delimiter)
             if opened is not None:
-                raise UserError(f"{path}:{opened}: unclosed quote (the field that opens here runs to the end of the file)")
+                raise UserError(
+                    f"{path}:{opened}: unclosed quote (the field that opens here runs to the end of the file)"
+                )
         yield start, fields
 
 
 def _unclosed_quote(lines: list[str], start: int, delimiter: str) -> int | None:
     """The line where a quoted field opens and never closes in one CSV record's raw `lines` (the
     first is line `start`), or None: the csv module's own reading, whose state it does not expose."""
-    state, opened = "start", None  # start of a field, in an unquoted field, in quotes, just after a quote in quotes
+    state, opened = (
+        "start",
+        None,
+    )  # start of a field, in an unquoted field, in quotes, just after a quote in quotes
     for number, line in enumerate(lines, start):
         for ch in line:
             if state == "quoted":
@@ -194,7 +215,9 @@ def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise UserError(f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+            raise UserError(
+                f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})"
+            )
         yield line, dict(zip(header, row))
 
 
@@ -218,9 +241,6 @@ def _read_class_folders(root: Path) -> LabelledTexts:
 
 
 def _read_tfds(name: str, split: str) -> LabelledTexts:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    from recipes.common.tfds_data import prepared_builder, split_for  # noqa: PLC0415
 
     builder = prepared_builder(name, "point data.train at a local CSV/TSV/JSONL file instead")
     tfds_split = split_for(builder, name, split)
@@ -229,7 +249,9 @@ def _read_tfds(name: str, split: str) -> LabelledTexts:
     label_key = next(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
     names = features[label_key].names
     texts, labels, origins = [], [], []
-    examples = progress(tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example")
+    examples = progress(
+        tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example"
+    )
     for i, example in enumerate(examples):
         if example[label_key] < 0:  # GLUE test splits carry label -1: unlabelled
             continue

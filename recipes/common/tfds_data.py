@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tensorflow_datasets as tfds
+
 from zoo.errors import UserError
 
 # A role's split names in order of preference: GLUE-style sets validate on "validation", others on "test".
@@ -10,14 +12,15 @@ ROLE_SPLITS = {"train": ["train"], "validation": ["validation", "test"], "test":
 
 def prepared_builder(name: str, offline_hint: str):
     """`tfds.builder(name)` with its data downloaded and prepared; failures are one-line errors."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
 
     try:
         builder = tfds.builder(name)
         builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 (tfds raises many types for a missing dataset or network)
-        raise UserError(f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                        f"offline, {offline_hint}") from None
+        raise UserError(
+            f"tfds:{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            f"offline, {offline_hint}"
+        ) from None
     return builder
 
 

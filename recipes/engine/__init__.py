@@ -9,7 +9,12 @@ on first use, so the light modules here (config, registry, run_dir, cli) load wi
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 
 
 def __getattr__(name: str):
+    if (
+        find_spec(f"{__name__}.{name}") is not None
+    ):  # a module of this package (`from . import tags`)
+        return import_module(f"{__name__}.{name}")
     return getattr(import_module("recipes.engine.lifecycle"), name)

@@ -12,8 +12,8 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from zoo.errors import UserError
 
@@ -21,52 +21,91 @@ from zoo.errors import UserError
 def add_config_options(sub: argparse.ArgumentParser, what: str) -> None:
     """--config, --set, --name, --runs-dir, --overwrite | --resume (train and tune)."""
     sub.add_argument("--config", help="YAML config file (sections data, model, train, run, tuning)")
-    sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set train.learning_rate=3e-5 (repeatable)")
-    sub.add_argument("--name", help=f"{what} name (default: a timestamp); same as --set run.name=...")
-    sub.add_argument("--runs-dir", help="where runs go (default: runs); same as --set run.runs_dir=...")
+    sub.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.learning_rate=3e-5 (repeatable)",
+    )
+    sub.add_argument(
+        "--name", help=f"{what} name (default: a timestamp); same as --set run.name=..."
+    )
+    sub.add_argument(
+        "--runs-dir", help="where runs go (default: runs); same as --set run.runs_dir=..."
+    )
     mode = sub.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true",
-                      help=f"replace an existing {what} of the same name (the old one stays until the new one finishes)")
-    mode.add_argument("--resume", action="store_true",
-                      help=f"continue an interrupted {what}; only run.* keys may change")
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing {what} of the same name (the old one stays until the new one finishes)",
+    )
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue an interrupted {what}; only run.* keys may change",
+    )
 
 
 def add_recipe_commands(commands, recipe_argument: bool) -> None:
     """The train / evaluate / predict / export subcommands; `recipe_argument` adds a RECIPE positional."""
+
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         if recipe_argument:
-            from recipes.engine.registry import RECIPES  # noqa: PLC0415
+            from recipes.engine.registry import RECIPES
 
-            sub.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}, or a module path (my_pkg.my_recipe)")
+            sub.add_argument(
+                "recipe", help=f"one of: {', '.join(RECIPES)}, or a module path (my_pkg.my_recipe)"
+            )
         return sub
 
     train = add("train", "train a recipe into runs/<recipe>/<name>/")
     add_config_options(train, "run")
     if recipe_argument:  # keras-zoo: it restarts itself as the workers
-        train.add_argument("--workers", type=int, default=0, metavar="N",
-                           help="train as a cluster of N processes on this machine (MultiWorkerMirroredStrategy; "
-                                "one GPU each where there are GPUs); see README, 'Training on GPUs and clusters'")
-    train.add_argument("--profile", action="store_true",
-                       help="profile a few training steps for TensorBoard's Profile tab (pip install 'keras-zoo[profile]' "
-                            "to view); same as --set run.profile=true")
+        train.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            metavar="N",
+            help="train as a cluster of N processes on this machine (MultiWorkerMirroredStrategy; "
+            "one GPU each where there are GPUs); see README, 'Training on GPUs and clusters'",
+        )
+    train.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile a few training steps for TensorBoard's Profile tab (pip install 'keras-zoo[profile]' "
+        "to view); same as --set run.profile=true",
+    )
     evaluate = add("evaluate", "evaluate a finished run")
     evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--data", default="", help="labelled data (default: the run's own data for --split)")
+    evaluate.add_argument(
+        "--data", default="", help="labelled data (default: the run's own data for --split)"
+    )
     evaluate.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     predict = add("predict", "predict labels for texts or image files")
     predict.add_argument("run", help="run directory")
-    predict.add_argument("inputs", nargs="*", help="texts (sentiment, ner), or image files and folders (images)")
-    predict.add_argument("--tokens", action="store_true",
-                         help="ner: each input is already tokenised (tokens separated by whitespace)")
+    predict.add_argument(
+        "inputs", nargs="*", help="texts (sentiment, ner), or image files and folders (images)"
+    )
+    predict.add_argument(
+        "--tokens",
+        action="store_true",
+        help="ner: each input is already tokenised (tokens separated by whitespace)",
+    )
     predict.add_argument("--file", help="a text file, one input per line")
     predict.add_argument("--jsonl", action="store_true", help="print one JSON object per input")
     predict.add_argument("--csv", help="also write the predictions to this CSV file")
-    export = add("export", "write export/model.keras and export/saved_model for a run, or a KerasHub preset")
+    export = add(
+        "export", "write export/model.keras and export/saved_model for a run, or a KerasHub preset"
+    )
     export.add_argument("run", help="run directory")
-    export.add_argument("--preset", metavar="DIR",
-                        help="write a KerasHub preset directory instead (to share with keras_hub.upload_preset)")
+    export.add_argument(
+        "--preset",
+        metavar="DIR",
+        help="write a KerasHub preset directory instead (to share with keras_hub.upload_preset)",
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -83,28 +122,41 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     """Carry out train / evaluate / predict / export for `recipe` (a `recipes.engine.contract.Recipe`)."""
-    from recipes.engine.config import check_config, load_config_and_keys  # noqa: PLC0415
-    from zoo.runtime import prefer_inference_kernels  # noqa: PLC0415
+    from recipes.engine.config import check_config, load_config_and_keys
+    from zoo.runtime import prefer_inference_kernels
 
-    if args.command == "train":  # a bad key, value or run place is said at once, not after TensorFlow's start-up
-        from recipes.engine.run_dir import plan_training_run  # noqa: PLC0415
+    if (
+        args.command == "train"
+    ):  # a bad key, value or run place is said at once, not after TensorFlow's start-up
+        from recipes.engine.run_dir import plan_training_run
 
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
         check_config(cfg)
-        plan_training_run(cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume)  # the engine plans again
+        plan_training_run(
+            cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume
+        )  # the engine plans again
         if getattr(args, "workers", 0) and cfg.train.distribute in ("none", "mirrored"):
-            raise UserError(f"--workers: train.distribute is {cfg.train.distribute}; "
-                            "workers train with multi_worker (or auto)")
+            raise UserError(
+                f"--workers: train.distribute is {cfg.train.distribute}; "
+                "workers train with multi_worker (or auto)"
+            )
     else:
         prefer_inference_kernels()
-    from recipes import engine  # noqa: PLC0415
+    from recipes import engine
 
     if args.command == "train":
         if getattr(args, "workers", 0):
             _train_workers(recipe, cfg, args)
             return
-        run, report = engine.train(recipe, cfg, overwrite=args.overwrite, resume=args.resume, changed_keys=keys,
-                                   verbose=1 if sys.stdout.isatty() else 2, origin=_origin(args))
+        run, report = engine.train(
+            recipe,
+            cfg,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            changed_keys=keys,
+            verbose=1 if sys.stdout.isatty() else 2,
+            origin=_origin(args),
+        )
         if not report:  # a worker of a cluster other than the chief: the chief reports
             print("this worker's part is done; the chief writes the run")
             return
@@ -127,15 +179,20 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
     """`train --workers N` (checked in `run_recipe_command`): run this same command as N workers."""
-    from recipes.engine.launch import run_local_cluster, without_option  # noqa: PLC0415
+    from recipes.engine.launch import run_local_cluster, without_option
 
     if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
-        import time  # noqa: PLC0415
+        import time
 
         args.argv = [*args.argv, "--name", time.strftime("%Y%m%d-%H%M%S")]
-    os.environ[ORIGIN_VARIABLE] = json.dumps(getattr(args, "origin", ""))  # the workers' model card: this command
+    os.environ[ORIGIN_VARIABLE] = json.dumps(
+        getattr(args, "origin", "")
+    )  # the workers' model card: this command
     try:
-        run_local_cluster([sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")], args.workers)
+        run_local_cluster(
+            [sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")],
+            args.workers,
+        )
     finally:
         del os.environ[ORIGIN_VARIABLE]
 
@@ -150,11 +207,11 @@ def _origin(args: argparse.Namespace) -> list[str] | str:
 
 
 def _predict(recipe, args: argparse.Namespace) -> None:
-    from recipes import engine  # noqa: PLC0415
+    from recipes import engine
 
     inputs = list(args.inputs)
     if args.file:
-        from recipes.common.text_data import read_lines  # noqa: PLC0415
+        from recipes.common.text_data import read_lines
 
         if not Path(args.file).is_file():
             raise UserError(f"{args.file}: file not found")
@@ -179,8 +236,13 @@ def kept_epoch_line(report: dict) -> str:
     line = f"kept epoch {chosen['epoch']} of {chosen['of']} (best {chosen['monitor']} on {chosen['chosen_on']})"
     if chosen["chosen_on"] == "validation" and "test" not in report:
         line += ": its validation figures are optimistic; data.selection_split chooses on held-out training data"
-    figures = [f"{split} {key} {last[split][key]:.4f}" for split in ("validation", "test") if split in last
-               for key in ("accuracy", "f1") if key in last[split]]
+    figures = [
+        f"{split} {key} {last[split][key]:.4f}"
+        for split in ("validation", "test")
+        if split in last
+        for key in ("accuracy", "f1")
+        if key in last[split]
+    ]
     if chosen["epoch"] != chosen["of"] and figures:
         line += f"\nlast epoch ({chosen['of']}): " + ", ".join(figures)
     return line
@@ -197,7 +259,10 @@ def guarded(command) -> int:
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        print(f"keras-zoo: error: {e.filename}: {e.strerror.lower()} (nothing was changed there)", file=sys.stderr)
+        print(
+            f"keras-zoo: error: {e.filename}: {e.strerror.lower()} (nothing was changed there)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("keras-zoo: interrupted", file=sys.stderr)
@@ -205,11 +270,17 @@ def guarded(command) -> int:
     return 0
 
 
-def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
     """`parser.parse_args(argv)`, except that `predict` also takes texts and files given after its
     options (`predict RUN --jsonl "a fine film"`), which argparse leaves unrecognised."""
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "predict" and not any(item.startswith("-") for item in extra):
+    if (
+        extra
+        and getattr(args, "command", None) == "predict"
+        and not any(item.startswith("-") for item in extra)
+    ):
         args.inputs = [*args.inputs, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -221,16 +292,20 @@ def script_main(recipe, argv: Sequence[str] | None = None) -> int:
     `recipe`: a `Recipe`, or a registered recipe's name, whose module (and TensorFlow) loads only
     after the process settings are applied: called with no `argv` it is that program, and applies
     them first (zoo/runtime.py `prepare_command_process`)."""
-    from recipes.engine.registry import load_recipe  # noqa: PLC0415  (light: the recipe loads below)
+    from recipes.engine.registry import load_recipe  # light: the recipe loads below
 
     name = recipe if isinstance(recipe, str) else recipe.name
-    parser = argparse.ArgumentParser(prog=f"python -m recipes.{name}",
-                                     description=f"The {name} recipe: train, evaluate, predict, export.")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m recipes.{name}",
+        description=f"The {name} recipe: train, evaluate, predict, export.",
+    )
     add_recipe_commands(parser.add_subparsers(dest="command", required=True), recipe_argument=False)
     args = parse_command_line(parser, argv)
     args.origin = ["python", "-m", f"recipes.{name}", *(sys.argv[1:] if argv is None else argv)]
     if argv is None:
-        from zoo.runtime import prepare_command_process  # noqa: PLC0415
+        from zoo.runtime import prepare_command_process
 
         prepare_command_process()
-    return guarded(lambda: run_recipe_command(load_recipe(recipe) if isinstance(recipe, str) else recipe, args))
+    return guarded(
+        lambda: run_recipe_command(load_recipe(recipe) if isinstance(recipe, str) else recipe, args)
+    )

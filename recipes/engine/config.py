@@ -27,7 +27,9 @@ C = TypeVar("C")
 class ModelConfig:
     LIMITS: ClassVar[dict[str, str]] = {"lora_rank": ">= 1", "dropout": "[0, 1)"}
 
-    backbone: str = "minilm-l6"  # catalog name, KerasHub preset, hf:// / kaggle:// handle, or local directory
+    backbone: str = (
+        "minilm-l6"  # catalog name, KerasHub preset, hf:// / kaggle:// handle, or local directory
+    )
     finetune: Literal["full", "frozen", "lora"] = "full"  # frozen: train the head only
     lora_rank: int = 8
     dropout: float = 0.1
@@ -35,9 +37,16 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    LIMITS: ClassVar[dict[str, str]] = {"epochs": ">= 1", "batch_size": ">= 1", "learning_rate": "> 0",
-                                        "weight_decay": ">= 0", "warmup_ratio": "[0, 1)", "clipnorm": ">= 0",
-                                        "early_stopping_patience": ">= 0", "seed": ">= 0"}
+    LIMITS: ClassVar[dict[str, str]] = {
+        "epochs": ">= 1",
+        "batch_size": ">= 1",
+        "learning_rate": "> 0",
+        "weight_decay": ">= 0",
+        "warmup_ratio": "[0, 1)",
+        "clipnorm": ">= 0",
+        "early_stopping_patience": ">= 0",
+        "seed": ">= 0",
+    }
     # Whether `precision: auto` picks mixed bfloat16 on CPUs with native bf16 (see recipes/engine/devices.py)
     CPU_BF16: ClassVar[bool] = True
 
@@ -45,7 +54,9 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4  # peak, after warm-up
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.06  # share of all steps spent warming up linearly, then linear decay to 0
+    warmup_ratio: float = (
+        0.06  # share of all steps spent warming up linearly, then linear decay to 0
+    )
     # 0: no clipping. Keras's clipping densifies the word-embedding gradient (30k x 384 for MiniLM)
     # every step: +24% step time for `clipnorm`, +11% for a global norm, measured at SST-2 lengths;
     # the warm-up keeps the first steps stable instead.
@@ -86,7 +97,9 @@ class RunConfig:
     # metrics.json still hold every figure).
     tensorboard: bool = True
     log_every_steps: int = 50  # training loss (and metrics) every N steps; 0: per epoch only
-    embeddings: int = 2000  # evaluation examples (sentences, entities) in the embedding projector; 0: none
+    embeddings: int = (
+        2000  # evaluation examples (sentences, entities) in the embedding projector; 0: none
+    )
     profile: bool = False  # profile a few training steps (view with the `profile` extra installed)
     # False: export/model.keras only (what predict and evaluate load), no deployable SavedModel and its
     # model card, which take seconds to trace; `keras-zoo export RECIPE RUN` writes them later
@@ -104,20 +117,34 @@ class TuningConfig:
     `[a, b]` choices, `{min, max, sampling: linear|log, step}` ranges, `boolean`, `{fixed: value}`.
     """
 
-    LIMITS: ClassVar[dict[str, str]] = {"max_trials": ">= 1", "executions_per_trial": ">= 1",
-                                        "hyperband_factor": ">= 2", "hyperband_max_epochs": ">= 0",
-                                        "max_retries_per_trial": ">= 0", "worker_timeout_s": "> 0", "seed": ">= 0"}
+    LIMITS: ClassVar[dict[str, str]] = {
+        "max_trials": ">= 1",
+        "executions_per_trial": ">= 1",
+        "hyperband_factor": ">= 2",
+        "hyperband_max_epochs": ">= 0",
+        "max_retries_per_trial": ">= 0",
+        "worker_timeout_s": "> 0",
+        "seed": ">= 0",
+    }
 
     algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "bayesian"
-    objective: str = ""  # any metric the recipe logs (val_accuracy, val_macro_f1, ...); empty: train.monitor
+    objective: str = (
+        ""  # any metric the recipe logs (val_accuracy, val_macro_f1, ...); empty: train.monitor
+    )
     direction: Literal["auto", "max", "min"] = "auto"  # auto: min for losses, else max
     max_trials: int = 10
-    executions_per_trial: int = 1  # runs per trial with seeds seed, seed+1, ...; metrics are averaged
+    executions_per_trial: int = (
+        1  # runs per trial with seeds seed, seed+1, ...; metrics are averaged
+    )
     max_time: str = ""  # e.g. 90m, 2h: no trial starts after this; empty: no limit
     hyperband_factor: int = 3
     hyperband_max_epochs: int = 0  # 0: train.epochs
-    max_retries_per_trial: int = 0  # a trial that crashes is retried this often, then recorded as failed
-    trial_process: Literal["subprocess", "in_process"] = "subprocess"  # subprocess: memory never accumulates
+    max_retries_per_trial: int = (
+        0  # a trial that crashes is retried this often, then recorded as failed
+    )
+    trial_process: Literal["subprocess", "in_process"] = (
+        "subprocess"  # subprocess: memory never accumulates
+    )
     worker_timeout_s: float = 120.0  # distributed: a worker silent this long is taken as dead
     seed: int = 0  # the search algorithm's seed
     space: dict[str, Any] = field(default_factory=dict)
@@ -127,7 +154,9 @@ def save_config(cfg: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> C:
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> C:
     """Build a `cls` config from its defaults, a YAML file and `key.sub=value` overrides, in that
     order, and check every value against its section's `LIMITS`."""
     return load_config_and_keys(cls, path, overrides)[0]
@@ -141,8 +170,9 @@ def yaml_error(error: Exception) -> tuple[tuple[int, int] | None, str]:
     return ((mark.line + 1, mark.column + 1) if mark is not None else None), problem
 
 
-def load_config_and_keys(cls: type[C], path: str | Path | None = None,
-                         overrides: list[str] | tuple[str, ...] = ()) -> tuple[C, list[str]]:
+def load_config_and_keys(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[C, list[str]]:
     """`(config, keys)`: the config as `load_config` builds it, and the dotted keys that the file
     and the overrides set explicitly (what `--resume` must compare with the run's own config)."""
     values: dict = {}
@@ -186,7 +216,10 @@ def parse_value(raw: str, hint: Any) -> Any:
     text), else a YAML scalar (numbers, booleans, lists), falling back to the text when it is not
     valid YAML; the key's type check then names the key."""
     raw = raw.strip()
-    if hint is str or (typing.get_origin(hint) is Literal and all(isinstance(c, str) for c in typing.get_args(hint))):
+    if hint is str or (
+        typing.get_origin(hint) is Literal
+        and all(isinstance(c, str) for c in typing.get_args(hint))
+    ):
         return raw
     if not raw:
         return ""
@@ -226,7 +259,11 @@ def check_config(cfg: Any, prefix: str = "") -> None:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             check_config(value, f"{prefix}{f.name}.")
-        elif f.name in limits and isinstance(value, (int, float)) and not _within(value, limits[f.name]):
+        elif (
+            f.name in limits
+            and isinstance(value, (int, float))
+            and not _within(value, limits[f.name])
+        ):
             raise UserError(f"{prefix}{f.name}: must be {_describe(limits[f.name])}, not {value}")
 
 
@@ -238,16 +275,22 @@ def _within(value: float, rule: str) -> bool:
         below = value <= high if rule[-1] == "]" else value < high
         return above and below
     op, bound = rule.split()
-    return {">=": value >= float(bound), ">": value > float(bound), "<=": value <= float(bound),
-            "<": value < float(bound)}[op]
+    return {
+        ">=": value >= float(bound),
+        ">": value > float(bound),
+        "<=": value <= float(bound),
+        "<": value < float(bound),
+    }[op]
 
 
 def _describe(rule: str) -> str:
     rule = rule.strip()
     if rule[0] in "[(":
         low, high = (x.strip() for x in rule[1:-1].split(","))
-        return (f"{'at least' if rule[0] == '[' else 'more than'} {low} and "
-                f"{'at most' if rule[-1] == ']' else 'less than'} {high}")
+        return (
+            f"{'at least' if rule[0] == '[' else 'more than'} {low} and "
+            f"{'at most' if rule[-1] == ']' else 'less than'} {high}"
+        )
     op, bound = rule.split()
     return {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}[op] + f" {bound}"
 
@@ -260,12 +303,16 @@ def _build(cls: type, values: dict, prefix: str, source: str, base: Any = None) 
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in fields:
-            raise UserError(f"{source}: unknown config key '{prefix}{key}'"
-                            f"{closest(prefix + key, [prefix + f for f in fields], n=1)}")
+            raise UserError(
+                f"{source}: unknown config key '{prefix}{key}'"
+                f"{closest(prefix + key, [prefix + f for f in fields], n=1)}"
+            )
     kwargs = {}
     for name, value in values.items():
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
-            kwargs[name] = _build(hints[name], value, f"{prefix}{name}.", source, base=getattr(base, name))
+            kwargs[name] = _build(
+                hints[name], value, f"{prefix}{name}.", source, base=getattr(base, name)
+            )
         else:
             kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
     return dataclasses.replace(base, **kwargs)
@@ -289,16 +336,22 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
                 pass
         if len(options) == 1:
             return _coerce(value, options[0], key, source)  # its own message
-        kinds = [", ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal else a.__name__
-                 for a in options]
+        kinds = [
+            ", ".join(map(str, typing.get_args(a)))
+            if typing.get_origin(a) is Literal
+            else a.__name__
+            for a in options
+        ]
         raise UserError(f"{source}: '{key}' must be {' or '.join(kinds)}, not {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value is False and "off" in choices:  # YAML 1.1 reads a bare `off` (or `no`) as False
             value = "off"
         if value not in choices:
-            raise UserError(f"{source}: '{key}' must be one of {', '.join(map(str, choices))}, not {value!r}"
-                            f"{closest(str(value), map(str, choices))}")
+            raise UserError(
+                f"{source}: '{key}' must be one of {', '.join(map(str, choices))}, not {value!r}"
+                f"{closest(str(value), map(str, choices))}"
+            )
         return value
     if origin is dict:
         if not isinstance(value, dict):
@@ -318,12 +371,17 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             pass
     if hint in (int, bool, str) and type(value) is hint:
         return value
-    if hint is str and isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
-        return str(value)  # YAML reads `name: 2024-01-01` as a date and `name: 7` as a number: names are text
+    if (
+        hint is str
+        and isinstance(value, (int, float, datetime.date))
+        and not isinstance(value, bool)
+    ):
+        return str(
+            value
+        )  # YAML reads `name: 2024-01-01` as a date and `name: 7` as a number: names are text
     if hint is Any:
         return value
     raise UserError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, not {value!r}")
-
 
 
 def field_type(cls: type, key: str, source: str) -> Any:
@@ -331,14 +389,18 @@ def field_type(cls: type, key: str, source: str) -> Any:
     hint: Any = cls
     parts = key.split(".")
     for i, part in enumerate(parts):
-        if hint is dict or typing.get_origin(hint) is dict:  # a mapping key (tuning.space.<key>): any value
+        if (
+            hint is dict or typing.get_origin(hint) is dict
+        ):  # a mapping key (tuning.space.<key>): any value
             return Any
         if not dataclasses.is_dataclass(hint):
             raise UserError(f"{source}: '{key}': '{'.'.join(parts[:i])}' is not a section")
         names = [f.name for f in dataclasses.fields(hint)]
         if part not in names:
             prefix = ".".join(parts[:i] + [""])
-            raise UserError(f"{source}: unknown config key '{prefix}{part}'{closest(prefix + part, [prefix + n for n in names], n=1)}")
+            raise UserError(
+                f"{source}: unknown config key '{prefix}{part}'{closest(prefix + part, [prefix + n for n in names], n=1)}"
+            )
         hint = typing.get_type_hints(hint)[part]
     if dataclasses.is_dataclass(hint):
         raise UserError(f"{source}: '{key}' is a section; name one of its keys")
@@ -360,7 +422,9 @@ def with_values(cfg: C, values: dict[str, Any], source: str) -> C:
     return new
 
 
-def flat_values(cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train")) -> dict[str, Any]:
+def flat_values(
+    cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train")
+) -> dict[str, Any]:
     """The config's scalar values as `{"train.learning_rate": 1e-4, ...}` (for the HParams dashboard)."""
     flat = {}
     for section in (s for s in sections if hasattr(cfg, s)):

@@ -23,12 +23,13 @@ and its line in recipes/engine/registry.py; `python -m recipes.<name>` is the en
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
-from recipes.engine.config import load_config
 from recipes.common.metrics import format_report
+from recipes.engine.config import load_config
 
 
 @dataclass
@@ -57,9 +58,13 @@ class Training:
     examples_per_epoch: int
     task: dict  # task.json: what `Recipe.load` needs beside the model (labels, lengths, ...)
     save_assets: Callable[[Path], None] = lambda run_path: None  # e.g. the tokenizer, into the run
-    callbacks: list = field(default_factory=list)  # epoch metrics the loss does not give (entity F1)
+    callbacks: list = field(
+        default_factory=list
+    )  # epoch metrics the loss does not give (entity F1)
     class_weight: dict | None = None
-    notes: list[str] = field(default_factory=list)  # one-line facts for the user (skipped files, ...)
+    notes: list[str] = field(
+        default_factory=list
+    )  # one-line facts for the user (skipped files, ...)
     # The splits to evaluate after training when `build` prepared them further than `read_data`
     # (decoded images); None: `read_data`'s.
     data: Any = None
@@ -98,8 +103,12 @@ class Recipe(abc.ABC):
     """One task. Subclasses set `name` and `config_class` and implement the abstract methods."""
 
     name: ClassVar[str]
-    config_class: ClassVar[type]  # dataclass with sections data, model, train (a TrainConfig), run, tuning
-    pretokenized_input: ClassVar[bool] = False  # predict accepts whitespace-tokenised inputs (--tokens)
+    config_class: ClassVar[
+        type
+    ]  # dataclass with sections data, model, train (a TrainConfig), run, tuning
+    pretokenized_input: ClassVar[bool] = (
+        False  # predict accepts whitespace-tokenised inputs (--tokens)
+    )
     hub_task: ClassVar[str] = "other"  # the Hugging Face pipeline tag of the task, for model cards
 
     def load_config(self, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
@@ -134,7 +143,9 @@ class Recipe(abc.ABC):
         """Score one split (an element of `read_data`'s result) with the predictor."""
 
     @abc.abstractmethod
-    def predict(self, predictor: Any, inputs: Sequence[str], pretokenized: bool = False) -> list[dict]:
+    def predict(
+        self, predictor: Any, inputs: Sequence[str], pretokenized: bool = False
+    ) -> list[dict]:
         """One JSON-ready row per input (a text or an image path), in order."""
 
     @abc.abstractmethod
@@ -153,7 +164,13 @@ class Recipe(abc.ABC):
 
     def prediction_table(self, rows: list[dict]) -> tuple[list[str], list[list]]:
         """`(header, rows)` of the CSV that `predict --csv` writes."""
-        table = [[row.get("text", row.get("path")), row.get("label") or "",
-                  row["probabilities"][row["label"]] if row.get("label") is not None else "", row.get("error", "")]
-                 for row in rows]
+        table = [
+            [
+                row.get("text", row.get("path")),
+                row.get("label") or "",
+                row["probabilities"][row["label"]] if row.get("label") is not None else "",
+                row.get("error", ""),
+            ]
+            for row in rows
+        ]
         return ["input", "label", "probability", "error"], table

@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import keras
+import tensorflow as tf
+
 from zoo.errors import UserError
 from zoo.runtime import NATIVE_BF16, cpu_flags, cpu_model
 
@@ -59,19 +62,25 @@ class Devices:
 
     def describe(self) -> dict:
         """What a run records of them (run.json's `runtime.devices`)."""
-        record: dict = {"cpu": self.cpu_model or "unknown", "cpu_flags": sorted(self.cpu_flags & DECIDING_CPU_FLAGS),
-                        "cpu_bf16": "native" if self.native_cpu_bf16 else "emulated"}
+        record: dict = {
+            "cpu": self.cpu_model or "unknown",
+            "cpu_flags": sorted(self.cpu_flags & DECIDING_CPU_FLAGS),
+            "cpu_bf16": "native" if self.native_cpu_bf16 else "emulated",
+        }
         if self.cpu_bf16_forced:
             record["cpu_bf16"] += f" ({CPU_BF16_VARIABLE})"
         if self.gpus:
-            record["gpus"] = [{"name": name, "compute_capability": f"{major}.{minor}"}
-                              for name, (major, minor) in zip(self.gpu_names or ("GPU",) * len(self.gpus), self.gpus)]
+            record["gpus"] = [
+                {"name": name, "compute_capability": f"{major}.{minor}"}
+                for name, (major, minor) in zip(
+                    self.gpu_names or ("GPU",) * len(self.gpus), self.gpus
+                )
+            ]
         return record
 
 
 def local_devices() -> Devices:
     """This process's GPUs (as `CUDA_VISIBLE_DEVICES` leaves them) and CPU flags."""
-    import tensorflow as tf  # noqa: PLC0415
 
     gpus, names = [], []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -86,8 +95,10 @@ def forced_cpu_bf16(environ=os.environ) -> str:
     """KERAS_ZOO_CPU_BF16's value (`native`, `emulated`), or "" where it is not set."""
     value = environ.get(CPU_BF16_VARIABLE, "").strip().lower()
     if value and value not in CPU_BF16_CHOICES:
-        raise UserError(f"{CPU_BF16_VARIABLE}: '{value}' is not one of {', '.join(CPU_BF16_CHOICES)} "
-                        "(unset it to let the CPU decide)")
+        raise UserError(
+            f"{CPU_BF16_VARIABLE}: '{value}' is not one of {', '.join(CPU_BF16_CHOICES)} "
+            "(unset it to let the CPU decide)"
+        )
     return value
 
 
@@ -121,7 +132,6 @@ def resolve_jit_compile(jit_compile: bool | str, devices: Devices) -> bool:
 
 def set_precision(policy: str) -> str:
     """Set Keras's global dtype policy for the models built next; returns it."""
-    import keras  # noqa: PLC0415
 
     keras.mixed_precision.set_global_policy(policy)
     return policy

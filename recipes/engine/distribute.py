@@ -32,12 +32,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import tensorflow as tf
 
 from recipes.engine.run_dir import RunDir, RunPlan
+from zoo import keras_compat
 from zoo.errors import UserError
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -50,7 +56,9 @@ class Cluster:
 
     @property
     def is_chief(self) -> bool:
-        return self.task_type == "chief" or (self.task_type == "worker" and self.index == 0 and not self.has_chief)
+        return self.task_type == "chief" or (
+            self.task_type == "worker" and self.index == 0 and not self.has_chief
+        )
 
 
 def cluster_from_environment(environ: Mapping[str, str] = os.environ) -> Cluster:
@@ -63,15 +71,26 @@ def cluster_from_environment(environ: Mapping[str, str] = os.environ) -> Cluster
         cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
         task_type, index = str(task.get("type", "")), int(task.get("index", 0))
     except (ValueError, AttributeError, TypeError) as e:
-        raise UserError(f"TF_CONFIG: not a cluster description ({e}); expected "
-                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+        raise UserError(
+            f"TF_CONFIG: not a cluster description ({e}); expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        ) from None
     unsupported = sorted(set(cluster) - {"chief", "worker"})
     if unsupported:
-        raise UserError(f"TF_CONFIG: task types {', '.join(unsupported)} are not supported (keras-zoo trains with "
-                        "MultiWorkerMirroredStrategy: 'chief' and 'worker' tasks only)")
+        raise UserError(
+            f"TF_CONFIG: task types {', '.join(unsupported)} are not supported (keras-zoo trains with "
+            "MultiWorkerMirroredStrategy: 'chief' and 'worker' tasks only)"
+        )
     if task_type not in cluster or not 0 <= index < len(cluster[task_type]):
-        raise UserError(f"TF_CONFIG: task {task_type!r} {index} is not in the cluster {json.dumps(cluster)}")
-    return Cluster(sum(len(hosts) for hosts in cluster.values()), task_type, index, has_chief="chief" in cluster)
+        raise UserError(
+            f"TF_CONFIG: task {task_type!r} {index} is not in the cluster {json.dumps(cluster)}"
+        )
+    return Cluster(
+        sum(len(hosts) for hosts in cluster.values()),
+        task_type,
+        index,
+        has_chief="chief" in cluster,
+    )
 
 
 def resolve_distribute(setting: str, local_gpus: int, cluster: Cluster) -> str:
@@ -81,11 +100,15 @@ def resolve_distribute(setting: str, local_gpus: int, cluster: Cluster) -> str:
             return "multi_worker"
         return "mirrored" if local_gpus >= 2 else "none"
     if setting == "multi_worker" and not cluster.tasks:
-        raise UserError("train.distribute: multi_worker needs TF_CONFIG naming the cluster "
-                        "(keras-zoo train --workers N sets it for N processes on this machine)")
+        raise UserError(
+            "train.distribute: multi_worker needs TF_CONFIG naming the cluster "
+            "(keras-zoo train --workers N sets it for N processes on this machine)"
+        )
     if setting in ("none", "mirrored") and cluster.tasks > 1:
-        raise UserError(f"train.distribute: {setting}, but TF_CONFIG names a cluster of {cluster.tasks} processes; "
-                        "use auto or multi_worker (or unset TF_CONFIG)")
+        raise UserError(
+            f"train.distribute: {setting}, but TF_CONFIG names a cluster of {cluster.tasks} processes; "
+            "use auto or multi_worker (or unset TF_CONFIG)"
+        )
     return setting
 
 
@@ -109,8 +132,11 @@ class Distribution:
     def describe(self) -> str:
         if self.kind == "none":
             return ""
-        where = (f"{self.cluster.tasks} processes, this one {self.cluster.task_type} {self.cluster.index}"
-                 if self.kind == "multi_worker" else ", ".join(self.strategy.extended.worker_devices))
+        where = (
+            f"{self.cluster.tasks} processes, this one {self.cluster.task_type} {self.cluster.index}"
+            if self.kind == "multi_worker"
+            else ", ".join(self.strategy.extended.worker_devices)
+        )
         return f"training with {type(self.strategy).__name__}: {self.replicas} replicas ({where})"
 
 
@@ -120,14 +146,12 @@ def distribution(setting: str, plan: RunPlan, local_gpus: int) -> Iterator[Distr
     `MultiWorkerMirroredStrategy` requires). A non-chief worker gets a temporary run directory,
     seeded with the chief's training state when the run resumes and deleted at the end; then every
     process waits for the others, so the chief writes nothing before all have read the run."""
-    import tensorflow as tf  # noqa: PLC0415
 
     cluster = cluster_from_environment()
     kind = resolve_distribute(setting, local_gpus, cluster)
     if kind == "none":
         yield Distribution(kind, tf.distribute.get_strategy())
         return
-    from zoo import keras_compat  # noqa: PLC0415
 
     if kind == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -153,7 +177,6 @@ def _strategy(kind: str, devices: tuple[str, ...]):
     """One strategy of a kind per process, reused by its later runs: a second `MirroredStrategy`
     numbers its collective ops as the first did, and TensorFlow then mixes them up ("Shape
     mismatch in the collective instance 100"), and a process can join only one cluster."""
-    import tensorflow as tf  # noqa: PLC0415
 
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy(list(devices))
@@ -162,7 +185,6 @@ def _strategy(kind: str, devices: tuple[str, ...]):
 
 def barrier(strategy) -> None:
     """Return when every process of the strategy has called it (an all-reduce of one number)."""
-    import tensorflow as tf  # noqa: PLC0415
 
     strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
 
@@ -193,7 +215,6 @@ def _copy_training_state(plan: RunPlan, scratch: RunDir) -> None:
 def scratch_run(directory: Path, tensorboard: bool) -> Iterator[Any]:
     """A non-chief worker's stand-in for `run_dir.open_run_for_writing`: the same `.run`, in its
     temporary directory, with no status, lock or swap (the chief keeps those)."""
-    from types import SimpleNamespace  # noqa: PLC0415
 
     yield SimpleNamespace(run=RunDir(directory / "run", tensorboard=tensorboard))
 
@@ -201,7 +222,6 @@ def scratch_run(directory: Path, tensorboard: bool) -> Iterator[Any]:
 def shard_by_data(dataset):
     """Each replica takes its part of every global batch. The datasets are built in memory, so
     there are no files to shard by (TensorFlow's AUTO policy would fall back to this, with a warning)."""
-    import tensorflow as tf  # noqa: PLC0415
 
     if dataset is None:
         return None

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from zoo.errors import UserError
 
@@ -37,14 +37,16 @@ def die_with_parent() -> None:
     """In a child process: be killed when the parent dies (Linux), so that a killed launcher,
     search or worker leaves no orphan training on."""
     try:
-        import ctypes  # noqa: PLC0415
+        import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
-def worker_environments(count: int, gpus: int, base: Mapping[str, str], ports: Sequence[int] = ()) -> list[dict]:
+def worker_environments(
+    count: int, gpus: int, base: Mapping[str, str], ports: Sequence[int] = ()
+) -> list[dict]:
     """The environment of each of `count` local workers: one GPU each, round robin, where there are
     GPUs (`CUDA_VISIBLE_DEVICES`), and with `ports`, the `TF_CONFIG` of a cluster on 127.0.0.1."""
     environments = []
@@ -53,14 +55,18 @@ def worker_environments(count: int, gpus: int, base: Mapping[str, str], ports: S
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         if ports:
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"{LOCALHOST}:{p}" for p in ports]},
-                                           "task": {"type": "worker", "index": i}})
+            env["TF_CONFIG"] = json.dumps(
+                {
+                    "cluster": {"worker": [f"{LOCALHOST}:{p}" for p in ports]},
+                    "task": {"type": "worker", "index": i},
+                }
+            )
         environments.append(env)
     return environments
 
 
 def local_gpu_count() -> int:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
 
@@ -84,18 +90,32 @@ def run_local_cluster(command: Sequence[str], count: int) -> None:
     if count < 1:
         raise UserError(f"--workers: must be at least 1, not {count}")
     if "TF_CONFIG" in os.environ:
-        raise UserError("--workers: TF_CONFIG is already set (this process is part of a cluster); "
-                        "run the command without --workers in each process of the cluster")
+        raise UserError(
+            "--workers: TF_CONFIG is already set (this process is part of a cluster); "
+            "run the command without --workers in each process of the cluster"
+        )
     ports = [free_port() for _ in range(count)]
     processes, relays = [], []
     for i, env in enumerate(worker_environments(count, local_gpu_count(), os.environ, ports)):
-        process = subprocess.Popen(list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, preexec_fn=die_with_parent)
-        relays.append(threading.Thread(target=_relay, args=(process, f"[worker {i}] "), daemon=True))
+        process = subprocess.Popen(
+            list(command),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            preexec_fn=die_with_parent,
+        )
+        relays.append(
+            threading.Thread(target=_relay, args=(process, f"[worker {i}] "), daemon=True)
+        )
         relays[-1].start()
         processes.append(process)
-    print(f"started {count} workers on {LOCALHOST}: pids {', '.join(str(p.pid) for p in processes)}, "
-          f"ports {', '.join(map(str, ports))}; worker 0 is the chief", flush=True)
+    print(
+        f"started {count} workers on {LOCALHOST}: pids {', '.join(str(p.pid) for p in processes)}, "
+        f"ports {', '.join(map(str, ports))}; worker 0 is the chief",
+        flush=True,
+    )
     try:
         failed = _wait_all(processes)
     finally:
@@ -104,8 +124,14 @@ def run_local_cluster(command: Sequence[str], count: int) -> None:
             relay.join(timeout=2)
     if failed is not None:
         i, code = failed
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        raise UserError(f"worker {i} {how}; the other workers were stopped (continue with --resume)")
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code < 0
+            else f"exited with status {code}"
+        )
+        raise UserError(
+            f"worker {i} {how}; the other workers were stopped (continue with --resume)"
+        )
 
 
 def _relay(process: subprocess.Popen, prefix: str) -> None:

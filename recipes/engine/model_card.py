@@ -20,8 +20,9 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -37,7 +38,7 @@ CURVES = "curves.png"
 def fingerprint(source: str) -> str:
     """A SHA-256 of a data source's content: a file's bytes, or every file under a folder (relative
     path and bytes, in sorted order). Sources that are not local paths (tfds:NAME) give ""."""
-    from zoo.progress import progress  # noqa: PLC0415
+    from zoo.progress import progress
 
     path = Path(source)
     if not source or not path.exists():
@@ -79,18 +80,30 @@ def data_summary(splits: Any) -> dict[str, dict]:
             continue
         source = split_source(examples)
         train = summary.get("train", {}).get("source", "")
-        within_train = bool(source and train and split != "train"
-                            and (source == train or Path(source).is_relative_to(train)))
+        within_train = bool(
+            source
+            and train
+            and split != "train"
+            and (source == train or Path(source).is_relative_to(train))
+        )
         if source not in hashes:
             hashes[source] = fingerprint(source)
-        count = len(examples[0]) if isinstance(examples, tuple) else len(examples)  # (inputs, targets) or a split
-        summary[split] = {"source": source, "examples": count, "part_of_train": within_train,
-                          "sha256": hashes[source]}
+        count = (
+            len(examples[0]) if isinstance(examples, tuple) else len(examples)
+        )  # (inputs, targets) or a split
+        summary[split] = {
+            "source": source,
+            "examples": count,
+            "part_of_train": within_train,
+            "sha256": hashes[source],
+        }
     return summary
 
 
 # -------------------------------------------------------------------------------------------- card
-def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None, name: str = "") -> Path:
+def write_model_card(
+    recipe: Any, run_path: Path, directory: Path | None = None, name: str = ""
+) -> Path:
     """Write `README.md`, `curves.png` and the evaluation PNGs for the run at `run_path` into
     `directory` (default: the run itself); returns the card's path. `name`: the run's name
     (default: its folder's; a replacement is trained in a hidden folder of another name)."""
@@ -104,8 +117,10 @@ def write_model_card(recipe: Any, run_path: Path, directory: Path | None = None,
     if _write_curves(facts["history"], facts["cfg"]["train"]["monitor"], directory / CURVES):
         pictures.insert(0, CURVES)
     card = directory / CARD
-    card.write_text(f"---\n{yaml.safe_dump(front_matter(recipe, facts), sort_keys=False)}---\n\n"
-                    + card_body(recipe, facts, pictures))
+    card.write_text(
+        f"---\n{yaml.safe_dump(front_matter(recipe, facts), sort_keys=False)}---\n\n"
+        + card_body(recipe, facts, pictures)
+    )
     return card
 
 
@@ -117,10 +132,16 @@ def _run_facts(run_path: Path) -> dict:
     if (run_path / "history.csv").exists():
         with open(run_path / "history.csv") as f:
             history = list(csv.DictReader(f))
-    return {"name": run_path.name, "status": read_json("run.json"), "data": read_json("data.json"),
-            "metrics": read_json("metrics.json"), "task": read_json("task.json"), "history": history,
-            "cfg": read_run_file(run_path / "config.yaml"),
-            "config_text": (run_path / "config.yaml").read_text()}
+    return {
+        "name": run_path.name,
+        "status": read_json("run.json"),
+        "data": read_json("data.json"),
+        "metrics": read_json("metrics.json"),
+        "task": read_json("task.json"),
+        "history": history,
+        "cfg": read_run_file(run_path / "config.yaml"),
+        "config_text": (run_path / "config.yaml").read_text(),
+    }
 
 
 def front_matter(recipe: Any, facts: dict) -> dict:
@@ -128,12 +149,24 @@ def front_matter(recipe: Any, facts: dict) -> dict:
     reported figures as a `model-index` (the values are metrics.json's, unrounded)."""
     backbone = _backbone(facts["cfg"])
     entry = CATALOG.get(backbone)
-    results = [{"task": {"type": recipe.hub_task}, "dataset": evaluated_on(facts["data"], split),
-                "metrics": [{"type": key, "value": value, "name": f"{split} {key}"}
-                            for key, value in scalar_metrics(facts["metrics"][split]).items()]}
-               for split in ("validation", "test") if split in facts["metrics"]]
-    meta = {"license": entry.licence.lower() if entry else "other", "library_name": "keras",
-            "pipeline_tag": recipe.hub_task, "tags": ["keras", "keras-hub", "keras-zoo", recipe.name]}
+    results = [
+        {
+            "task": {"type": recipe.hub_task},
+            "dataset": evaluated_on(facts["data"], split),
+            "metrics": [
+                {"type": key, "value": value, "name": f"{split} {key}"}
+                for key, value in scalar_metrics(facts["metrics"][split]).items()
+            ],
+        }
+        for split in ("validation", "test")
+        if split in facts["metrics"]
+    ]
+    meta = {
+        "license": entry.licence.lower() if entry else "other",
+        "library_name": "keras",
+        "pipeline_tag": recipe.hub_task,
+        "tags": ["keras", "keras-hub", "keras-zoo", recipe.name],
+    }
     if backbone.startswith("hf://"):  # a Hub repo id; catalog names and local folders are not
         meta["base_model"] = backbone.removeprefix("hf://")
     meta["model-index"] = [{"name": facts["name"], "results": results}]
@@ -147,8 +180,11 @@ def evaluated_on(data: dict, split: str) -> dict:
     train = Path(str((data.get("train") or {}).get("source", ""))).name
     name = Path(str(row.get("source", ""))).name or train or "data"
     held_out = row.get("part_of_train") or not row.get("source")
-    return {"name": name, "type": name, "split": f"{split} (held out of {train or 'the training data'})" if held_out
-            else split}
+    return {
+        "name": name,
+        "type": name,
+        "split": f"{split} (held out of {train or 'the training data'})" if held_out else split,
+    }
 
 
 def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
@@ -156,43 +192,102 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
     backbone = _backbone(cfg)
     entry = CATALOG.get(backbone)
     labels = task.get("labels") or task.get("tags") or []
-    lines = [f"# {facts['name']}: {recipe.name}", "",
-             f"A `{recipe.hub_task}` model fine-tuned with keras-zoo's `{recipe.name}` recipe.", "",
-             "## Task and labels", "", f"{len(labels)} labels: " + ", ".join(f"`{label}`" for label in labels), "",
-             "## Backbone", ""]
+    lines = [
+        f"# {facts['name']}: {recipe.name}",
+        "",
+        f"A `{recipe.hub_task}` model fine-tuned with keras-zoo's `{recipe.name}` recipe.",
+        "",
+        "## Task and labels",
+        "",
+        f"{len(labels)} labels: " + ", ".join(f"`{label}`" for label in labels),
+        "",
+        "## Backbone",
+        "",
+    ]
     if entry:
-        lines.append(f"`{backbone}`: {entry.description} ({entry.params} parameters), KerasHub preset "
-                     f"`{entry.preset}`, licence **{entry.licence}** (keras-zoo catalog).")
+        lines.append(
+            f"`{backbone}`: {entry.description} ({entry.params} parameters), KerasHub preset "
+            f"`{entry.preset}`, licence **{entry.licence}** (keras-zoo catalog)."
+        )
     else:
-        lines.append(f"`{backbone}` (not in keras-zoo's catalog: its licence is the one its source states).")
-    lines += [f"Fine-tuning mode: `{cfg['model'].get('finetune', 'full')}`.", "", "## Data", "",
-              "| split | source | examples | SHA-256 of the source's content |", "|---|---|---|---|"]
+        lines.append(
+            f"`{backbone}` (not in keras-zoo's catalog: its licence is the one its source states)."
+        )
+    lines += [
+        f"Fine-tuning mode: `{cfg['model'].get('finetune', 'full')}`.",
+        "",
+        "## Data",
+        "",
+        "| split | source | examples | SHA-256 of the source's content |",
+        "|---|---|---|---|",
+    ]
     for split, row in facts["data"].items():
         source = (f"`{row['source']}`" if row["source"] else "not recorded") + (
-            " (part of train's source)" if row.get("part_of_train") else "")
-        lines.append(f"| {split} | {source} | {row['examples']} | {row['sha256'] or 'not fingerprinted'} |")
-    lines += ["", f"Data licence: {cfg['data'].get('licence') or 'not stated'}.", "", "## Results", ""]
+            " (part of train's source)" if row.get("part_of_train") else ""
+        )
+        lines.append(
+            f"| {split} | {source} | {row['examples']} | {row['sha256'] or 'not fingerprinted'} |"
+        )
+    lines += [
+        "",
+        f"Data licence: {cfg['data'].get('licence') or 'not stated'}.",
+        "",
+        "## Results",
+        "",
+    ]
     chosen = metrics.get("chosen_epoch")
     if chosen:
-        lines += [f"Kept epoch {chosen['epoch']} of {chosen['of']}, chosen by the best `{chosen['monitor']}` on "
-                  f"the {chosen['chosen_on']} split.", ""]
+        lines += [
+            f"Kept epoch {chosen['epoch']} of {chosen['of']}, chosen by the best `{chosen['monitor']}` on "
+            f"the {chosen['chosen_on']} split.",
+            "",
+        ]
     for split in ("validation", "test"):
         if split in metrics:
             lines += [f"### {split}", "", recipe.format_report(metrics[split]), ""]
     last = metrics.get("last_epoch", {})
-    if chosen and chosen["epoch"] != chosen["of"] and any(split in last for split in ("validation", "test")):
-        figures = ", ".join(f"{split} {key} {value:.4f}" for split in ("validation", "test")
-                            for key, value in scalar_metrics(last.get(split, {})).items())
+    if (
+        chosen
+        and chosen["epoch"] != chosen["of"]
+        and any(split in last for split in ("validation", "test"))
+    ):
+        figures = ", ".join(
+            f"{split} {key} {value:.4f}"
+            for split in ("validation", "test")
+            for key, value in scalar_metrics(last.get(split, {})).items()
+        )
         lines += [f"The last epoch ({chosen['of']}) scored: {figures}.", ""]
     lines += [f"![{Path(name).stem}]({name})" for name in pictures]
-    lines += ["", "## Training hardware and precision", "",
-              f"Trained with {format_runtime(facts['status'].get('runtime'))}.", ""]
-    lines += ["## How to reproduce", "", "```bash", reproduce_command(recipe.name, facts), "```", "",
-              f"or from the resolved config below (the run's `config.yaml`): "
-              f"`keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
-              "", "## Limitations", ""]
+    lines += [
+        "",
+        "## Training hardware and precision",
+        "",
+        f"Trained with {format_runtime(facts['status'].get('runtime'))}.",
+        "",
+    ]
+    lines += [
+        "## How to reproduce",
+        "",
+        "```bash",
+        reproduce_command(recipe.name, facts),
+        "```",
+        "",
+        f"or from the resolved config below (the run's `config.yaml`): "
+        f"`keras-zoo train {recipe.name} --config config.yaml --name NEW`.",
+        "",
+        "## Limitations",
+        "",
+    ]
     lines += [f"- {line}" for line in limitations(facts, recipe.name)]
-    lines += ["", "## Training config (resolved)", "", "```yaml", facts["config_text"].rstrip(), "```", ""]
+    lines += [
+        "",
+        "## Training config (resolved)",
+        "",
+        "```yaml",
+        facts["config_text"].rstrip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -201,14 +296,20 @@ def format_runtime(runtime: dict) -> str:
     if not isinstance(runtime, dict) or not runtime:
         return "not recorded"
     devices = runtime.get("devices") or {}
-    gpus = ", ".join(f"{g.get('name')} (compute capability {g.get('compute_capability')})"
-                     for g in devices.get("gpus") or [])
-    cpu = f"CPU {devices.get('cpu', 'unknown')} ({', '.join(devices.get('cpu_flags') or []) or 'no deciding flags'}; " \
-          f"bf16 {devices.get('cpu_bf16', '?')})"
+    gpus = ", ".join(
+        f"{g.get('name')} (compute capability {g.get('compute_capability')})"
+        for g in devices.get("gpus") or []
+    )
+    cpu = (
+        f"CPU {devices.get('cpu', 'unknown')} ({', '.join(devices.get('cpu_flags') or []) or 'no deciding flags'}; "
+        f"bf16 {devices.get('cpu_bf16', '?')})"
+    )
     replicas = runtime.get("replicas", 1)
-    return (f"{runtime.get('precision')}, XLA {'on' if runtime.get('jit_compile') else 'off'}, "
-            f"strategy {runtime.get('strategy')} ({replicas} replica{'s' if replicas != 1 else ''}), "
-            f"speedups {'on' if runtime.get('speedups', True) else 'off'}; {gpus + '; ' if gpus else ''}{cpu}")
+    return (
+        f"{runtime.get('precision')}, XLA {'on' if runtime.get('jit_compile') else 'off'}, "
+        f"strategy {runtime.get('strategy')} ({replicas} replica{'s' if replicas != 1 else ''}), "
+        f"speedups {'on' if runtime.get('speedups', True) else 'off'}; {gpus + '; ' if gpus else ''}{cpu}"
+    )
 
 
 def _backbone(cfg: dict) -> str:
@@ -230,21 +331,31 @@ def limitations(facts: dict, recipe: str) -> list[str]:
     notes = []
     chosen = metrics.get("chosen_epoch", {})
     if chosen.get("chosen_on") == "validation" and "test" not in metrics:
-        notes.append("The kept epoch was chosen on the validation set these figures come from, so they are "
-                     "slightly optimistic; `data.selection_split` chooses on held-out training data instead.")
+        notes.append(
+            "The kept epoch was chosen on the validation set these figures come from, so they are "
+            "slightly optimistic; `data.selection_split` chooses on held-out training data instead."
+        )
     elif chosen:
         notes.append(f"The kept epoch was chosen on the {chosen['chosen_on']} split.")
     if task.get("truncated_train_examples"):
         read = task.get("read_length", task.get("max_length"))
-        notes.append(f"{task['truncated_train_examples']} training examples were longer than "
-                     f"{task.get('max_length')} tokens and were truncated in training; evaluation and "
-                     f"prediction read up to {read} tokens and truncate longer inputs.")
+        notes.append(
+            f"{task['truncated_train_examples']} training examples were longer than "
+            f"{task.get('max_length')} tokens and were truncated in training; evaluation and "
+            f"prediction read up to {read} tokens and truncate longer inputs."
+        )
     entry = CATALOG.get(_backbone(cfg))
-    if entry and recipe in entry.usable_for:  # e.g. a sentence-embedding checkpoint tagging entities
+    if (
+        entry and recipe in entry.usable_for
+    ):  # e.g. a sentence-embedding checkpoint tagging entities
         better = ", ".join(e.name for e in CATALOG.values() if recipe in e.tasks)
-        notes.append(f"`{entry.name}` ({entry.description}) runs with this task but is not the usual choice; "
-                     f"{better} usually do better.")
-    notes.append("Evaluated only on the data above; expect lower figures on text or images unlike it.")
+        notes.append(
+            f"`{entry.name}` ({entry.description}) runs with this task but is not the usual choice; "
+            f"{better} usually do better."
+        )
+    notes.append(
+        "Evaluated only on the data above; expect lower figures on text or images unlike it."
+    )
     return notes
 
 
@@ -252,14 +363,17 @@ def _write_curves(history: list[dict], monitor: str, path: Path) -> bool:
     """Loss and `monitor` per epoch, train and validation, as a PNG; False without history."""
     if not history:
         return False
-    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: leaves the user's backend alone)
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [int(row["epoch"]) + 1 for row in history]
     fig = Figure(figsize=(9, 3.5), dpi=100)
     for ax, key in zip(fig.subplots(1, 2), ("loss", monitor.removeprefix("val_"))):
         for prefix, style in (("", "o-"), ("val_", "s--")):
-            values = [float(row[prefix + key]) if row.get(prefix + key) else float("nan") for row in history]
+            values = [
+                float(row[prefix + key]) if row.get(prefix + key) else float("nan")
+                for row in history
+            ]
             ax.plot(epochs, values, style, label=f"{'validation' if prefix else 'train'} {key}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -17,7 +17,7 @@ RECIPES = {
 
 def load_recipe(name: str):
     """The `Recipe` of a registered recipe by name, or of your own module by its import path."""
-    from recipes.engine.contract import Recipe  # noqa: PLC0415  (keeps `keras-zoo --help` free of heavy imports)
+    from recipes.engine.contract import Recipe  # keeps `keras-zoo --help` free of heavy imports
 
     if name in RECIPES:
         module = importlib.import_module(RECIPES[name])
@@ -27,8 +27,12 @@ def load_recipe(name: str):
         except ModuleNotFoundError as e:
             raise UserError(f"recipe module '{name}' not found ({e})") from None
     else:
-        raise UserError(f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}")
+        raise UserError(
+            f"unknown recipe '{name}'{closest(name, RECIPES)}; recipes: {', '.join(RECIPES)}"
+        )
     recipe = getattr(module, "RECIPE", None)
     if not isinstance(recipe, Recipe):
-        raise UserError(f"{module.__name__}: has no RECIPE (an instance of recipes.engine.contract.Recipe)")
+        raise UserError(
+            f"{module.__name__}: has no RECIPE (an instance of recipes.engine.contract.Recipe)"
+        )
     return recipe

@@ -31,9 +31,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from recipes.engine.run_files import RunFileError, read_if_present, read_run_file
 from zoo.errors import UserError
@@ -58,7 +58,9 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     history = property(lambda self: self.path / "history.csv")
     metrics = property(lambda self: self.path / "metrics.json")
-    data = property(lambda self: self.path / "data.json")  # each split's source, size and fingerprint
+    data = property(
+        lambda self: self.path / "data.json"
+    )  # each split's source, size and fingerprint
     export = property(lambda self: self.path / "export")
     keras_model = property(lambda self: self.path / "export" / "model.keras")
 
@@ -104,7 +106,7 @@ def _final_path(path: Path) -> Path:
     """The run's own name for a path that may be its hidden partial sibling."""
     name = path.name
     if name.startswith(".") and name.endswith(".partial"):
-        return path.with_name(name[1:-len(".partial")])
+        return path.with_name(name[1 : -len(".partial")])
     return path
 
 
@@ -140,8 +142,15 @@ class RunPlan:
         return self.work == self.final
 
 
-def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, resume: bool | str = False,
-             exact_dir: str = "") -> RunPlan:
+def plan_run(
+    runs_dir: str,
+    recipe: str,
+    name: str,
+    *,
+    overwrite: bool = False,
+    resume: bool | str = False,
+    exact_dir: str = "",
+) -> RunPlan:
     """Check where a run will go and whether it may, before anything is read or written (a swap
     that a kill cut short is completed first). `resume="auto"` resumes when there is an
     unfinished run of this name (interrupted or failed), and starts a new one when there is none."""
@@ -150,18 +159,24 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
     if exact_dir:
         final = Path(exact_dir).resolve()  # "." or "runs/.." name the directory they stand for
         if not final.name:
-            raise UserError(f"run.dir: '{exact_dir}' is the root directory; name a directory for the run")
+            raise UserError(
+                f"run.dir: '{exact_dir}' is the root directory; name a directory for the run"
+            )
     else:
         if name and ("/" in name or name.startswith(".") or name != name.strip()):
-            raise UserError(f"run.name: '{name}' must be a plain name (no '/', not starting with '.' or a space); "
-                            "use run.runs_dir or run.dir for another place")
+            raise UserError(
+                f"run.name: '{name}' must be a plain name (no '/', not starting with '.' or a space); "
+                "use run.runs_dir or run.dir for another place"
+            )
         final = Path(runs_dir) / recipe / (name or time.strftime("%Y%m%d-%H%M%S"))
     recover_swap(final)
     _check_writable(final)
     partial = partial_path(final)
     if resume == "auto":
-        resume = not overwrite and any(_resumable(candidate) and run_status(candidate)["status"] != "finished"
-                                       for candidate in (partial, final))
+        resume = not overwrite and any(
+            _resumable(candidate) and run_status(candidate)["status"] != "finished"
+            for candidate in (partial, final)
+        )
     if resume:
         for candidate in (partial, final):  # a replacement in progress is what was interrupted
             if _resumable(candidate):
@@ -170,48 +185,82 @@ def plan_run(runs_dir: str, recipe: str, name: str, *, overwrite: bool = False, 
                 if state == "running":
                     raise UserError(f"{candidate}: another command is training this run right now")
                 if state == "finished":
-                    raise UserError(f"{candidate}: finished; nothing to resume (--overwrite trains it again)")
+                    raise UserError(
+                        f"{candidate}: finished; nothing to resume (--overwrite trains it again)"
+                    )
                 if state == UNREADABLE:
-                    raise UserError(f"{candidate}: {status['reason']}; it cannot be resumed "
-                                    "(--overwrite trains it again)")
-                return RunPlan(final, candidate, resume=True,
-                               replaces=run_status(final)["status"] if candidate == partial and final.exists() else "")
+                    raise UserError(
+                        f"{candidate}: {status['reason']}; it cannot be resumed "
+                        "(--overwrite trains it again)"
+                    )
+                return RunPlan(
+                    final,
+                    candidate,
+                    resume=True,
+                    replaces=run_status(final)["status"]
+                    if candidate == partial and final.exists()
+                    else "",
+                )
         raise UserError(f"{final}: nothing to resume (no run there); start it without --resume")
     if not final.exists() or (final.is_dir() and not any(final.iterdir())):
         if partial.exists() and not overwrite:
-            raise UserError(f"{partial}: an interrupted run of this name is there; --resume continues it, "
-                            "--overwrite starts again")
+            raise UserError(
+                f"{partial}: an interrupted run of this name is there; --resume continues it, "
+                "--overwrite starts again"
+            )
         return RunPlan(final, final if not partial.exists() else partial, resume=False)
     if not final.is_dir() or not is_run(final):
-        raise UserError(f"{final}: exists and is not a keras-zoo run; refusing to replace it (choose another "
-                        "name or directory)")
+        raise UserError(
+            f"{final}: exists and is not a keras-zoo run; refusing to replace it (choose another "
+            "name or directory)"
+        )
     status = run_status(final)
     state = status["status"]
     if state == "running":
-        raise UserError(f"{final}: another command (pid {status.get('pid', '?')}) is training this run right now")
+        raise UserError(
+            f"{final}: another command (pid {status.get('pid', '?')}) is training this run right now"
+        )
     if state == "failed" or overwrite:
         replacing = run_status(partial)["status"] if partial.exists() else ""
         if replacing == "running":
-            raise UserError(f"{partial}: another command is training a replacement of this run right now")
+            raise UserError(
+                f"{partial}: another command is training a replacement of this run right now"
+            )
         if replacing == "interrupted" and not overwrite:  # its epochs are kept unless asked
-            raise UserError(f"{partial}: an interrupted replacement of this run is there; --resume continues it, "
-                            "--overwrite starts again")
+            raise UserError(
+                f"{partial}: an interrupted replacement of this run is there; --resume continues it, "
+                "--overwrite starts again"
+            )
         return RunPlan(final, partial, resume=False, replaces=state)
     if state == "interrupted":
-        raise UserError(f"{final}: an interrupted run of this name is there; --resume continues it, --overwrite "
-                        "replaces it (the old run stays until the new one finishes)")
+        raise UserError(
+            f"{final}: an interrupted run of this name is there; --resume continues it, --overwrite "
+            "replaces it (the old run stays until the new one finishes)"
+        )
     if state == UNREADABLE:
-        raise UserError(f"{final}: a run of this name is there, but {status['reason']}; --overwrite replaces it "
-                        "(the old run stays until the new one finishes)")
-    raise UserError(f"{final}: a finished run of this name is there; --overwrite replaces it (the old run stays "
-                    "until the new one finishes), or choose another --name")
+        raise UserError(
+            f"{final}: a run of this name is there, but {status['reason']}; --overwrite replaces it "
+            "(the old run stays until the new one finishes)"
+        )
+    raise UserError(
+        f"{final}: a finished run of this name is there; --overwrite replaces it (the old run stays "
+        "until the new one finishes), or choose another --name"
+    )
 
 
-def plan_training_run(run_cfg, recipe: str, *, overwrite: bool = False, resume: bool = False) -> RunPlan:
+def plan_training_run(
+    run_cfg, recipe: str, *, overwrite: bool = False, resume: bool = False
+) -> RunPlan:
     """`plan_run` for a config's `run` section: its place (`runs_dir`, `name`, `dir`), and its
     `resume: auto` unless the command says `--resume`."""
-    return plan_run(run_cfg.runs_dir, recipe, run_cfg.name, overwrite=overwrite,
-                    resume=resume or ("auto" if run_cfg.resume == "auto" else False), exact_dir=run_cfg.dir)
+    return plan_run(
+        run_cfg.runs_dir,
+        recipe,
+        run_cfg.name,
+        overwrite=overwrite,
+        resume=resume or ("auto" if run_cfg.resume == "auto" else False),
+        exact_dir=run_cfg.dir,
+    )
 
 
 def _resumable(path: Path) -> bool:
@@ -226,7 +275,9 @@ def _check_writable(final: Path) -> None:
     if not existing.is_dir():
         raise UserError(f"{existing}: is a file, not a directory; the run cannot go under it")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{existing}: cannot write there (permission denied, or a read-only file system); choose another --runs-dir")
+        raise UserError(
+            f"{existing}: cannot write there (permission denied, or a read-only file system); choose another --runs-dir"
+        )
 
 
 def recover_swap(final: Path) -> None:
@@ -265,7 +316,13 @@ class RunWriter:
     def set_status(self, status: str, **fields) -> None:
         """Write run.json: the status, this command, and `fields`; what earlier writes recorded
         (recipe, origin, runtime, ...) stays, except the reason a run failed and when it finished."""
-        record = {"status": status, "pid": os.getpid(), "command": sys.argv, "updated_at": time.time(), **fields}
+        record = {
+            "status": status,
+            "pid": os.getpid(),
+            "command": sys.argv,
+            "updated_at": time.time(),
+            **fields,
+        }
         try:
             previous = read_if_present(self.run.status)
         except RunFileError:  # written over: this command's record is the one to keep
@@ -279,8 +336,9 @@ STATUS_OF_ONE_COMMAND = ("reason", "finished_at")
 
 
 @contextlib.contextmanager
-def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True,
-                         origin: Sequence[str] | str = "") -> Iterator[RunWriter]:
+def open_run_for_writing(
+    plan: RunPlan, recipe: str, tensorboard: bool = True, origin: Sequence[str] | str = ""
+) -> Iterator[RunWriter]:
     """Lock the run's name, create (or reopen) the directory the plan writes, and keep its status:
     `running` inside, `finished` on success (a partial run is then swapped in), `failed` with the
     one-line reason on an error, `interrupted` on Ctrl-C. A new run's record keeps `origin` (the
@@ -295,7 +353,9 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True,
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{plan.final}: another command is writing this run right now") from None
+            raise UserError(
+                f"{plan.final}: another command is writing this run right now"
+            ) from None
         _check_unchanged(plan)
         writer = RunWriter(plan, RunDir(plan.work, tensorboard=tensorboard))
         try:
@@ -318,7 +378,9 @@ def open_run_for_writing(plan: RunPlan, recipe: str, tensorboard: bool = True,
             swap_in(plan.work, plan.final)
 
 
-def _create(plan: RunPlan, writer: RunWriter, recipe: str, origin: Sequence[str] | str = "") -> None:
+def _create(
+    plan: RunPlan, writer: RunWriter, recipe: str, origin: Sequence[str] | str = ""
+) -> None:
     """Make the run's directory whole or not at all: built as a hidden sibling with its status
     record, then renamed into place (a kill leaves only hidden scratch, removed next time). A
     replacement's earlier partial is renamed away before it is deleted, for the same reason."""
@@ -328,13 +390,19 @@ def _create(plan: RunPlan, writer: RunWriter, recipe: str, origin: Sequence[str]
             shutil.rmtree(scratch)
     if plan.work.exists():
         if not is_run(plan.work) and any(plan.work.iterdir()):
-            raise UserError(f"{plan.work}: exists and is not a keras-zoo run; refusing to replace it")
+            raise UserError(
+                f"{plan.work}: exists and is not a keras-zoo run; refusing to replace it"
+            )
         plan.work.rename(trash)
         shutil.rmtree(trash)
     (creating / "checkpoints").mkdir(parents=True)
     (creating / "export").mkdir()
-    RunWriter(plan, RunDir(creating)).set_status("running", recipe=recipe, created_at=time.time(),
-                                                 origin=list(origin) if not isinstance(origin, str) else origin)
+    RunWriter(plan, RunDir(creating)).set_status(
+        "running",
+        recipe=recipe,
+        created_at=time.time(),
+        origin=list(origin) if not isinstance(origin, str) else origin,
+    )
     creating.rename(plan.work)
 
 
@@ -344,8 +412,10 @@ def _check_unchanged(plan: RunPlan) -> None:
     if plan.resume or not plan.in_place:
         return
     if plan.final.exists() and any(plan.final.iterdir()):
-        raise UserError(f"{plan.final}: run directory exists (another command made it just now); pass --overwrite "
-                        "to replace it or --resume to continue it")
+        raise UserError(
+            f"{plan.final}: run directory exists (another command made it just now); pass --overwrite "
+            "to replace it or --resume to continue it"
+        )
 
 
 def swap_in(partial: Path, final: Path) -> None:
@@ -382,7 +452,9 @@ def open_finished_run(path: str | Path) -> RunDir:
     if not run.path.is_dir():
         raise UserError(f"{path}: no such run directory")
     if not is_run(run.path) or not run.config.exists():
-        raise UserError(f"{path}: not a run directory (no {'run.json' if run.config.exists() else 'config.yaml'})")
+        raise UserError(
+            f"{path}: not a run directory (no {'run.json' if run.config.exists() else 'config.yaml'})"
+        )
     return run
 
 
@@ -400,4 +472,8 @@ def is_locked(lock: Path) -> bool:
 
 def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[-1] if lines else ''}" if not isinstance(error, UserError) else lines[0]
+    return (
+        f"{type(error).__name__}: {lines[-1] if lines else ''}"
+        if not isinstance(error, UserError)
+        else lines[0]
+    )

@@ -17,8 +17,9 @@ wrong, never an AttributeError three calls later. `keras-zoo runs` shows such a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -44,7 +45,14 @@ class RunFileError(UserError):
 
 def _kinds(expected) -> str:
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    names = {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+    }
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
@@ -58,7 +66,9 @@ def _fields(value: Any, required: dict, optional: dict | None = None) -> str:
                 return f"has no '{key}'"
             continue
         item = value[key]
-        if isinstance(item, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+        if isinstance(item, bool) and bool not in (
+            expected if isinstance(expected, tuple) else (expected,)
+        ):
             return f"'{key}' is {item!r}, not {_kinds(expected)}"
         if not isinstance(item, expected):
             return f"'{key}' is {item!r}"[:80] + f", not {_kinds(expected)}"
@@ -66,9 +76,22 @@ def _fields(value: Any, required: dict, optional: dict | None = None) -> str:
 
 
 def _run_record(value: Any) -> str:
-    problem = _fields(value, {"status": str}, {
-        "created_at": NUMBER, "updated_at": NUMBER, "finished_at": NUMBER, "pid": int, "command": list,
-        "recipe": str, "origin": (list, str), "reason": str, "runtime": dict, "earlier_runtimes": list})
+    problem = _fields(
+        value,
+        {"status": str},
+        {
+            "created_at": NUMBER,
+            "updated_at": NUMBER,
+            "finished_at": NUMBER,
+            "pid": int,
+            "command": list,
+            "recipe": str,
+            "origin": (list, str),
+            "reason": str,
+            "runtime": dict,
+            "earlier_runtimes": list,
+        },
+    )
     if not problem and value["status"] not in STATUSES:
         problem = f"'status' is {value['status']!r}, not one of {', '.join(STATUSES)}"
     return problem
@@ -81,9 +104,11 @@ def _metrics(value: Any) -> str:
     for split, report in value.items():
         if not isinstance(report, dict):
             return f"'{split}' is {_kinds(type(report))}, not a mapping"
-    return (_fields(value.get("chosen_epoch", {"epoch": 0, "of": 0}), {"epoch": int, "of": int},
-                    {"chosen_on": str, "monitor": str})
-            or _fields(value.get("last_epoch", {"epoch": 0}), {"epoch": int}))
+    return _fields(
+        value.get("chosen_epoch", {"epoch": 0, "of": 0}),
+        {"epoch": int, "of": int},
+        {"chosen_on": str, "monitor": str},
+    ) or _fields(value.get("last_epoch", {"epoch": 0}), {"epoch": int})
 
 
 def _task(value: Any) -> str:
@@ -91,14 +116,22 @@ def _task(value: Any) -> str:
 
 
 def _config(value: Any) -> str:
-    return _fields(value, {}, {"data": dict, "model": dict, "train": dict, "run": dict, "tuning": dict})
+    return _fields(
+        value, {}, {"data": dict, "model": dict, "train": dict, "run": dict, "tuning": dict}
+    )
 
 
 def _results(value: Any) -> str:
     problem = _fields(value, {"trials": list}, {"objective": str, "direction": str})
     if not problem:
-        problem = next((f"trial {i + 1} is not a mapping" for i, t in enumerate(value["trials"])
-                        if not isinstance(t, dict)), "")
+        problem = next(
+            (
+                f"trial {i + 1} is not a mapping"
+                for i, t in enumerate(value["trials"])
+                if not isinstance(t, dict)
+            ),
+            "",
+        )
     return problem
 
 
@@ -109,12 +142,25 @@ def _trial_result(value: Any) -> str:
 def _data_summary(value: Any) -> str:
     if not isinstance(value, dict):
         return f"holds {_kinds(type(value))}, not a mapping"
-    return next((f"'{split}' is not a mapping" for split, row in value.items() if not isinstance(row, dict)), "")
+    return next(
+        (
+            f"'{split}' is not a mapping"
+            for split, row in value.items()
+            if not isinstance(row, dict)
+        ),
+        "",
+    )
 
 
 SHAPES: dict[str, Callable[[Any], str]] = {
-    "run.json": _run_record, "metrics.json": _metrics, "task.json": _task, "config.yaml": _config,
-    "search.yaml": _config, "results.json": _results, "result.json": _trial_result, "data.json": _data_summary,
+    "run.json": _run_record,
+    "metrics.json": _metrics,
+    "task.json": _task,
+    "config.yaml": _config,
+    "search.yaml": _config,
+    "results.json": _results,
+    "result.json": _trial_result,
+    "data.json": _data_summary,
 }
 
 

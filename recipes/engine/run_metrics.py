@@ -6,8 +6,8 @@ TensorFlow."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from recipes.engine.run_dir import RunDir
 from recipes.engine.run_files import read_if_present
@@ -42,8 +42,11 @@ def scalar_metrics(report: dict) -> dict[str, float]:
 
 def report_metrics(report: dict) -> dict[str, float]:
     """metrics.json's scalars as `val_<key>` and `test_<key>` (e.g. `val_macro_f1`)."""
-    return {prefix + k: v for split, prefix in (("validation", "val_"), ("test", "test_"))
-            for k, v in scalar_metrics(report.get(split, {})).items()}
+    return {
+        prefix + k: v
+        for split, prefix in (("validation", "val_"), ("test", "test_"))
+        for k, v in scalar_metrics(report.get(split, {})).items()
+    }
 
 
 def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
@@ -55,7 +58,9 @@ def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
     rows = [r for r in history_rows(run.history) if r.get(monitor)]
     if rows:
         best = max(rows, key=lambda r: selection_key(r, monitor))
-        metrics.update({k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")})
+        metrics.update(
+            {k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")}
+        )
         metrics["best_epoch"] = float(int(best["epoch"]) + 1)
         metrics["epochs"] = float(len(rows))
     report = read_if_present(run.metrics)

@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import tensorflow as tf
+import yaml
+from tensorboard.plugins import projector
+from tensorboard.plugins.pr_curve import summary as pr_curve
 
 PR_THRESHOLDS = 101  # precision-recall points per curve
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (TensorBoard's Text tab renders it); cells are escaped to stay one line."""
+
     def cell(value: Any) -> str:
         return re.sub(r"\s+", " ", str(value)).replace("|", "\\|").strip()
 
@@ -43,7 +49,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def config_text(cfg: Any) -> str:
     """The resolved config as YAML, indented so that Markdown shows it verbatim."""
-    import yaml  # noqa: PLC0415
 
     body = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
     return "\n".join("    " + line for line in body.splitlines())
@@ -51,7 +56,6 @@ def config_text(cfg: Any) -> str:
 
 def write_text_summary(logdir: Path, name: str, text: str, step: int = 0) -> None:
     """One text summary in its own event file under `logdir`."""
-    import tensorflow as tf  # noqa: PLC0415
 
     writer = tf.summary.create_file_writer(str(logdir))
     with writer.as_default():
@@ -59,42 +63,55 @@ def write_text_summary(logdir: Path, name: str, text: str, step: int = 0) -> Non
     writer.close()
 
 
-def write_pr_curves(name: str, y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str],
-                    step: int) -> None:
+def write_pr_curves(
+    name: str, y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], step: int
+) -> None:
     """One precision-recall curve per class (one-vs-rest on the class's probability), as
     `<name>/<class>` in the PR Curves dashboard. Uses TensorBoard's own `pr_curve.summary.pb`."""
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorboard.plugins.pr_curve import summary as pr_curve  # noqa: PLC0415
 
     y_true = np.asarray(y_true)
     for k, label in enumerate(labels):
-        pb = pr_curve.pb(f"{name}/{label}", labels=y_true == k,
-                         predictions=np.clip(probabilities[:, k], 0.0, 1.0).astype(np.float32),
-                         num_thresholds=PR_THRESHOLDS, display_name=f"{name} {label}",
-                         description=f"class '{label}' against the rest")
+        pb = pr_curve.pb(
+            f"{name}/{label}",
+            labels=y_true == k,
+            predictions=np.clip(probabilities[:, k], 0.0, 1.0).astype(np.float32),
+            num_thresholds=PR_THRESHOLDS,
+            display_name=f"{name} {label}",
+            description=f"class '{label}' against the rest",
+        )
         tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=step)
 
 
-def misclassified_texts(texts: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray,
-                        labels: Sequence[str], limit: int = 25) -> str:
+def misclassified_texts(
+    texts: Sequence[str],
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    limit: int = 25,
+) -> str:
     """The most confident mistakes first, as a Markdown table of text, gold and predicted label."""
     predicted = probabilities.argmax(axis=-1)
     wrong = np.flatnonzero(predicted != np.asarray(y_true))
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
-    rows = [[texts[i], labels[y_true[i]], labels[predicted[i]], f"{probabilities[i, predicted[i]]:.3f}"]
-            for i in wrong[:limit]]
-    heading = f"{len(wrong)} of {len(y_true)} misclassified" + (f"; the {limit} most confident:" if len(wrong) > limit else ":")
+    rows = [
+        [texts[i], labels[y_true[i]], labels[predicted[i]], f"{probabilities[i, predicted[i]]:.3f}"]
+        for i in wrong[:limit]
+    ]
+    heading = f"{len(wrong)} of {len(y_true)} misclassified" + (
+        f"; the {limit} most confident:" if len(wrong) > limit else ":"
+    )
     return heading + "\n\n" + markdown_table(["text", "gold", "predicted", "probability"], rows)
 
 
-def write_projector(logdir: Path, name: str, vectors: np.ndarray, metadata: dict[str, Sequence[str]]) -> None:
+def write_projector(
+    logdir: Path, name: str, vectors: np.ndarray, metadata: dict[str, Sequence[str]]
+) -> None:
     """An embedding for TensorBoard's projector in `logdir` (which should hold event files, so that
     TensorBoard sees it as a run): the vectors and their metadata as TSV files, and the projector
     config naming them. TSV rather than a checkpoint, so that TensorBoard reads it without TensorFlow.
 
     (Keras 3's TensorBoard callback cannot log embeddings: keras-team/keras#20210.)
     """
-    from tensorboard.plugins import projector  # noqa: PLC0415
 
     logdir.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"\W+", "_", name).strip("_")

@@ -17,12 +17,14 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from zoo import keras_compat
 from recipes.engine.config import RunConfig, TrainConfig
 from recipes.engine.contract import Phase
 from recipes.engine.run_dir import RunDir
 from recipes.engine.run_metrics import history_rows, monitor_mode, selection_key
+from zoo import keras_compat
 from zoo.errors import UserError
+from zoo.heads import split_at_head
+from zoo.runtime import available_memory
 
 
 @keras.saving.register_keras_serializable(package="keras_zoo")
@@ -34,7 +36,11 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int):
-        self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+        self.peak, self.warmup_steps, self.total_steps = (
+            float(peak),
+            int(warmup_steps),
+            int(total_steps),
+        )
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
@@ -44,17 +50,29 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return self.peak * keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+        }
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
-                   epochs: int | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    cfg: TrainConfig,
+    steps_per_epoch: int,
+    learning_rate: float | None = None,
+    epochs: int | None = None,
+) -> keras.optimizers.Optimizer:
     """AdamW with linear warm-up and decay over `epochs` (default: the config's) at peak `learning_rate`:
     zoo's fused one (`train.speedups`, the default) or Keras's own."""
     total = max((cfg.epochs if epochs is None else epochs) * steps_per_epoch, 1)
     peak = cfg.learning_rate if learning_rate is None else learning_rate
     schedule = WarmupLinearDecay(peak, round(cfg.warmup_ratio * total), total)
-    settings = {"learning_rate": schedule, "weight_decay": cfg.weight_decay, "clipnorm": cfg.clipnorm or None}
+    settings = {
+        "learning_rate": schedule,
+        "weight_decay": cfg.weight_decay,
+        "clipnorm": cfg.clipnorm or None,
+    }
     if cfg.speedups:  # the same arithmetic in fewer passes (zoo/keras_compat.py)
         optimizer = keras_compat.FusedAdamW(**settings)
     else:
@@ -75,14 +93,14 @@ def compile_classifier(model: keras.Model, cfg: TrainConfig, steps_per_epoch: in
     )
 
 
-def head_on_features(model: keras.Model, examples: int, cfg: TrainConfig) -> tuple[keras.Model, keras.Model] | None:
+def head_on_features(
+    model: keras.Model, examples: int, cfg: TrainConfig
+) -> tuple[keras.Model, keras.Model] | None:
     """`(features, head)` (`zoo.heads.split_at_head`) for a recipe whose backbone is frozen and
     whose inputs are the same every epoch: it computes the backbone's features once, in inference
     mode, and trains `head` on them, handing the whole model on as `Training.whole_model`. None
     (the backbone runs every epoch) with `train.speedups` off, or, said in one line, when the
     features of `examples` examples would take over half the memory available."""
-    from zoo.heads import split_at_head  # noqa: PLC0415
-    from zoo.runtime import available_memory  # noqa: PLC0415
 
     if not cfg.speedups:
         return None
@@ -90,19 +108,34 @@ def head_on_features(model: keras.Model, examples: int, cfg: TrainConfig) -> tup
     size = examples * math.prod(head.input.shape[1:]) * 4
     available = available_memory()
     if available is not None and size > available / 2:
-        print(f"model.finetune=frozen: the backbone's features of {examples} examples would take "
-              f"{size / 2**30:.1f} GB, over half the {available / 2**30:.1f} GB of memory available; "
-              "the frozen backbone runs on every batch of every epoch instead", flush=True)
+        print(
+            f"model.finetune=frozen: the backbone's features of {examples} examples would take "
+            f"{size / 2**30:.1f} GB, over half the {available / 2**30:.1f} GB of memory available; "
+            "the frozen backbone runs on every batch of every epoch instead",
+            flush=True,
+        )
         return None
-    print(f"model.finetune=frozen: computing the frozen backbone's features of {examples} examples once; "
-          "the head trains on them", flush=True)
+    print(
+        f"model.finetune=frozen: computing the frozen backbone's features of {examples} examples once; "
+        "the head trains on them",
+        flush=True,
+    )
     return features, head
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, cfg: TrainConfig,
-        run: RunDir, examples_per_epoch: int, phases: list[Phase] | None = None,
-        extra_callbacks: list | None = None, class_weight: dict | None = None,
-        verbose: int | str = "auto", logging: RunConfig | None = None) -> dict:
+def fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    cfg: TrainConfig,
+    run: RunDir,
+    examples_per_epoch: int,
+    phases: list[Phase] | None = None,
+    extra_callbacks: list | None = None,
+    class_weight: dict | None = None,
+    verbose: int | str = "auto",
+    logging: RunConfig | None = None,
+) -> dict:
     """Train with the standard callbacks, phase after phase; on return the model holds the best
     epoch's weights (best over all phases).
 
@@ -123,16 +156,31 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
             continue
         if phase.epochs <= 0:
             continue
-        _fit_phase(model, train, validation, cfg, run, examples_per_epoch, initial_epoch=epoch,
-                   epochs=epoch + phase.epochs, backup=run.backup / phase.name,
-                   extra_callbacks=extra_callbacks, class_weight=class_weight, verbose=verbose,
-                   logging=logging)
+        _fit_phase(
+            model,
+            train,
+            validation,
+            cfg,
+            run,
+            examples_per_epoch,
+            initial_epoch=epoch,
+            epochs=epoch + phase.epochs,
+            backup=run.backup / phase.name,
+            extra_callbacks=extra_callbacks,
+            class_weight=class_weight,
+            verbose=verbose,
+            logging=logging,
+        )
         epoch = len(history_rows(run.history))
-        if not any(later.epochs > 0 for later in phases[i + 1:]):  # the last epoch: for the report's
+        if not any(
+            later.epochs > 0 for later in phases[i + 1 :]
+        ):  # the last epoch: for the report's
             model.save_weights(str(run.last_weights))  # last-epoch figures (the engine deletes it)
         load_best_weights(model, run)
         run.write_json(marker, {"end_epoch": epoch})
-    shutil.rmtree(run.backup, ignore_errors=True)  # each phase's BackupAndRestore removed its own state
+    shutil.rmtree(
+        run.backup, ignore_errors=True
+    )  # each phase's BackupAndRestore removed its own state
     rows = history_rows(run.history)
     if not rows or cfg.monitor not in rows[0]:
         known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
@@ -154,23 +202,50 @@ def load_best_weights(model: keras.Model, run: RunDir, path: Path | None = None)
     """Load the best epoch's weights (or those at `path`) into `model`, if the file exists."""
     path = path or run.best_weights
     if path.exists():
-        with warnings.catch_warnings():  # the file's optimizer state belongs to the phase that wrote it
+        with (
+            warnings.catch_warnings()
+        ):  # the file's optimizer state belongs to the phase that wrote it
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(str(path))
 
 
-def _fit_phase(model, train, validation, cfg: TrainConfig, run: RunDir, examples_per_epoch: int,
-               initial_epoch: int, epochs: int, backup: Path, extra_callbacks, class_weight, verbose,
-               logging: RunConfig) -> None:
+def _fit_phase(
+    model,
+    train,
+    validation,
+    cfg: TrainConfig,
+    run: RunDir,
+    examples_per_epoch: int,
+    initial_epoch: int,
+    epochs: int,
+    backup: Path,
+    extra_callbacks,
+    class_weight,
+    verbose,
+    logging: RunConfig,
+) -> None:
     callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
     build_optimizer(model)  # here, not for phases that are skipped or already done
-    model.fit(train, validation_data=validation, initial_epoch=initial_epoch, epochs=epochs,
-              callbacks=callbacks, class_weight=class_weight, verbose=verbose,
-              shuffle=False)  # the datasets shuffle themselves (and Keras warns on shuffle=True)
+    model.fit(
+        train,
+        validation_data=validation,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        callbacks=callbacks,
+        class_weight=class_weight,
+        verbose=verbose,
+        shuffle=False,
+    )  # the datasets shuffle themselves (and Keras warns on shuffle=True)
 
 
-def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, backup: Path,
-                       extra_callbacks: list | None = None, logging: RunConfig | None = None) -> list:
+def training_callbacks(
+    cfg: TrainConfig,
+    run: RunDir,
+    examples_per_epoch: int,
+    backup: Path,
+    extra_callbacks: list | None = None,
+    logging: RunConfig | None = None,
+) -> list:
     """The callbacks of every training phase: figures per epoch, the recipe's own, the divergence
     guard, resume state, best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is
     off), early stopping."""
@@ -178,7 +253,9 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
     logging = logging or RunConfig()
     callbacks = [
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
-        *(extra_callbacks or []),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
+        *(
+            extra_callbacks or []
+        ),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
         StopWhenDiverged(cfg.learning_rate),  # before anything saves the epoch's weights or figures
         ResumeState(str(backup)),
         BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history),
@@ -187,8 +264,11 @@ def training_callbacks(cfg: TrainConfig, run: RunDir, examples_per_epoch: int, b
     if run.tensorboard:
         callbacks.append(TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
     if cfg.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
-                                                       patience=cfg.early_stopping_patience))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.monitor, mode=mode, patience=cfg.early_stopping_patience
+            )
+        )
     return callbacks
 
 
@@ -196,7 +276,7 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-class Diverged(UserError):
+class DivergedError(UserError):
     """Training produced a value that is not finite (recipes/engine/training.py `StopWhenDiverged`)."""
 
 
@@ -212,8 +292,10 @@ class StopWhenDiverged(keras.callbacks.Callback):
         self.learning_rate, self.epoch = learning_rate, 0
 
     def _stop(self, what: str) -> None:
-        raise Diverged(f"training diverged: {what}; lower train.learning_rate (it is {self.learning_rate:g}) "
-                       "or check the data for broken labels")
+        raise DivergedError(
+            f"training diverged: {what}; lower train.learning_rate (it is {self.learning_rate:g}) "
+            "or check the data for broken labels"
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -221,13 +303,19 @@ class StopWhenDiverged(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self._stop(f"the training loss is {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}")
+            self._stop(
+                f"the training loss is {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             if isinstance(value, (int, float)) and not math.isfinite(value):
                 self._stop(f"{key} is {value} after epoch {epoch + 1}")
-        if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in self.model.trainable_weights])):
+        if not bool(
+            tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(w)) for w in self.model.trainable_weights]
+            )
+        ):
             self._stop(f"the weights are not finite after epoch {epoch + 1}")
 
 
@@ -259,14 +347,19 @@ class ResumeState(keras.callbacks.BackupAndRestore):
     deleted, and the phase starts again from its first epoch, as it would have without it."""
 
     def __init__(self, backup_dir: str):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
+        super().__init__(
+            backup_dir, save_freq="epoch", delete_checkpoint=True, double_checkpoint=True
+        )
 
     def on_train_begin(self, logs=None):
         try:
             super().on_train_begin(logs)
         except OSError as e:
-            print(f"{self.backup_dir}: the resume state is unreadable ({str(e).splitlines()[0]}), "
-                  "probably cut short by a kill; this phase starts again from its first epoch", flush=True)
+            print(
+                f"{self.backup_dir}: the resume state is unreadable ({str(e).splitlines()[0]}), "
+                "probably cut short by a kill; this phase starts again from its first epoch",
+                flush=True,
+            )
             shutil.rmtree(self.backup_dir, ignore_errors=True)
             super().on_train_begin(logs)
 
@@ -290,7 +383,9 @@ class EpochStats(keras.callbacks.Callback):
             return
         if self.last > self.start:
             logs["examples_per_second"] = self.examples / (self.last - self.start)
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
 
 
 class TrainingLogs(keras.callbacks.TensorBoard):
@@ -302,8 +397,12 @@ class TrainingLogs(keras.callbacks.TensorBoard):
     """
 
     def __init__(self, logdir: Path, every_steps: int = 0, profile: bool = False):
-        super().__init__(str(logdir), update_freq=every_steps if every_steps > 0 else "epoch", write_graph=False,
-                         profile_batch=(10, 14) if profile else 0)
+        super().__init__(
+            str(logdir),
+            update_freq=every_steps if every_steps > 0 else "epoch",
+            write_graph=False,
+            profile_batch=(10, 14) if profile else 0,
+        )
 
     # Keras writes the epoch's (and evaluation's) summaries inside the per-step `record_if`, so with
     # `update_freq=N` an epoch whose last step is not a multiple of N loses its epoch curves.
@@ -318,5 +417,7 @@ class TrainingLogs(keras.callbacks.TensorBoard):
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         steps = self.params.get("steps") or 0
-        if keras_compat.tensorboard_step(self) == 0 and steps:  # the first epoch of this fit: continue the count
+        if (
+            keras_compat.tensorboard_step(self) == 0 and steps
+        ):  # the first epoch of this fit: continue the count
             keras_compat.continue_tensorboard_steps(self, epoch * steps, steps)

@@ -17,17 +17,22 @@ Every sentence remembers where it came from (`file:line`) for errors.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from recipes.common.text_data import jsonl_rows, read_lines
+from recipes.common.tfds_data import prepared_builder, split_for
 from recipes.ner import tags as ner_tags
-from recipes.common.text_data import read_lines
+from recipes.ner.token_inputs import pretokenize
 from zoo.errors import UserError
 from zoo.progress import progress
 
@@ -39,7 +44,9 @@ class TaggedSentences:
     tokens: list[list[str]]
     tags: list[list[str]]  # IOB2 after `normalise_tags`; empty lists for unlabelled input
     origins: list[str]  # "file:line" of each sentence (its first token's line for CoNLL)
-    token_origins: list[list[str]] = field(default_factory=list)  # per token, where the file has one line a token
+    token_origins: list[list[str]] = field(
+        default_factory=list
+    )  # per token, where the file has one line a token
     # The document of each sentence (a CoNLL file's -DOCSTART- sections; a file without them is one
     # document); empty where the format has none (JSONL, TFDS): each sentence then stands alone.
     documents: list[int] = field(default_factory=list)
@@ -47,16 +54,24 @@ class TaggedSentences:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def subset(self, keep: Sequence[int]) -> "TaggedSentences":
+    def subset(self, keep: Sequence[int]) -> TaggedSentences:
         """The sentences at the indices `keep`, in that order."""
+
         def pick(rows):
             return [rows[i] for i in keep] if rows else []
 
-        return TaggedSentences(pick(self.tokens), pick(self.tags), pick(self.origins), pick(self.token_origins),
-                               pick(self.documents))
+        return TaggedSentences(
+            pick(self.tokens),
+            pick(self.tags),
+            pick(self.origins),
+            pick(self.token_origins),
+            pick(self.documents),
+        )
 
 
-def read_tagged(source: str, split: str, token_column: int = 0, tag_column: int = -1) -> TaggedSentences:
+def read_tagged(
+    source: str, split: str, token_column: int = 0, tag_column: int = -1
+) -> TaggedSentences:
     """Read one split from a CoNLL file, a JSONL file or `tfds:NAME` (tags as written, not yet checked)."""
     if source.startswith("tfds:"):
         return _read_tfds(source[5:], split)
@@ -65,7 +80,11 @@ def read_tagged(source: str, split: str, token_column: int = 0, tag_column: int 
         raise UserError(f"{path}: is a folder; give a CoNLL file, a JSONL file or tfds:NAME")
     if not path.exists():
         raise UserError(f"{path}: file not found")
-    data = _read_jsonl(path) if path.suffix.lower() in JSONL_SUFFIXES else _read_conll(path, token_column, tag_column)
+    data = (
+        _read_jsonl(path)
+        if path.suffix.lower() in JSONL_SUFFIXES
+        else _read_conll(path, token_column, tag_column)
+    )
     if not data.tokens:
         raise UserError(f"{path}: no sentences (empty file)")
     return data
@@ -87,8 +106,11 @@ def normalise_tags(data: TaggedSentences, scheme: str) -> str:
     if invalid:
         # Given as IOB2 (auto-detection would have said IOB1): read as conlleval does, which is how
         # the scores are computed too, but say so, as the file may really be IOB1.
-        print(f"{_source(data)}: {invalid} tags are I-X after O or another type (not valid IOB2); "
-              "read as the start of an entity, as conlleval does", file=sys.stderr)
+        print(
+            f"{_source(data)}: {invalid} tags are I-X after O or another type (not valid IOB2); "
+            "read as the start of an entity, as conlleval does",
+            file=sys.stderr,
+        )
     return scheme
 
 
@@ -111,12 +133,18 @@ def check_known_tags(data: TaggedSentences, tags: Sequence[str]) -> None:
             if tag not in known:
                 origin = data.token_origins[i][j] if data.token_origins else data.origins[i]
                 types = sorted({t[2:] for t in tags if t != "O"})
-                raise UserError(f"{origin}: entity type '{tag[2:]}' was never seen in training "
-                                f"(types: {', '.join(types)})")
+                raise UserError(
+                    f"{origin}: entity type '{tag[2:]}' was never seen in training "
+                    f"(types: {', '.join(types)})"
+                )
 
 
-def context_groups(data: TaggedSentences, subword_counts: Sequence[int], window: int,
-                   rng: np.random.Generator | None = None) -> list[list[int]]:
+def context_groups(
+    data: TaggedSentences,
+    subword_counts: Sequence[int],
+    window: int,
+    rng: np.random.Generator | None = None,
+) -> list[list[int]]:
     """Consecutive sentences of one document packed greedily into groups of at most `window`
     subwords, so that each is tagged with its neighbours as context (one group a sentence where
     the documents are unknown; a sentence longer than `window` is a group of its own).
@@ -147,13 +175,15 @@ def join_groups(rows: Sequence[Sequence], groups: Sequence[Sequence[int]]) -> li
     return [[x for i in group for x in rows[i]] for group in groups]
 
 
-def split_groups(joined: Sequence[Sequence], groups: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[list]:
+def split_groups(
+    joined: Sequence[Sequence], groups: Sequence[Sequence[int]], lengths: Sequence[int]
+) -> list[list]:
     """The inverse of `join_groups`: row `i` back on its own, `lengths[i]` long."""
     rows: list[list] = [[] for _ in lengths]
     for group, row in zip(groups, joined):
         start = 0
         for i in group:
-            rows[i] = list(row[start:start + lengths[i]])
+            rows[i] = list(row[start : start + lengths[i]])
             start += lengths[i]
     return rows
 
@@ -186,14 +216,21 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
         origin = f"{path}:{number}"
         if columns is None:
             columns = len(fields)
-            for name, index in (("data.token_column", token_column), ("data.tag_column", tag_column)):
+            for name, index in (
+                ("data.token_column", token_column),
+                ("data.tag_column", tag_column),
+            ):
                 if not -columns <= index < columns:
-                    raise UserError(f"{origin}: {columns} columns, so {name}={index} does not exist")
+                    raise UserError(
+                        f"{origin}: {columns} columns, so {name}={index} does not exist"
+                    )
             if columns < 2:
                 raise UserError(f"{origin}: 1 column; a CoNLL line needs a token and a tag")
         elif len(fields) != columns:
-            raise UserError(f"{origin}: {len(fields)} columns, expected {columns} like the file's first line "
-                            f"({line.strip()[:60]!r})")
+            raise UserError(
+                f"{origin}: {len(fields)} columns, expected {columns} like the file's first line "
+                f"({line.strip()[:60]!r})"
+            )
         sentence.append((fields[token_column], fields[tag_column], origin))
     close()
     return TaggedSentences(tokens, tags, origins, token_origins, documents)
@@ -201,7 +238,6 @@ def _read_conll(path: Path, token_column: int, tag_column: int) -> TaggedSentenc
 
 # ------------------------------------------------------------------------------------------- JSONL
 def _read_jsonl(path: Path) -> TaggedSentences:
-    from recipes.common.text_data import jsonl_rows  # noqa: PLC0415
 
     tokens, tags, origins = [], [], []
     texts, spans = [], []
@@ -229,7 +265,9 @@ def _read_jsonl(path: Path) -> TaggedSentences:
             texts.append((origin, row["text"]))
             spans.append(_spans(row.get("spans", row.get("entities", [])), row["text"], origin))
         else:
-            raise UserError(f"{origin}: expected 'tokens' and 'tags', or 'text' and 'spans' (keys: {', '.join(row)})")
+            raise UserError(
+                f"{origin}: expected 'tokens' and 'tags', or 'text' and 'spans' (keys: {', '.join(row)})"
+            )
     if texts:
         words_per_text = _split_words([t for _, t in texts])
         for (origin, _), (words, starts, ends), entity_spans in zip(texts, words_per_text, spans):
@@ -248,18 +286,29 @@ def _spans(value, text: str, origin: str) -> list[tuple[int, int, str]]:
     for i, span in enumerate(value):
         if isinstance(span, dict):
             span = (span.get("start"), span.get("end"), span.get("label", span.get("type")))
-        if not (isinstance(span, (list, tuple)) and len(span) == 3 and all(isinstance(v, int) for v in span[:2])
-                and isinstance(span[2], str) and span[2]):
-            raise UserError(f"{origin}: span {i} must be {{\"start\": int, \"end\": int, \"label\": str}}, "
-                            f"not {json.dumps(value[i])}")
+        if not (
+            isinstance(span, (list, tuple))
+            and len(span) == 3
+            and all(isinstance(v, int) for v in span[:2])
+            and isinstance(span[2], str)
+            and span[2]
+        ):
+            raise UserError(
+                f'{origin}: span {i} must be {{"start": int, "end": int, "label": str}}, '
+                f"not {json.dumps(value[i])}"
+            )
         start, end, label = span
         if not 0 <= start < end <= len(text):
-            raise UserError(f"{origin}: span {i} [{start}, {end}) is outside the text (length {len(text)}) or empty")
+            raise UserError(
+                f"{origin}: span {i} [{start}, {end}) is outside the text (length {len(text)}) or empty"
+            )
         if "-" in label and label.split("-", 1)[0] in ("B", "I", "E", "S"):
-            raise UserError(f"{origin}: span {i} label '{label}' is an entity type, without a B-/I- prefix")
+            raise UserError(
+                f"{origin}: span {i} label '{label}' is an entity type, without a B-/I- prefix"
+            )
         spans.append((start, end, label, i))
     spans.sort()
-    for (s0, e0, _, i0), (s1, e1, _, i1) in zip(spans, spans[1:]):
+    for (s0, e0, _, i0), (s1, e1, _, i1) in itertools.pairwise(spans):
         if s1 < e0:
             raise UserError(f"{origin}: span {i1} [{s1}, {e1}) overlaps span {i0} [{s0}, {e0})")
     return [(s, e, label) for s, e, label, _ in spans]
@@ -267,21 +316,24 @@ def _spans(value, text: str, origin: str) -> list[tuple[int, int, str]]:
 
 def _split_words(texts: list[str]) -> list[tuple[list[str], list[int], list[int]]]:
     """Words and their character offsets, split by the same graph code as `predict` and the export."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from recipes.ner.token_inputs import pretokenize  # noqa: PLC0415
 
     words, starts, ends = pretokenize(tf.constant(texts))
-    return [([w.decode("utf-8") for w in ws], s, e)
-            for ws, s, e in zip(words.to_list(), starts.to_list(), ends.to_list())]
+    return [
+        ([w.decode("utf-8") for w in ws], s, e)
+        for ws, s, e in zip(words.to_list(), starts.to_list(), ends.to_list())
+    ]
 
 
-def _tags_from_spans(starts: list[int], ends: list[int], spans: list[tuple[int, int, str]]) -> list[str]:
+def _tags_from_spans(
+    starts: list[int], ends: list[int], spans: list[tuple[int, int, str]]
+) -> list[str]:
     """IOB2 tags of words: a word overlapping a span is in that entity (a span that cuts a word
     takes the whole word)."""
     tags = ["O"] * len(starts)
     for span_start, span_end, label in spans:
-        inside = [i for i, (s, e) in enumerate(zip(starts, ends)) if s < span_end and e > span_start]
+        inside = [
+            i for i, (s, e) in enumerate(zip(starts, ends)) if s < span_end and e > span_start
+        ]
         for k, i in enumerate(inside):
             if tags[i] == "O":
                 tags[i] = ("B-" if k == 0 else "I-") + label
@@ -290,25 +342,33 @@ def _tags_from_spans(starts: list[int], ends: list[int], spans: list[tuple[int, 
 
 # -------------------------------------------------------------------------------------------- TFDS
 def _read_tfds(name: str, split: str) -> TaggedSentences:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    from recipes.common.tfds_data import prepared_builder, split_for  # noqa: PLC0415
 
     builder = prepared_builder(name, "point data.train at a local CoNLL or JSONL file instead")
     tfds_split = split_for(builder, name, split)
     features = builder.info.features
 
     def sequence_of(kind):
-        return [k for k, f in features.items()
-                if isinstance(f, tfds.features.Sequence) and isinstance(f.feature, kind)]
+        return [
+            k
+            for k, f in features.items()
+            if isinstance(f, tfds.features.Sequence) and isinstance(f.feature, kind)
+        ]
 
-    token_keys = [k for k in sequence_of(tfds.features.Text) if k in ("tokens", "words")] or sequence_of(tfds.features.Text)
-    tag_keys = [k for k in sequence_of(tfds.features.ClassLabel) if k in ("ner", "ner_tags", "tags")]
+    token_keys = [
+        k for k in sequence_of(tfds.features.Text) if k in ("tokens", "words")
+    ] or sequence_of(tfds.features.Text)
+    tag_keys = [
+        k for k in sequence_of(tfds.features.ClassLabel) if k in ("ner", "ner_tags", "tags")
+    ]
     if not token_keys or not tag_keys:
-        raise UserError(f"tfds:{name}: no token sequence and NER tag sequence among its features ({', '.join(features)})")
+        raise UserError(
+            f"tfds:{name}: no token sequence and NER tag sequence among its features ({', '.join(features)})"
+        )
     names = features[tag_keys[0]].feature.names
     tokens, tags, origins = [], [], []
-    examples = progress(tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example")
+    examples = progress(
+        tfds.as_numpy(builder.as_dataset(split=tfds_split)), desc=f"reading {name}", unit="example"
+    )
     for i, example in enumerate(examples):
         words = [w.decode("utf-8") for w in example[token_keys[0]]]
         origin = f"tfds:{name}/{tfds_split}[{i}]"

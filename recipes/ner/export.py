@@ -3,8 +3,8 @@ TensorFlow alone (plus tensorflow-text for the tokenizer ops)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import tensorflow as tf
 
@@ -31,25 +31,36 @@ class TokenClassifierServing(tf.Module):
 
     def _tag(self, words: tf.RaggedTensor) -> dict[str, tf.Tensor]:
         ids, scores = decode_tags(self.encoder.word_logits(self.model, words), self.allowed)
-        return {"tags": ids.with_flat_values(tf.gather(self.tags, ids.flat_values)).to_tensor(""),
-                "scores": scores.to_tensor(0.0), "num_words": words.row_lengths()}
+        return {
+            "tags": ids.with_flat_values(tf.gather(self.tags, ids.flat_values)).to_tensor(""),
+            "scores": scores.to_tensor(0.0),
+            "num_words": words.row_lengths(),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
         words, starts, ends = pretokenize(text)
-        return {**self._tag(words), "words": words.to_tensor(""), "starts": starts.to_tensor(-1),
-                "ends": ends.to_tensor(-1)}
+        return {
+            **self._tag(words),
+            "words": words.to_tensor(""),
+            "starts": starts.to_tensor(-1),
+            "ends": ends.to_tensor(-1),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
     def serve_tokens(self, tokens):
         return self._tag(tf.RaggedTensor.from_tensor(tokens, padding=""))
 
 
-def export_token_classifier(model, encoder: TokenEncoder, tags: Sequence[str], directory: Path,
-                            constrained: bool = True) -> Path:
+def export_token_classifier(
+    model, encoder: TokenEncoder, tags: Sequence[str], directory: Path, constrained: bool = True
+) -> Path:
     """Write `directory/saved_model` with the `serving_default` (raw text) and `tag_tokens` signatures."""
     module = TokenClassifierServing(model, encoder, tags, constrained)
     path = Path(directory) / "saved_model"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve,
-                                                       "tag_tokens": module.serve_tokens})
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={"serving_default": module.serve, "tag_tokens": module.serve_tokens},
+    )
     return path

@@ -8,7 +8,7 @@ scheme, the conversion to IOB2 and back, and the entity-type confusion. No Tenso
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
@@ -84,7 +84,9 @@ def check_tags(tags: Sequence[str], scheme: str, origins: Sequence[str]) -> None
         if problem is None and tag != "O" and tag.split("-", 1)[0] not in allowed:
             problem = f"{tag.split('-', 1)[0]}- tags belong to BIOES; set the tag scheme to BIOES"
         if problem is not None:
-            raise UserError(f"{origin}: tag {tag!r} is not a valid {scheme} tag: {problem} (valid: {valid})")
+            raise UserError(
+                f"{origin}: tag {tag!r} is not a valid {scheme} tag: {problem} (valid: {valid})"
+            )
 
 
 def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
@@ -138,7 +140,7 @@ def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
     out = ["O"] * len(tags)
     for type_, start, end in entities(tags):
         out[start] = f"B-{type_}"
-        out[start + 1:end] = [f"I-{type_}"] * (end - start - 1)
+        out[start + 1 : end] = [f"I-{type_}"] * (end - start - 1)
     return out
 
 
@@ -178,7 +180,9 @@ def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     num_tokens = correct_tokens = 0
     for i, (t, p) in enumerate(zip(true, pred)):
         if len(t) != len(p):
-            raise ValueError(f"entity_report: sentence {i} has {len(t)} true tags but {len(p)} predicted")
+            raise ValueError(
+                f"entity_report: sentence {i} has {len(t)} true tags but {len(p)} predicted"
+            )
         num_tokens += len(t)
         correct_tokens += sum(a == b for a, b in zip(t, p))
         true_spans.append({(s, e): type_ for type_, s, e in entities(t)})
@@ -196,12 +200,21 @@ def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
             if span not in t_spans:
                 cm[outside, index[type_]] += 1
     sequences = [list(t) for t in true], [list(p) for p in pred]
-    per_type, precision, recall, f1 = {}, 0.0, 0.0, 0.0  # no entity on either side: nothing to score
+    per_type, precision, recall, f1 = (
+        {},
+        0.0,
+        0.0,
+        0.0,
+    )  # no entity on either side: nothing to score
     if types:  # seqeval's per-type arrays follow the sorted types of both sides, as `types` does
         scores = precision_recall_fscore_support(*sequences, average=None, zero_division=0)
-        per_type = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-                    for name, p, r, f, n in zip(types, *scores)}
-        precision, recall, f1, _ = precision_recall_fscore_support(*sequences, average="micro", zero_division=0)
+        per_type = {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(types, *scores)
+        }
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            *sequences, average="micro", zero_division=0
+        )
     correct = int(np.trace(cm[:outside, :outside]))
     return {
         "precision": float(precision),
@@ -224,12 +237,16 @@ def format_entity_report(report: dict) -> str:
     TensorBoard's text tab)."""
     lines = ["| type | precision | recall | f1 | support |", "|---|---|---|---|---|"]
     for name, m in report["per_type"].items():
-        lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
-    lines.append(f"\nmicro precision {report['precision']:.4f}, recall {report['recall']:.4f}, "
-                 f"F1 {report['f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-                 f"token accuracy {report['token_accuracy']:.4f}; {report['correct_entities']} of "
-                 f"{report['predicted_entities']} predicted entities correct, {report['true_entities']} true "
-                 f"entities, {report['num_sentences']} sentences, {report['num_tokens']} tokens")
+        lines.append(
+            f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        )
+    lines.append(
+        f"\nmicro precision {report['precision']:.4f}, recall {report['recall']:.4f}, "
+        f"F1 {report['f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+        f"token accuracy {report['token_accuracy']:.4f}; {report['correct_entities']} of "
+        f"{report['predicted_entities']} predicted entities correct, {report['true_entities']} true "
+        f"entities, {report['num_sentences']} sentences, {report['num_tokens']} tokens"
+    )
     return "\n".join(lines)
 
 

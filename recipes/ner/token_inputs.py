@@ -24,13 +24,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from zoo.heads import head_features
 from zoo.progress import progress
 from zoo.text_inputs import batch_cost_tokens, length_batches
 
@@ -40,12 +41,12 @@ WORD_PATTERN = r"[\pL\pN\pM]+|[^\s\p{Z}\p{C}\pL\pN\pM]"
 SPACE_PATTERN = r"[\s\p{Z}\p{C}]+"  # Unicode spaces and invisible characters separate words
 
 
-
 def pretokenize(texts: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
     """`(words, starts, ends)` for a batch of strings: ragged `[batch, (words)]`, offsets in characters
     (Unicode code points, as Python indexes `str`), so `text[start:end]` is the word."""
     words, byte_starts, byte_ends = tf_text.regex_split_with_offsets(
-        texts, SPACE_PATTERN + "|" + WORD_PATTERN, WORD_PATTERN)
+        texts, SPACE_PATTERN + "|" + WORD_PATTERN, WORD_PATTERN
+    )
     _, char_byte_offsets = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
     # A byte offset's character index is the number of characters that start before it.
     big = tf.int64.max
@@ -84,7 +85,9 @@ class TokenEncoder(tf.Module):
     trained two-row segment embedding that single-sentence tagging leaves unused); `none` ignores case.
     """
 
-    def __init__(self, tokenizer, backbone_inputs: Sequence[str], max_length: int, case_feature: str = "none"):
+    def __init__(
+        self, tokenizer, backbone_inputs: Sequence[str], max_length: int, case_feature: str = "none"
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.input_names = list(backbone_inputs)
@@ -95,8 +98,9 @@ class TokenEncoder(tf.Module):
         self.pad_id = int(tokenizer.pad_token_id)
         self.unk_id = _unknown_token_id(tokenizer)
         # Byte-level BPE (RoBERTa) marks a word that follows a space; words inside a sentence do.
-        self.space_prefix = type(tokenizer).__name__.endswith(("BytePairTokenizer", "RobertaTokenizer",
-                                                               "GPT2Tokenizer"))
+        self.space_prefix = type(tokenizer).__name__.endswith(
+            ("BytePairTokenizer", "RobertaTokenizer", "GPT2Tokenizer")
+        )
 
     @property
     def window(self) -> int:
@@ -127,7 +131,9 @@ class TokenEncoder(tf.Module):
         """How many subwords each sentence has (start and end tokens not counted)."""
         counts = [np.zeros(0, np.int64)]
         for i in range(0, len(sentences), chunk):
-            words = tf.ragged.constant([list(s) for s in sentences[i:i + chunk]], dtype=tf.string, ragged_rank=1)
+            words = tf.ragged.constant(
+                [list(s) for s in sentences[i : i + chunk]], dtype=tf.string, ragged_rank=1
+            )
             counts.append(self.subword_ids(words).merge_dims(1, 2).row_lengths().numpy())
         return np.concatenate(counts)
 
@@ -144,8 +150,11 @@ class TokenEncoder(tf.Module):
     def features(self, token_ids: tf.Tensor, capitals: tf.Tensor) -> dict[str, tf.Tensor]:
         """Backbone inputs for padded windows `[n, length]` that already hold the start and
         end tokens; `capitals` says which positions belong to capitalised words."""
-        available = {"token_ids": token_ids, "padding_mask": tf.not_equal(token_ids, self.pad_id),
-                     "segment_ids": tf.zeros_like(token_ids)}
+        available = {
+            "token_ids": token_ids,
+            "padding_mask": tf.not_equal(token_ids, self.pad_id),
+            "segment_ids": tf.zeros_like(token_ids),
+        }
         if self.case_feature == "segment":
             available["segment_ids"] = tf.cast(capitals, token_ids.dtype)
         return {name: available[name] for name in self.input_names}
@@ -178,24 +187,43 @@ class TokenEncoder(tf.Module):
         window_capitals = tf.reshape(frames(sub_capitals, 0), [batch * n, width])
         window_lengths = tf.reshape(window_lengths, [-1])
         column = tf.range(width + 2)[None, :]
-        token_ids = tf.concat([tf.fill([batch * n, 1], self.start_id), window_ids,
-                               tf.fill([batch * n, 1], self.pad_id)], axis=1)
+        token_ids = tf.concat(
+            [
+                tf.fill([batch * n, 1], self.start_id),
+                window_ids,
+                tf.fill([batch * n, 1], self.pad_id),
+            ],
+            axis=1,
+        )
         token_ids = tf.where(column == window_lengths[:, None] + 1, self.end_id, token_ids)
         window_capitals = tf.pad(window_capitals, [[0, 0], [1, 1]])
         # A sentence has its own windows, as in training: one if it fits, else as many as it needs.
         # Only those go through the model, so a sentence is tagged the same whatever its batch-mates.
         own = 1 + tf.maximum(0, (lengths - self.window + self.stride - 1) // self.stride)  # [b]
         used = tf.where(tf.reshape(tf.range(n)[None, :] < own[:, None], [-1]))[:, 0]
-        logits = model(self.features(tf.gather(token_ids, used), tf.gather(window_capitals, used)), training=False)
+        logits = model(
+            self.features(tf.gather(token_ids, used), tf.gather(window_capitals, used)),
+            training=False,
+        )
         logits = tf.cast(logits, tf.float32)
-        logits = tf.scatter_nd(used[:, None], logits,
-                               tf.stack([tf.cast(batch * n, tf.int64), tf.cast(width + 2, tf.int64),
-                                         tf.cast(tf.shape(logits)[-1], tf.int64)]))
+        logits = tf.scatter_nd(
+            used[:, None],
+            logits,
+            tf.stack(
+                [
+                    tf.cast(batch * n, tf.int64),
+                    tf.cast(width + 2, tf.int64),
+                    tf.cast(tf.shape(logits)[-1], tf.int64),
+                ]
+            ),
+        )
         logits = tf.reshape(logits, [batch, n, width + 2, -1])
 
         # Each subword takes its logits from the window where it sits most centrally.
         position = tf.range(tf.shape(ids)[1])[None, :]  # [1, L]
-        earliest = tf.maximum(0, (position - width + self.stride) // self.stride)  # ceil((p - width + 1) / stride)
+        earliest = tf.maximum(
+            0, (position - width + self.stride) // self.stride
+        )  # ceil((p - width + 1) / stride)
         latest = tf.minimum(position // self.stride, own[:, None] - 1)  # [b, L]
         k = tf.minimum(tf.maximum((position - self.window // 4) // self.stride, earliest), latest)
         # +1: the start token; positions past a sentence's end (padding, never read) are clamped.
@@ -219,7 +247,9 @@ def allowed_transitions(tags: Sequence[str]) -> np.ndarray:
     return allowed
 
 
-def decode_tags(logits: tf.RaggedTensor, allowed: np.ndarray | None = None) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+def decode_tags(
+    logits: tf.RaggedTensor, allowed: np.ndarray | None = None
+) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
     """`(tag ids, probabilities of those tags)` per word. With `allowed` transitions (see
     `allowed_transitions`) the best tag sequence that obeys them (Viterbi over the per-word
     log-probabilities), else each word's most probable tag."""
@@ -229,8 +259,12 @@ def decode_tags(logits: tf.RaggedTensor, allowed: np.ndarray | None = None) -> t
     else:
         dense = log_probabilities.to_tensor(0.0)
         best = tf_text.viterbi_constrained_sequence(
-            dense, tf.cast(logits.row_lengths(), tf.int32), allowed_transitions=allowed, use_log_space=True,
-            use_start_and_end_states=True)
+            dense,
+            tf.cast(logits.row_lengths(), tf.int32),
+            allowed_transitions=allowed,
+            use_log_space=True,
+            use_start_and_end_states=True,
+        )
         best = tf.cast(best.flat_values, tf.int32)
     chosen = tf.gather(log_probabilities.flat_values, best, batch_dims=1)
     return logits.with_flat_values(best), logits.with_flat_values(tf.exp(chosen))
@@ -248,8 +282,9 @@ class Windows:
     windowed_sentences: int  # sentences longer than one window
 
 
-def encode_windows(encoder: "TokenEncoder", sentences: Sequence[Sequence[str]],
-                   tag_ids: Sequence[Sequence[int]]) -> Windows:
+def encode_windows(
+    encoder: TokenEncoder, sentences: Sequence[Sequence[str]], tag_ids: Sequence[Sequence[int]]
+) -> Windows:
     """Subwords and first-subword labels (`tag_ids`, one per word) of every sentence, long sentences
     cut into the same overlapping windows that prediction uses, for training."""
     words = tf.ragged.constant(sentences, dtype=tf.string)
@@ -272,12 +307,19 @@ def encode_windows(encoder: "TokenEncoder", sentences: Sequence[Sequence[str]],
         starts = [0]
         if len(ids) > encoder.window:
             windowed += 1
-            starts = [k * encoder.stride for k in range(1 + math.ceil((len(ids) - encoder.window) / encoder.stride))]
+            starts = [
+                k * encoder.stride
+                for k in range(1 + math.ceil((len(ids) - encoder.window) / encoder.stride))
+            ]
         for start in starts:
             end = start + encoder.window
-            examples.append((np.concatenate([[encoder.start_id], ids[start:end], [encoder.end_id]]),
-                             np.concatenate([[-1], labels[start:end], [-1]]),
-                             np.concatenate([[0], sub_capitals[start:end], [0]])))
+            examples.append(
+                (
+                    np.concatenate([[encoder.start_id], ids[start:end], [encoder.end_id]]),
+                    np.concatenate([[-1], labels[start:end], [-1]]),
+                    np.concatenate([[0], sub_capitals[start:end], [0]]),
+                )
+            )
     lengths = np.array([len(e[0]) for e in examples], np.int32)
     width = int(lengths.max())
 
@@ -290,12 +332,15 @@ def encode_windows(encoder: "TokenEncoder", sentences: Sequence[Sequence[str]],
     return Windows(stack(0, encoder.pad_id), stack(1, -1), stack(2, 0), lengths, windowed)
 
 
-def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, seed: int,
-                   group_batches: int = 50):
+def window_batches(
+    encoder: TokenEncoder, windows: Windows, batch_size: int, seed: int, group_batches: int = 50
+):
     """Shuffled batches of windows, each cut to its own longest window: the windows of every
     `group_batches` batches are sorted by length before batching (Hugging Face's group_by_length),
     so that little of a batch is padding. Returns the dataset and its number of batches."""
-    ds = tf.data.Dataset.from_tensor_slices((windows.ids, windows.labels, windows.capitals, windows.lengths))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (windows.ids, windows.labels, windows.capitals, windows.lengths)
+    )
     ds = ds.shuffle(len(windows.lengths), seed=seed, reshuffle_each_iteration=True)
 
     def sort_group(*columns):
@@ -304,13 +349,25 @@ def window_batches(encoder: "TokenEncoder", windows: Windows, batch_size: int, s
 
     def cut(ids, labels, capitals, lengths):
         longest = tf.reduce_max(lengths)
-        return encoder.features(ids[:, :longest], capitals[:, :longest]), *token_loss_weights(labels[:, :longest])
+        return encoder.features(ids[:, :longest], capitals[:, :longest]), *token_loss_weights(
+            labels[:, :longest]
+        )
 
-    ds = ds.batch(group_batches * batch_size).map(sort_group, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ds = ds.batch(batch_size).shuffle(group_batches, seed=seed + 1)  # undo the groups' longest-first order
+    ds = (
+        ds.batch(group_batches * batch_size)
+        .map(sort_group, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+    )
+    ds = ds.batch(batch_size).shuffle(
+        group_batches, seed=seed + 1
+    )  # undo the groups' longest-first order
     ds = ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    steps = math.ceil(len(windows.lengths) / batch_size)  # groups hold whole batches: only the last is short
-    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE), steps
+    steps = math.ceil(
+        len(windows.lengths) / batch_size
+    )  # groups hold whole batches: only the last is short
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
+        tf.data.AUTOTUNE
+    ), steps
 
 
 def token_loss_weights(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -336,50 +393,84 @@ class Tagger:
     `O` or another type) instead of each word's most probable tag.
     """
 
-    def __init__(self, model, encoder: TokenEncoder, tags: Sequence[str], constrained: bool = True,
-                 batch_size: int = 64):
-        self.model, self.encoder, self.tags, self.constrained = model, encoder, list(tags), constrained
+    def __init__(
+        self,
+        model,
+        encoder: TokenEncoder,
+        tags: Sequence[str],
+        constrained: bool = True,
+        batch_size: int = 64,
+    ):
+        self.model, self.encoder, self.tags, self.constrained = (
+            model,
+            encoder,
+            list(tags),
+            constrained,
+        )
         self.batch_size = batch_size
         allowed = allowed_transitions(self.tags) if constrained else None
-        self._decode = tf.function(lambda words: decode_tags(encoder.word_logits(model, words), allowed),
-                                   input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1,
-                                                                        row_splits_dtype=tf.int64)])
+        self._decode = tf.function(
+            lambda words: decode_tags(encoder.word_logits(model, words), allowed),
+            input_signature=[
+                tf.RaggedTensorSpec(
+                    [None, None], tf.string, ragged_rank=1, row_splits_dtype=tf.int64
+                )
+            ],
+        )
 
     def count_windowed(self, sentences: Sequence[Sequence[str]]) -> int:
         """How many sentences are longer than one window (and so are tagged in overlapping windows)."""
         return int((self.encoder.subword_counts(sentences) > self.encoder.window).sum())
 
-    def __call__(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]]]:
+    def __call__(
+        self, sentences: Sequence[Sequence[str]]
+    ) -> tuple[list[list[str]], list[list[float]]]:
         # Batches planned for the least padding, as text prediction's (zoo.text_inputs.length_batches).
         padded = self.encoder.padded_lengths(self.encoder.subword_counts(sentences))
         tags: list = [None] * len(sentences)
         scores: list = [None] * len(sentences)
-        batches = length_batches(padded, self.batch_size, batch_cost_tokens(self.batch_size, self.encoder.max_length))
+        batches = length_batches(
+            padded, self.batch_size, batch_cost_tokens(self.batch_size, self.encoder.max_length)
+        )
         for chunk in progress(batches, desc="tagging"):
             batch = [list(sentences[j]) or [""] for j in chunk]  # an empty sentence: one empty word
-            ids, probabilities = self._decode(tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64))
+            ids, probabilities = self._decode(
+                tf.ragged.constant(batch, dtype=tf.string, row_splits_dtype=tf.int64)
+            )
             for j, row_ids, row_p in zip(chunk, ids.to_list(), probabilities.to_list()):
                 n = len(sentences[j])
                 tags[j] = [self.tags[k] for k in row_ids[:n]]
                 scores[j] = row_p[:n]
         return tags, scores
 
-    def span_vectors(self, sentences: Sequence[Sequence[str]], spans: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    def span_vectors(
+        self, sentences: Sequence[Sequence[str]], spans: Sequence[tuple[int, int, int]]
+    ) -> np.ndarray:
         """The vectors the head sees, averaged over the words of each span `(sentence, start, end)`
         (`[n, hidden]`; for the embedding projector)."""
-        from zoo.heads import head_features  # noqa: PLC0415
 
         features = head_features(self.model)
         # word_logits reads each word's first-subword output of any per-token model, here the features;
         # a graph, as for tagging (eager, it took as long as tagging the whole CoNLL dev set).
-        word_vectors = tf.function(lambda words: self.encoder.word_logits(features, words),
-                                   input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1,
-                                                                        row_splits_dtype=tf.int64)])
+        word_vectors = tf.function(
+            lambda words: self.encoder.word_logits(features, words),
+            input_signature=[
+                tf.RaggedTensorSpec(
+                    [None, None], tf.string, ragged_rank=1, row_splits_dtype=tf.int64
+                )
+            ],
+        )
         needed = sorted({s for s, *_ in spans})
         by_sentence: dict[int, np.ndarray] = {}
         for i in range(0, len(needed), self.batch_size):
             chunk = needed[i : i + self.batch_size]
-            words = tf.ragged.constant([sentences[s] for s in chunk], dtype=tf.string, row_splits_dtype=tf.int64)
+            words = tf.ragged.constant(
+                [sentences[s] for s in chunk], dtype=tf.string, row_splits_dtype=tf.int64
+            )
             for s, vectors in zip(chunk, word_vectors(words)):
                 by_sentence[s] = vectors.numpy()
-        return np.stack([by_sentence[s][start:end].mean(axis=0) for s, start, end in spans]) if spans else np.zeros((0, 0))
+        return (
+            np.stack([by_sentence[s][start:end].mean(axis=0) for s, start, end in spans])
+            if spans
+            else np.zeros((0, 0))
+        )

@@ -5,7 +5,12 @@
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 
 
 def __getattr__(name: str):
+    if (
+        find_spec(f"{__name__}.{name}") is not None
+    ):  # a module of this package (`from . import tags`)
+        return import_module(f"{__name__}.{name}")
     return getattr(import_module("recipes.sentiment.recipe"), name)

@@ -16,23 +16,40 @@ From Python:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
-from recipes.engine.contract import Evaluation, Phase, Projector, Recipe, Training
 from recipes.common.labels import label_ids, read_class_splits
 from recipes.common.metrics import classification_report, confusion_matrix_png, format_report
 from recipes.common.text_data import LabelledTexts, read_texts
+from recipes.engine import summaries, training
+from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
+from recipes.engine.contract import Evaluation, Phase, Projector, Recipe, Training
+from zoo.backbones import load_backbone
+from zoo.export import export_text_classifier
+from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier
+from zoo.text_inputs import (
+    TextEncoder,
+    feature_batches,
+    length_sorted_batches,
+    load_tokenizer,
+    predict_probabilities,
+    training_batches,
+)
 
 
 @dataclass
 class SentimentDataConfig:
-    LIMITS: ClassVar[dict[str, str]] = {"validation_split": "(0, 1)", "selection_split": "[0, 1)",
-                                        "max_length": ">= 0", "length_percentile": "(0, 100]"}
+    LIMITS: ClassVar[dict[str, str]] = {
+        "validation_split": "(0, 1)",
+        "selection_split": "[0, 1)",
+        "max_length": ">= 0",
+        "length_percentile": "(0, 100]",
+    }
 
     train: str = "demo"  # a .csv/.tsv/.jsonl file, a folder of class folders, tfds:NAME, or "demo"
     licence: str = ""  # the data's licence, for the model card ("": not stated)
@@ -45,7 +62,9 @@ class SentimentDataConfig:
     # > 0: hold out this share of train (stratified) to choose the best epoch on, so the validation
     # figures are not chosen on themselves; 0: the epoch is chosen on validation
     selection_split: float = 0.0
-    max_length: int = 0  # training's cut, special tokens included (0: `length_percentile` of train lengths)
+    max_length: int = (
+        0  # training's cut, special tokens included (0: `length_percentile` of train lengths)
+    )
     length_percentile: float = 99.0
 
 
@@ -69,11 +88,19 @@ class SentimentConfig:
     model: SentimentModelConfig = field(default_factory=SentimentModelConfig)
     train: SentimentTrainConfig = field(default_factory=SentimentTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(objective="val_accuracy", space={
-        "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"}, "train.batch_size": [16, 32],
-        "train.warmup_ratio": {"min": 0.0, "max": 0.2}, "train.weight_decay": {"min": 0.0, "max": 0.1},
-        "model.dropout": {"min": 0.0, "max": 0.3}, "train.epochs": {"min": 1, "max": 4},
-    }))
+    tuning: TuningConfig = field(
+        default_factory=lambda: TuningConfig(
+            objective="val_accuracy",
+            space={
+                "train.learning_rate": {"min": 1e-5, "max": 3e-4, "sampling": "log"},
+                "train.batch_size": [16, 32],
+                "train.warmup_ratio": {"min": 0.0, "max": 0.2},
+                "train.weight_decay": {"min": 0.0, "max": 0.1},
+                "model.dropout": {"min": 0.0, "max": 0.3},
+                "train.epochs": {"min": 1, "max": 4},
+            },
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -83,7 +110,9 @@ class SentimentData:
     validation: LabelledTexts
     test: LabelledTexts | None
     labels: list[str]  # class names; a label's index is its class id
-    selection: LabelledTexts | None = None  # held out of train to choose the epoch (data.selection_split)
+    selection: LabelledTexts | None = (
+        None  # held out of train to choose the epoch (data.selection_split)
+    )
 
 
 def pick_max_length(lengths: np.ndarray, cfg: SentimentDataConfig, backbone_limit: int) -> int:
@@ -109,99 +138,174 @@ class Sentiment(Recipe):
 
     def read_data(self, cfg: SentimentConfig) -> SentimentData:
         d = cfg.data
-        validation = d.validation or ("demo" if d.train == "demo" else "")  # never the demo set for the user's data
-        return SentimentData(*read_class_splits(lambda source, split: self.read_split(cfg, source, split), d.train,
-                                                validation, d.test, d.validation_split, cfg.train.seed,
-                                                d.selection_split))
+        validation = d.validation or (
+            "demo" if d.train == "demo" else ""
+        )  # never the demo set for the user's data
+        return SentimentData(
+            *read_class_splits(
+                lambda source, split: self.read_split(cfg, source, split),
+                d.train,
+                validation,
+                d.test,
+                d.validation_split,
+                cfg.train.seed,
+                d.selection_split,
+            )
+        )
 
     def read_split(self, cfg: SentimentConfig, source: str, split: str) -> LabelledTexts:
         return read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
 
     def build(self, cfg: SentimentConfig, data: SentimentData) -> Training:
-        from recipes.engine import training  # noqa: PLC0415
-        from zoo.backbones import load_backbone  # noqa: PLC0415
-        from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier  # noqa: PLC0415
-        from zoo.text_inputs import (TextEncoder, feature_batches, length_sorted_batches,  # noqa: PLC0415
-                                     predict_probabilities, training_batches)
 
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction read
         # whole texts, up to the backbone's limit (SST-2 dev: 89.33% against 89.11% cut at 44; RESULTS.md).
-        xla = cfg.train.jit_compile is True  # bucket lengths for XLA (a program per shape), else pad to the longest
-        reader = TextEncoder(preprocessor.tokenizer, list(backbone.input), backbone.max_sequence_length, xla)
+        xla = (
+            cfg.train.jit_compile is True
+        )  # bucket lengths for XLA (a program per shape), else pad to the longest
+        reader = TextEncoder(
+            preprocessor.tokenizer, list(backbone.input), backbone.max_sequence_length, xla
+        )
         lengths = reader.lengths(data.train.texts)  # before truncation
         max_length = pick_max_length(lengths, cfg.data, backbone.max_sequence_length)
-        encoder = TextEncoder(preprocessor.tokenizer, list(backbone.input), max_length, pad_to_buckets=xla)
-        y_train, batch, seed = label_ids(data.train, data.labels), cfg.train.batch_size, cfg.train.seed
+        encoder = TextEncoder(
+            preprocessor.tokenizer, list(backbone.input), max_length, pad_to_buckets=xla
+        )
+        y_train, batch, seed = (
+            label_ids(data.train, data.labels),
+            cfg.train.batch_size,
+            cfg.train.seed,
+        )
         train_ds, steps = training_batches(encoder, data.train.texts, y_train, batch, seed, lengths)
-        chooser = data.validation if data.selection is None else data.selection  # the split the best epoch is chosen on
+        chooser = (
+            data.validation if data.selection is None else data.selection
+        )  # the split the best epoch is chosen on
         y_chooser = label_ids(chooser, data.labels)
         val_ds, _ = length_sorted_batches(reader, chooser.texts, y_chooser, batch)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
         if cfg.model.freeze_embeddings:
             freeze_token_embeddings(backbone)
-        model = whole = text_classifier(backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling)
+        model = whole = text_classifier(
+            backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling
+        )
         # A frozen backbone gives the same sentence vectors every epoch: compute them once (in
         # inference mode: the backbone's own dropout, which Keras applies even to frozen layers, is off).
-        split = training.head_on_features(model, len(y_train) + len(y_chooser), cfg.train) \
-            if cfg.model.finetune == "frozen" else None
+        split = (
+            training.head_on_features(model, len(y_train) + len(y_chooser), cfg.train)
+            if cfg.model.finetune == "frozen"
+            else None
+        )
         if split is not None:
             model = split[1]
-            vectors = predict_probabilities(whole, encoder, data.train.texts, features=True)[1].astype("float32")
-            train_ds = feature_batches(vectors, y_train, batch, seed, lengths, max_length, bucketed=xla)
-            val_x = predict_probabilities(whole, reader, chooser.texts, features=True)[1].astype("float32")
+            vectors = predict_probabilities(whole, encoder, data.train.texts, features=True)[
+                1
+            ].astype("float32")
+            train_ds = feature_batches(
+                vectors, y_train, batch, seed, lengths, max_length, bucketed=xla
+            )
+            val_x = predict_probabilities(whole, reader, chooser.texts, features=True)[1].astype(
+                "float32"
+            )
             val_ds = feature_batches(val_x, y_chooser, batch)
-        phase = Phase("train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps))
-        task = {"labels": data.labels, "max_length": max_length, "read_length": reader.max_length,
-                "truncated_train_examples": int((lengths > max_length).sum())}
-        return Training(model, [phase], train_ds, val_ds, len(data.train), task,
-                        save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
-                        whole_model=whole if model is not whole else None)
+        phase = Phase(
+            "train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps)
+        )
+        task = {
+            "labels": data.labels,
+            "max_length": max_length,
+            "read_length": reader.max_length,
+            "truncated_train_examples": int((lengths > max_length).sum()),
+        }
+        return Training(
+            model,
+            [phase],
+            train_ds,
+            val_ds,
+            len(data.train),
+            task,
+            save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
+            whole_model=whole if model is not whole else None,
+        )
 
     def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
-        from zoo.text_inputs import TextEncoder, load_tokenizer  # noqa: PLC0415
 
         tokenizer = load_tokenizer(run_path)
-        input_names = list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
-        xla = getattr(model, "jit_compile", False) is True  # bucket lengths only for XLA, as in build
-        return TextClassifier(model, TextEncoder(tokenizer, input_names, task["read_length"], pad_to_buckets=xla),
-                              task["labels"])
+        input_names = (
+            list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
+        )
+        xla = (
+            getattr(model, "jit_compile", False) is True
+        )  # bucket lengths only for XLA, as in build
+        return TextClassifier(
+            model,
+            TextEncoder(tokenizer, input_names, task["read_length"], pad_to_buckets=xla),
+            task["labels"],
+        )
 
-    def evaluate(self, predictor: TextClassifier, texts: LabelledTexts, split: str, cfg: SentimentConfig) -> Evaluation:
+    def evaluate(
+        self, predictor: TextClassifier, texts: LabelledTexts, split: str, cfg: SentimentConfig
+    ) -> Evaluation:
         """The classification report, confusion matrix, PR curves, misclassified texts and (up to
         `run.embeddings` of) the sentence vectors the head sees, for the projector."""
-        from recipes.engine import summaries  # noqa: PLC0415
-        from zoo.text_inputs import predict_probabilities  # noqa: PLC0415
 
         labels = predictor.labels
         y = label_ids(texts, labels)
-        probabilities, vectors = predict_probabilities(predictor.model, predictor.encoder, texts.texts, features=True)
+        probabilities, vectors = predict_probabilities(
+            predictor.model, predictor.encoder, texts.texts, features=True
+        )
         predicted = probabilities.argmax(axis=-1)
         report = classification_report(y, predicted, labels)
         shown = slice(0, cfg.run.embeddings)
         return Evaluation(
-            report, scores=(y, probabilities),
-            images={f"{split}/confusion_matrix": confusion_matrix_png(report["confusion_matrix"], labels)},
-            text={f"{split}/report": format_report(report),
-                  f"{split}/misclassified": summaries.misclassified_texts(texts.texts, y, probabilities, labels)},
-            projector=Projector(f"{split} sentences", vectors[shown], {
-                "label": [labels[i] for i in y[shown]], "predicted": [labels[i] for i in predicted[shown]],
-                "text": texts.texts[shown]}) if cfg.run.embeddings > 0 else None)
+            report,
+            scores=(y, probabilities),
+            images={
+                f"{split}/confusion_matrix": confusion_matrix_png(
+                    report["confusion_matrix"], labels
+                )
+            },
+            text={
+                f"{split}/report": format_report(report),
+                f"{split}/misclassified": summaries.misclassified_texts(
+                    texts.texts, y, probabilities, labels
+                ),
+            },
+            projector=Projector(
+                f"{split} sentences",
+                vectors[shown],
+                {
+                    "label": [labels[i] for i in y[shown]],
+                    "predicted": [labels[i] for i in predicted[shown]],
+                    "text": texts.texts[shown],
+                },
+            )
+            if cfg.run.embeddings > 0
+            else None,
+        )
 
-    def predict(self, predictor: TextClassifier, texts: Sequence[str], pretokenized: bool = False) -> list[dict]:
+    def predict(
+        self, predictor: TextClassifier, texts: Sequence[str], pretokenized: bool = False
+    ) -> list[dict]:
         """`[{"text", "label", "probabilities": {label: p}}]` for raw texts."""
-        from zoo.text_inputs import predict_probabilities  # noqa: PLC0415
 
         probabilities = predict_probabilities(predictor.model, predictor.encoder, list(texts))
         labels = predictor.labels
-        return [{"text": t, "label": labels[int(p.argmax())], "probabilities": dict(zip(labels, map(float, p)))}
-                for t, p in zip(texts, probabilities)]
+        return [
+            {
+                "text": t,
+                "label": labels[int(p.argmax())],
+                "probabilities": dict(zip(labels, map(float, p))),
+            }
+            for t, p in zip(texts, probabilities)
+        ]
 
     def export(self, predictor: TextClassifier, directory: Path) -> Path:
         """`saved_model/`: raw strings in, labels and probabilities out (tokenizer inside)."""
-        from zoo.export import export_text_classifier  # noqa: PLC0415
 
-        return export_text_classifier(predictor.model, predictor.encoder, predictor.labels, directory)
+        return export_text_classifier(
+            predictor.model, predictor.encoder, predictor.labels, directory
+        )
 
 
 RECIPE = Sentiment()
