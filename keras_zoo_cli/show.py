@@ -9,7 +9,7 @@ from pathlib import Path
 from keras_zoo_cli.runs import is_search, resolve, run_row, search_row
 from recipes.engine.cli import kept_epoch_line
 from recipes.engine.model_card import format_runtime
-from recipes.engine.registry import load_recipe
+from recipes.engine.registry import report_format
 from recipes.engine.run_dir import UNREADABLE, is_run, run_status
 from recipes.engine.run_files import RunFileError, read_if_present
 from recipes.engine.run_metrics import scalar_metrics
@@ -60,12 +60,11 @@ def _show_run(path: Path, name: str, runs_dir: str) -> str:
 
 
 def _report_format(recipe: str) -> Callable[[dict], str]:
-    """The recipe's own report table; plain figures for a recipe known only by its module path
-    (run.json keeps the recipe's short name)."""
-    try:
-        return load_recipe(recipe).format_report
-    except UserError:
-        return lambda report: ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(report).items())
+    """The recipe's own report table (without loading the recipe, so no TensorFlow); plain figures
+    for a recipe known only by its module path (run.json keeps the recipe's short name)."""
+    return report_format(recipe) or (
+        lambda report: ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(report).items())
+    )
 
 
 def _show_search(path: Path, runs_dir: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,10 +58,31 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """`<session folder>/name`, made by `make(folder)` once per test session, whichever xdist
+    worker asks first (the others wait on its lock, then read it): what several test files read,
+    a tiny backbone or a recipe's reference run, is built once, not once per worker. A folder
+    whose `make` failed is made again by the next one to ask. Readers must not write into it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BertBackbone and its tokenizer, saved as a KerasHub preset directory."""
-    return save_tiny_bert(review_vocabulary(), tmp_path_factory.mktemp("tiny_bert"))
+    return made_once(
+        tmp_path_factory, "tiny_bert", lambda path: save_tiny_bert(review_vocabulary(), path)
+    )
 
 
 def review_vocabulary() -> list[str]:
@@ -107,6 +131,10 @@ def save_tiny_bert(vocab: list[str], path: Path, dropout: float = 0.1, seed: int
 @pytest.fixture(scope="session")
 def tiny_image_backbone(tmp_path_factory) -> Path:
     """A 2-stage, 2-block ResNetBackbone (KerasHub insists on 64 filters first) with a 32x32 image converter, saved as a KerasHub preset."""
+    return made_once(tmp_path_factory, "tiny_resnet", save_tiny_image_backbone)
+
+
+def save_tiny_image_backbone(path: Path) -> None:
     import keras
     import keras_hub
 
@@ -122,10 +150,8 @@ def tiny_image_backbone(tmp_path_factory) -> Path:
     converter = keras_hub.layers.ResNetImageConverter(
         image_size=(32, 32), scale=1 / 127.5, offset=-1.0
     )
-    path = tmp_path_factory.mktemp("tiny_resnet")
     backbone.save_to_preset(str(path))
     keras_hub.models.ResNetImageClassifierPreprocessor(converter).save_to_preset(str(path))
-    return path
 
 
 COLOURS = {"red": (200, 40, 40), "blue": (40, 60, 200)}
@@ -160,7 +186,10 @@ def cli(*args: str) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors and --help
+            code = e.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -264,10 +293,9 @@ def write_conll(path: Path, sentences, docstart_every: int = 0) -> Path:
 def tiny_ner_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BertBackbone whose vocabulary covers the generated NER sentences (and
     sub-word pieces, so that some words split into several subwords)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    return save_tiny_bert(ner_vocabulary(), tmp_path_factory.mktemp("tiny_ner_bert"))
+    return made_once(
+        tmp_path_factory, "tiny_ner_bert", lambda path: save_tiny_bert(ner_vocabulary(), path)
+    )
 
 
 def ner_vocabulary() -> list[str]:

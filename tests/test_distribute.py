@@ -403,6 +403,24 @@ def in_process_runs(request, data, tiny_image_backbone) -> Path:
                         ],
                     }
                 )
+    for name, kind in (("frozen_one_device", "none"), ("frozen_mirrored", "mirrored")):
+        spec["runs"].append(  # a frozen image head on features computed once, under each strategy
+            {
+                "recipe": "image_classification",
+                "overrides": overrides("image_classification", data, tiny_image_backbone)
+                + [
+                    f"run.runs_dir={runs}",
+                    f"run.name={name}",
+                    f"train.distribute={kind}",
+                    "run.export=false",
+                    *image,
+                    "model.finetune=frozen",
+                    "train.frozen_epochs=1",
+                    "train.head_learning_rate=1e-2",
+                    "train.batch_size=31",  # 32 images: the last batch, of one, leaves a replica none
+                ],
+            }
+        )
     (data / f"spec_{precision}.json").write_text(json.dumps(spec))
     result = subprocess.run(
         [
@@ -453,6 +471,16 @@ def assert_trains_as_one_device(run: Path, reference: Path) -> None:
         if key in want:
             assert got[key] == pytest.approx(want[key], abs=1e-6), key
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_frozen_head_on_features_computed_once_trains_under_mirrored_as_on_one_device(
+    in_process_runs,
+):
+    """The features are computed inside the strategy's scope (a traced call per batch, not Keras's
+    `predict`, whose distributed step fails on a replica's empty share of the last batch)."""
+    runs = in_process_runs / "image_classification"
+    assert_trains_as_one_device(runs / "frozen_mirrored", runs / "frozen_one_device")
+    assert runtime(runs / "frozen_mirrored")["replicas"] == 2
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -585,9 +613,13 @@ def test_the_speedups_switch_changes_no_arithmetic_but_the_sparse_embedding_upda
     )  # repeated tokens: the moments differ by design
 
 
-def test_the_saved_model_serves_the_runs_probabilities_without_keras_zoo(in_process_runs):
-    """Export parity at either training precision: `keras-zoo export` of the one-device sentiment
-    run, served by TensorFlow and tensorflow-text alone, gives `predict`'s probabilities."""
+def test_the_artefacts_load_without_keras_zoo_in_one_fresh_process(in_process_runs):
+    """At either training precision, in one fresh process without keras-zoo (two tests merged, to
+    pay one TensorFlow start-up): `keras-zoo export` of the one-device sentiment run, served by
+    TensorFlow and tensorflow-text alone, gives `predict`'s probabilities; then every recipe's
+    `model.keras` loads with `keras.saving.load_model(path)` (default arguments, keras and keras_hub
+    only) and gives the engine's model's outputs, and holds no training optimizer."""
+    import keras
     import numpy as np
 
     from recipes import engine
@@ -601,36 +633,16 @@ def test_the_saved_model_serves_the_runs_probabilities_without_keras_zoo(in_proc
             for r in engine.predict("sentiment", run, texts)
         ]
     )
-    script = (
-        "import json, sys, tensorflow as tf, tensorflow_text\n"
-        f"serve = tf.saved_model.load({str(run / 'export' / 'saved_model')!r}).signatures['serving_default']\n"
-        "out = serve(text=tf.constant(json.loads(sys.stdin.read())))\n"
-        "assert not any(m.split('.')[0] in ('keras_hub', 'zoo', 'recipes') for m in sys.modules)\n"
-        "print(json.dumps(out['probabilities'].numpy().tolist()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps(texts),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_allclose(json.loads(result.stdout.splitlines()[-1]), expected, atol=1e-5)
-
-
-def test_model_keras_loads_with_plain_keras_in_a_process_without_keras_zoo(in_process_runs):
-    """`keras.saving.load_model(path)`, default arguments, in a fresh process that imports keras and
-    keras_hub only, for every recipe's run at this precision; its outputs are the engine's model's."""
-    import numpy as np
-
     script = """
 import json, sys
-import keras, keras_hub, numpy as np
-paths = json.loads(sys.stdin.read())
+import numpy as np, tensorflow as tf, tensorflow_text
+given = json.loads(sys.stdin.read())
+serve = tf.saved_model.load(given["saved_model"]).signatures["serving_default"]
+served = serve(text=tf.constant(given["texts"]))["probabilities"].numpy().tolist()
+assert not any(m.split(".")[0] in ("keras_hub", "zoo", "recipes") for m in sys.modules)
+import keras, keras_hub
 out = {}
-for name, path in paths.items():
+for name, path in given["models"].items():
     model = keras.saving.load_model(path)
     inputs = {k: np.ones([2, *[d or 8 for d in v.shape[1:]]], v.dtype) for k, v in
               (model.input.items() if isinstance(model.input, dict) else [("x", model.input)])}
@@ -638,15 +650,16 @@ for name, path in paths.items():
         inputs = inputs["x"]
     out[name] = np.asarray(model.predict(inputs, verbose=0), "float64").tolist()
 assert not [m for m in sys.modules if m.split(".")[0] in ("zoo", "recipes", "tuning", "keras_zoo_cli", "tests")]
-print(json.dumps(out))
+print(json.dumps({"served": served, "models": out}))
 """
     paths = {
         recipe: str(in_process_runs / recipe / "one_device" / "export" / "model.keras")
         for recipe in RECIPES
     }
+    given = {"saved_model": str(run / "export" / "saved_model"), "texts": texts, "models": paths}
     result = subprocess.run(
         [sys.executable, "-c", script],
-        input=json.dumps(paths),
+        input=json.dumps(given),
         capture_output=True,
         text=True,
         cwd="/",
@@ -655,8 +668,7 @@ print(json.dumps(out))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
-    import keras
-
+    np.testing.assert_allclose(outputs["served"], expected, atol=1e-5)
     for recipe, path in paths.items():
         model = keras.saving.load_model(path, compile=False)  # as the engine loads it for predict
         inputs = {
@@ -668,11 +680,10 @@ print(json.dumps(out))
         expected = model.predict(
             inputs if isinstance(model.input, dict) else inputs["x"], verbose=0
         )
-        np.testing.assert_allclose(outputs[recipe], expected, atol=1e-5)
+        np.testing.assert_allclose(outputs["models"][recipe], expected, atol=1e-5)
         config = __import__("zipfile").ZipFile(path).read("config.json").decode()
-        assert not json.loads(config).get("compile_config"), (
-            recipe
-        )  # no training optimizer in the file
+        # no training optimizer in the file
+        assert not json.loads(config).get("compile_config"), recipe
         assert "keras_zoo" not in config and "AdamW" not in config, recipe
 
 

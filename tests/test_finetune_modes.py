@@ -12,7 +12,7 @@ def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, 
 
     from recipes import engine, sentiment
     from zoo.backbones import load_backbone
-    from zoo.heads import set_finetune_mode, text_classifier
+    from zoo.heads import set_finetune_mode, split_at_head, text_classifier
 
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(96, seed=5))
     cfg = sentiment.RECIPE.load_config(
@@ -25,14 +25,23 @@ def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, 
             f"model.finetune={mode}",
             "model.lora_rank=2",
             f"run.runs_dir={tmp_path}",
+            "run.export=false",
         ]
     )
-    run, report = engine.train(sentiment.RECIPE, cfg, verbose=0, export=False)
+    run, report = engine.train(sentiment.RECIPE, cfg, verbose=0)
     pretrained, _ = load_backbone(str(tiny_bert))
     backbone = load_backbone(str(tiny_bert))[0]
     set_finetune_mode(backbone, mode, cfg.model.lora_rank)
     model = text_classifier(backbone, 2, cfg.model.dropout, cfg.model.pooling)
-    model.load_weights(str(run.best_weights))
+    if mode == "frozen":  # the head trained on features computed once: its checkpoint is the head's
+        split_at_head(model)[1].load_weights(str(run.best_weights))
+        exported = keras.saving.load_model(str(run.keras_model), compile=False)
+        for before, after in zip(
+            pretrained.weights, exported.get_layer(pretrained.name).weights, strict=True
+        ):  # the exported model's whole backbone is the pretrained one
+            np.testing.assert_array_equal(before, after)
+    else:
+        model.load_weights(str(run.best_weights))
     embedding = "token_embedding"
     before = pretrained.get_layer(embedding).get_weights()[0]
     after = model.get_layer(pretrained.name).get_layer(embedding).get_weights()[0]

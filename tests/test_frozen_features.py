@@ -206,7 +206,7 @@ def test_features_that_would_not_fit_in_memory_fall_back_saying_so(
 ):
     from recipes.image_classification.recipe import RECIPE
 
-    monkeypatch.setattr("zoo.runtime.available_memory", lambda: 1000)  # bytes
+    monkeypatch.setattr("recipes.engine.training.available_memory", lambda: 1000)  # bytes
     photos = make_image_folder(tmp_path / "photos", 6, seed=6)
     cfg = RECIPE.load_config(
         overrides=[

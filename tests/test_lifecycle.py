@@ -684,12 +684,37 @@ def test_every_registered_recipe_and_the_toy_follow_the_contract():
     import importlib.util
 
     from recipes.engine.contract import Recipe
-    from recipes.engine.registry import RECIPES, load_recipe
+    from recipes.engine.registry import RECIPES, load_recipe, report_format
 
     for name in [*RECIPES, TOY]:
         recipe = load_recipe(name)
         assert isinstance(recipe, Recipe) and not getattr(type(recipe), "__abstractmethods__", None)
         assert recipe.name == name.rsplit(".", 1)[-1].replace("toy_recipe", "toy")
+    for (
+        name
+    ) in RECIPES:  # `keras-zoo show`'s formatter of each recipe's reports is the recipe's own
+        report = {
+            "accuracy": 0.5,
+            "macro_f1": 0.5,
+            "num_examples": 2,
+            "per_class": {},
+            "labels": [],
+        }
+        if name == "ner":
+            report = {
+                "precision": 0.5,
+                "recall": 0.25,
+                "f1": 1 / 3,
+                "macro_f1": 0.3,
+                "per_type": {},
+                "token_accuracy": 0.9,
+                "correct_entities": 1,
+                "predicted_entities": 2,
+                "true_entities": 4,
+                "num_sentences": 1,
+                "num_tokens": 9,
+            }
+        assert report_format(name)(report) == load_recipe(name).format_report(report), name
     for name, module in RECIPES.items():  # task code only: the lifecycle is the engine's
         package = Path(importlib.util.find_spec(module).origin).parent  # recipes/<task>/
         source = "".join(path.read_text() for path in sorted(package.glob("*.py")))

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.progress import predict_callbacks
+from zoo.progress import predict_callbacks, progress
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG"
@@ -270,21 +270,27 @@ def feature_batches(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def model_outputs(model, images, batch_size: int = 32, desc: str = "predicting") -> np.ndarray:
-    """`model`'s outputs for decoded images (centre crops), in their order, in float32."""
+def model_outputs(model, images, batch_size: int = 32) -> np.ndarray:
+    """`model`'s outputs for decoded images (centre crops), in their order, in float32, from one
+    traced inference call per batch (with a progress bar): not Keras's `predict`, whose
+    distributed step fails under a `tf.distribute` strategy when a replica's share of the last
+    batch is empty, and the frozen features of a run are computed inside its strategy's scope."""
     size = int(model.input.shape[1])
-    outputs = model.predict(
-        cropped_batches(images, None, 0, size, batch_size),
-        verbose=0,
-        callbacks=predict_callbacks(-(-len(images) // batch_size), desc),
-    )
-    return np.asarray(outputs, dtype="float32")
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    batches = cropped_batches(images, None, 0, size, batch_size)
+    steps = -(-len(images) // batch_size)
+    outputs = [np.asarray(forward(x), "float32") for x in progress(batches, steps, "features")]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), "float32")
 
 
 def predict_probabilities(model, images, batch_size: int = 32) -> np.ndarray:
     """Class probabilities for decoded images, in their order (centre crops)."""
-    logits = model_outputs(model, images, batch_size)
-    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    logits = model.predict(
+        cropped_batches(images, None, 0, int(model.input.shape[1]), batch_size),
+        verbose=0,
+        callbacks=predict_callbacks(-(-len(images) // batch_size)),
+    )
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits.astype("float32"), axis=-1))
 
 
 def save_run_assets(path, converter, undecodable: Sequence[str]) -> None:

@@ -13,7 +13,9 @@ devices (`Devices`), so that every kind of device is unit-tested without owning 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
@@ -128,6 +130,17 @@ def resolve_jit_compile(jit_compile: bool | str, devices: Devices) -> bool:
         return bool(jit_compile)
     gpu = devices.slowest_gpu
     return gpu is not None and gpu >= XLA_MIN_COMPUTE_CAPABILITY
+
+
+@contextlib.contextmanager
+def global_precision_kept() -> Iterator[None]:
+    """Put Keras's global dtype policy back as it was when the block ends: a run sets it for its
+    own models, and a Python caller's models built afterwards are not silently mixed precision."""
+    before = keras.mixed_precision.global_policy()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def set_precision(policy: str) -> str:

@@ -80,7 +80,10 @@ def train(
     if plan.resume:
         cfg = _resumed_config(recipe, plan, cfg, changed_keys)
     local = devices.local_devices()
-    with distribute.distribution(cfg.train.distribute, plan, len(local.gpus)) as dist:
+    with (
+        devices.global_precision_kept(),
+        distribute.distribution(cfg.train.distribute, plan, len(local.gpus)) as dist,
+    ):
         training.seed_everything(cfg.train.seed)
         train_cfg = _resolved_training(cfg, local, dist.replicas)
         runtime = runtime_record(train_cfg.train, dist, local)

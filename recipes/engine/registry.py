@@ -5,6 +5,7 @@ its import path (`keras-zoo train my_package.my_recipe`)."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from zoo.errors import UserError, closest
 
@@ -13,6 +14,18 @@ RECIPES = {
     "image_classification": "recipes.image_classification",
     "ner": "recipes.ner",
 }
+# How a recipe's reports print (its `Recipe.format_report`), as "module:function", where it is not
+# the classifiers' default: `keras-zoo show` prints reports without loading a recipe and TensorFlow.
+REPORT_FORMATS = {"ner": "recipes.ner.tags:format_entity_report"}
+DEFAULT_REPORT_FORMAT = "recipes.common.metrics:format_report"
+
+
+def report_format(name: str) -> Callable[[dict], str] | None:
+    """A registered recipe's report formatter, without importing the recipe (None: not registered)."""
+    if name not in RECIPES:
+        return None
+    module, _, function = REPORT_FORMATS.get(name, DEFAULT_REPORT_FORMAT).partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def load_recipe(name: str):

@@ -356,11 +356,9 @@ class ImageClassification(Recipe):
             features, model = split
             batch, seed = cfg.train.batch_size, cfg.train.seed
             train_ds = feature_batches(
-                model_outputs(features, decoded.train, batch, "features"), y_train, k, batch, seed
+                model_outputs(features, decoded.train, batch), y_train, k, batch, seed
             )
-            val_ds = feature_batches(
-                model_outputs(features, chooser, batch, "features"), y_chooser, k, batch
-            )
+            val_ds = feature_batches(model_outputs(features, chooser, batch), y_chooser, k, batch)
         steps = math.ceil(len(y_train) / cfg.train.batch_size)
         task = {
             "labels": data.labels,

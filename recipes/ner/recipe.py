@@ -439,7 +439,9 @@ class Ner(Recipe):
             tagger.model, tagger.encoder, tagger.tags, directory, tagger.constrained
         )
 
-    def format_report(self, report: dict) -> str:
+    def format_report(
+        self, report: dict
+    ) -> str:  # recipes/engine/registry.py REPORT_FORMATS names it
         return ner_tags.format_entity_report(report)
 
     def format_prediction(self, row: dict) -> str:
