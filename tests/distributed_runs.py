@@ -40,7 +40,8 @@ def main(spec_path: str) -> None:
 
     for run in spec["runs"]:
         recipe = load_recipe(run["recipe"])
-        zoo.heads.freeze_token_embeddings = (
+        module = sys.modules[type(recipe).__module__]  # where the recipe's own name for it is bound
+        module.freeze_token_embeddings = (
             freeze_all_embeddings if run.get("freeze_all_embeddings") else freeze_word_embeddings
         )
         engine.train(

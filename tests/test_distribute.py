@@ -285,6 +285,8 @@ def data(tmp_path_factory) -> Path:
     )  # one more step an epoch
     make_image_folder(work / "photos", 16, seed=1)
     make_image_folder(work / "photos_val", 8, seed=2)
+    make_image_folder(work / "photos_val17", 9, seed=3)
+    next((work / "photos_val17" / "red").iterdir()).unlink()  # 17 images
     write_conll(work / "ner_train.txt", make_ner_sentences(64, seed=1))
     write_conll(work / "ner_valid.txt", make_ner_sentences(16, seed=2))
     return work
@@ -417,7 +419,9 @@ def in_process_runs(request, data, tiny_image_backbone) -> Path:
                     "model.finetune=frozen",
                     "train.frozen_epochs=1",
                     "train.head_learning_rate=1e-2",
-                    "train.batch_size=31",  # 32 images: the last batch, of one, leaves a replica none
+                    # 17 validation images in batches of 8: the features' last batch, of one, leaves
+                    # a replica none; training's 32 split evenly (so one device's arithmetic holds)
+                    f"data.validation={data / 'photos_val17'}",
                 ],
             }
         )
