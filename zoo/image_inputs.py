@@ -242,7 +242,11 @@ def augmented_batches(
     """Shuffled, augmented batches of (pixels, one-hot labels) from decoded images (`images.dataset`)."""
     onehot = np.eye(num_classes, dtype=np.float32)[y]
     ds = images.dataset(onehot, shuffle_seed=seed).batch(batch_size)
-    ds = ds.map(augmentation(augment, image_size, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    # One batch at a time: the augmentation's random ops are stateful, so batches augmented in
+    # parallel drew their crops and flips in whatever order the threads ran, and the same seed gave
+    # another run (hymenoptera: 92.16 against 92.81% in two runs of the same code). Prefetching
+    # still overlaps it with the training step.
+    ds = ds.map(augmentation(augment, image_size, seed))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
