@@ -7,7 +7,8 @@ identical inputs.
 - `sst2`: the sentiment recipe's defaults (MiniLM-L6) on the first 6,400 rows of SST-2 train,
   validated on dev.tsv (about 5 minutes on 2 cores);
 - `hymenoptera`: the image recipe's defaults (EfficientNet-Lite0, head then fine-tuning) on
-  hymenoptera train/val, with 2 head and 2 fine-tuning epochs to keep it short;
+  hymenoptera train/val, with 2 head and 2 fine-tuning epochs to keep it short (`--no-augment`:
+  centre crops, no flips);
 - `conll2000`: the NER recipe's defaults (MiniLM-L6) on the first 2,000 sentences of CoNLL-2003
   train (whole documents, up to the one that reaches 2,000), validated on valid.txt and tested on
   test.txt; then the run's test set is evaluated again by the checkout's `evaluate`.
@@ -51,7 +52,7 @@ def first_sentences(source: Path, target: Path, sentences: int) -> Path:
     return target
 
 
-def settings(task: str, out: Path) -> tuple[str, list[str]]:
+def settings(task: str, out: Path, augment: bool = True) -> tuple[str, list[str]]:
     if task == "sst2":
         train = first_rows(SST2 / "train.tsv", out / "train_6400.tsv", 6400)
         return "sentiment", [
@@ -67,7 +68,7 @@ def settings(task: str, out: Path) -> tuple[str, list[str]]:
             f"model.backbone={EFFICIENTNET}",
             "train.head_epochs=2",
             "train.epochs=2",
-        ]
+        ] + (["augment.crop_scale=[1.0, 1.0]", "augment.flip=false"] if not augment else [])
     train = first_sentences(CONLL / "train.txt", out / "train_2000.txt", 2000)
     return "ner", [
         f"data.train={train}",
@@ -87,10 +88,16 @@ def main() -> None:
     parser.add_argument("--task", choices=["sst2", "hymenoptera", "conll2000"], default="sst2")
     parser.add_argument("--repo", default=str(ROOT), help="the checkout whose recipe runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "repro"))
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="hymenoptera without augmentation: comparable with code before 2026-12-07, whose "
+        "augmentation drew its random crops in thread order (not the same run twice)",
+    )
     args = parser.parse_args()
     out = Path(args.out).resolve() / args.task
     out.mkdir(parents=True, exist_ok=True)
-    recipe, overrides = settings(args.task, out)
+    recipe, overrides = settings(args.task, out, not args.no_augment)
     run = out / "runs" / recipe / "repro"
     script = [sys.executable, "-m", f"recipes.{recipe}"]
     env = {**os.environ, "PYTHONPATH": str(Path(args.repo).resolve())}
