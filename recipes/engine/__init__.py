@@ -8,13 +8,6 @@ It never imports a task.
 on first use, so the light modules here (config, registry, run_dir, cli) load without it.
 """
 
-from importlib import import_module
-from importlib.util import find_spec
+from recipes import attributes_of
 
-
-def __getattr__(name: str):
-    if (
-        find_spec(f"{__name__}.{name}") is not None
-    ):  # a module of this package (`from . import tags`)
-        return import_module(f"{__name__}.{name}")
-    return getattr(import_module("recipes.engine.lifecycle"), name)
+__getattr__ = attributes_of(__name__, "recipes.engine.lifecycle")

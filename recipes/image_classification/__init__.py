@@ -5,13 +5,6 @@
 `python -m recipes.image_classification` applies its process settings before TensorFlow loads (__main__.py).
 """
 
-from importlib import import_module
-from importlib.util import find_spec
+from recipes import attributes_of
 
-
-def __getattr__(name: str):
-    if (
-        find_spec(f"{__name__}.{name}") is not None
-    ):  # a module of this package (`from . import tags`)
-        return import_module(f"{__name__}.{name}")
-    return getattr(import_module("recipes.image_classification.recipe"), name)
+__getattr__ = attributes_of(__name__, "recipes.image_classification.recipe")
