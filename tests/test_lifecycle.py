@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, cli, cli_here, make_image_folder, make_reviews, write_jsonl
+from tests.conftest import (
+    ROOT,
+    cli,
+    cli_here,
+    made_once,
+    make_image_folder,
+    make_reviews,
+    write_jsonl,
+)
 from zoo.errors import UserError
 
 TOY = "tests.toy_recipe"
@@ -44,11 +53,16 @@ def snapshot(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def finished(tmp_path) -> tuple[Path, Path, dict[str, str]]:
-    """A finished toy run `runs/toy/a` and a snapshot of it."""
+def finished(tmp_path, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    """A finished toy run `runs/toy/a`, the test's own copy of one trained once per session, and
+    a snapshot of it."""
+
+    def train(folder: Path) -> None:
+        code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(folder / "runs"), *FAST)
+        assert code == 0, err
+
     runs = tmp_path / "runs"
-    code, _, err = cli("train", TOY, "--name", "a", "--runs-dir", str(runs), *FAST)
-    assert code == 0, err
+    shutil.copytree(made_once(tmp_path_factory, "toy_finished", train) / "runs", runs)
     run = runs / "toy" / "a"
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     return runs, run, snapshot(run)
