@@ -170,9 +170,8 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
         from zoo.heads import image_classifier
 
         bb = keras_hub.models.Backbone.from_preset(str(WEIGHTS))
-        model = image_classifier(
-            bb, 2, converter, cfg.model.dropout
-        )  # as the recipe's build makes it
+        # as the recipe's build makes it
+        model = image_classifier(bb, 2, converter, cfg.model.dropout)
         phases = ic.training_phases(cfg, bb, steps, 2)
         phases[-1].prepare(model)  # the fine-tuning phase: the expensive one
         bench_run = scratch_run(scratch, args.out, "overhead", "run")

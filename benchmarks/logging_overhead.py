@@ -150,9 +150,8 @@ def measure(args: argparse.Namespace, scratch: contextlib.ExitStack) -> None:
             json.dumps({name: round(float(i[-1].mean()), 4) for name, i in intervals.items()}),
             flush=True,
         )
-    per_batch = {
-        name: np.median(np.stack(i), axis=0) for name, i in intervals.items()
-    }  # [steps - 1]
+    # [steps - 1]
+    per_batch = {name: np.median(np.stack(i), axis=0) for name, i in intervals.items()}
     paired = [float(on.sum() / off.sum() - 1) for on, off in zip(intervals["on"], intervals["off"])]
     step_off = float(per_batch["off"].sum()) / len(per_batch["off"])
     result = {

@@ -55,9 +55,8 @@ def main() -> None:
         ]
     )
     start = time.perf_counter()
-    if (
-        args.reuse_run
-    ):  # the training figures are in that invocation's output; evaluate and export again
+    # the training figures are in that invocation's output; evaluate and export again
+    if args.reuse_run:
         run = open_finished_run(Path(args.out) / ner.RECIPE.name / "recipe")
         report = {
             "validation": engine.evaluate(

@@ -104,18 +104,16 @@ def main() -> None:
     for name in variants:
         built, data, cfg = build_variant(name, args.overrides, train, data)
         precision = cfg.train.precision
-        if (
-            same is None
-        ):  # held in memory after the first pass: every pass of every variant sees these batches
+        # held in memory after the first pass: every pass of every variant sees these batches
+        if same is None:
             same = built.train.take(args.steps).cache()
         models[name] = built.model
         first = sum(timed_fit(built.model, same))  # traces every shape (and fills the cache)
         print(f"{name}: built, first pass {first:.1f} s", flush=True)
     examples = sum(int(y.shape[0]) for _, y in same)
     seconds = {name: [] for name in variants}  # each pass's wall time
-    steady = {
-        name: [] for name in variants
-    }  # each pass's median step time x steps: without the host's stalls
+    # each pass's median step time x steps: without the host's stalls
+    steady = {name: [] for name in variants}
     for round_ in range(-args.warmup_rounds, args.rounds):
         order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
         for name in order:

@@ -17,8 +17,11 @@ from recipes.engine.cli import (
     parse_command_line,
     run_recipe_command,
 )
+from recipes.engine.config import check_config
+from recipes.engine.registry import load_recipe
 from zoo.catalog import TASKS, format_catalog
 from zoo.errors import UserError
+from zoo.runtime import prepare_command_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,9 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from recipes.engine.config import check_config
-    from recipes.engine.registry import load_recipe
-
     if args.workers and args.role != "single":
         raise UserError("--workers starts its own chief and workers; leave out --role")
     overrides = config_overrides(args) + (
@@ -178,8 +178,6 @@ def _command(args: argparse.Namespace) -> None:
 
         print(show(args.run, args.runs_dir))
     else:
-        from recipes.engine.registry import load_recipe
-
         run_recipe_command(load_recipe(args.recipe), args)
 
 
@@ -189,17 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     native log filter: zoo/runtime.py `prepare_command_process`); with `argv` (tests, notebooks)
     it runs the command in the caller's process as it is."""
     args = parse_command_line(build_parser(), argv)
-    args.argv = list(
-        sys.argv[1:] if argv is None else argv
-    )  # `train --workers N` reruns it in each worker
+    # `--workers N` reruns it in each worker
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.origin = ["keras-zoo", *args.argv]  # the model card's command
     if args.verbose:
-        os.environ["KERAS_ZOO_VERBOSE"] = (
-            "1"  # read by zoo.runtime, here and in the processes this one starts
-        )
+        # read by zoo.runtime, here and in the processes this one starts
+        os.environ["KERAS_ZOO_VERBOSE"] = "1"
     if argv is None:
-        from zoo.runtime import prepare_command_process
-
         prepare_command_process()
     return guarded(lambda: _command(args))
 

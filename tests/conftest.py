@@ -333,9 +333,8 @@ def check_model_card(run: Path) -> dict:
     }
     assert shown == expected and expected
     data = json.loads((run / "data.json").read_text())
-    for result in front["model-index"][0][
-        "results"
-    ]:  # each figure names the data it was computed on
+    # each figure names the data it was computed on
+    for result in front["model-index"][0]["results"]:
         split = result["dataset"]["split"].split(" ")[0]
         assert result["dataset"]["name"] == Path(data[split]["source"]).name, (
             split,

@@ -53,10 +53,11 @@ RECIPES = ("sentiment", "image_classification", "ner")
 # absolute seen on an AVX512-BF16 EPYC). One extra training step moves them by more than this
 # (test_the_bf16_tolerance_still_catches_one_extra_training_step).
 TOLERANCE = {"float32": 1e-4, "mixed_bfloat16": 2e-3}
+# KERAS_ZOO_CPU_BF16 for each resolution
 CPU_BF16 = {
     "float32": "emulated",
     "mixed_bfloat16": "native",
-}  # KERAS_ZOO_CPU_BF16 for each resolution
+}
 
 
 # ------------------------------------------------------------------------------ device kinds (mocked)
@@ -185,9 +186,8 @@ def test_local_workers_get_one_gpu_each_and_their_own_task():
     tasks = [json.loads(e["TF_CONFIG"]) for e in envs]
     assert [t["task"]["index"] for t in tasks] == [0, 1, 2]
     assert tasks[2]["cluster"]["worker"] == ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
-    no_gpu = worker_environments(
-        2, gpus=0, base={"CUDA_VISIBLE_DEVICES": "3"}
-    )  # as tune --workers starts them
+    # as tune --workers starts them
+    no_gpu = worker_environments(2, gpus=0, base={"CUDA_VISIBLE_DEVICES": "3"})
     assert [e["CUDA_VISIBLE_DEVICES"] for e in no_gpu] == ["3", "3"] and "TF_CONFIG" not in no_gpu[
         0
     ]
@@ -241,17 +241,15 @@ def test_resume_auto_continues_an_interrupted_run_and_starts_a_missing_one(tmp_p
     run = tmp_path / "toy" / "r"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("{}\n")
-    (run / "run.json").write_text(
-        json.dumps({"status": "running", "pid": 1})
-    )  # no lock held: interrupted
+    # no lock held: interrupted
+    (run / "run.json").write_text(json.dumps({"status": "running", "pid": 1}))
     assert plan_run(str(tmp_path), "toy", "r", resume="auto").resume
     (run / "run.json").write_text(json.dumps({"status": "finished"}))
     with pytest.raises(
         UserError, match="a finished run of this name is there; --overwrite replaces it"
     ):
-        plan_run(
-            str(tmp_path), "toy", "r", resume="auto"
-        )  # the hint fits the run: no --resume for a finished one
+        # the hint fits the run: no --resume for a finished one
+        plan_run(str(tmp_path), "toy", "r", resume="auto")
 
 
 # ------------------------------------------------------------------------------ training, two ways
@@ -280,9 +278,8 @@ def data(tmp_path_factory) -> Path:
         }
         for i in range(16)
     ]
-    write_jsonl(
-        work / "train_plus_one_batch.jsonl", reviews[:128] + extra
-    )  # one more step an epoch
+    # one more step an epoch
+    write_jsonl(work / "train_plus_one_batch.jsonl", reviews[:128] + extra)
     make_image_folder(work / "photos", 16, seed=1)
     make_image_folder(work / "photos_val", 8, seed=2)
     make_image_folder(work / "photos_val17", 9, seed=3)
@@ -598,23 +595,20 @@ def test_the_speedups_switch_changes_no_arithmetic_but_the_sparse_embedding_upda
         for w in json.loads(line)["text"].split()
     } | {vocabulary.index(t) for t in ("[CLS]", "[SEP]")}
     unused, used = sorted(set(range(len(vocabulary))) - used - {0}), sorted(used)
-    start = word_embeddings(
-        in_process_runs / "sentiment" / "frozen_on" / "export" / "model.keras"
-    )  # never trained
+    # never trained
+    start = word_embeddings(in_process_runs / "sentiment" / "frozen_on" / "export" / "model.keras")
     fused, plain = (
         word_embeddings(in_process_runs / "sentiment" / name / "export" / "model.keras")
         for name in ("one_device", "speedups_off")
     )
     assert len(unused) > 50
-    np.testing.assert_allclose(
-        fused[unused], plain[unused], rtol=1e-5, atol=1e-7
-    )  # weight decay alone
+    # weight decay alone
+    np.testing.assert_allclose(fused[unused], plain[unused], rtol=1e-5, atol=1e-7)
     assert np.abs(fused[unused] - start[unused]).max() > 0
     for trained in (fused, plain):
         assert np.abs(trained[used] - start[used]).max(axis=1).min() > 0  # every token seen moved
-    assert (
-        np.abs(fused[used] - plain[used]).max() > 1e-4
-    )  # repeated tokens: the moments differ by design
+    # repeated tokens: the moments differ by design
+    assert np.abs(fused[used] - plain[used]).max() > 1e-4
 
 
 def test_the_artefacts_load_without_keras_zoo_in_one_fresh_process(in_process_runs):

@@ -36,9 +36,10 @@ def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, 
     if mode == "frozen":  # the head trained on features computed once: its checkpoint is the head's
         split_at_head(model)[1].load_weights(str(run.best_weights))
         exported = keras.saving.load_model(str(run.keras_model), compile=False)
+        # the exported model's whole backbone is the pretrained one
         for before, after in zip(
             pretrained.weights, exported.get_layer(pretrained.name).weights, strict=True
-        ):  # the exported model's whole backbone is the pretrained one
+        ):
             np.testing.assert_array_equal(before, after)
     else:
         model.load_weights(str(run.best_weights))
@@ -67,12 +68,13 @@ def test_frozen_and_lora_leave_the_pretrained_backbone_weights_alone(tiny_bert, 
 @pytest.mark.parametrize(
     "rows, batch_size, where, kept",
     [
+        # a later step's loss shows it
         (
             256,
             32,
             r"the training loss is (nan|inf) at epoch 1, step \d+",
             0,
-        ),  # a later step's loss shows it
+        ),
         # One step an epoch: its loss is finite, the update blows the weights up; only validation shows it.
         (40, 64, r"val_loss is (nan|inf) after epoch 1", 0),
     ],
@@ -125,8 +127,7 @@ def test_a_diverging_run_fails_saying_where_and_keeps_nothing_of_it(
         (run / "history.csv").read_text().splitlines()[1:] if (run / "history.csv").exists() else []
     )
     assert len(rows_kept) == kept  # the epochs before the diverged one, not it
-    assert (run / "checkpoints" / "best.weights.h5").exists() == bool(
-        kept
-    )  # none of the diverged epoch's
+    # none of the diverged epoch's
+    assert (run / "checkpoints" / "best.weights.h5").exists() == bool(kept)
     predicted = cli_here("predict", "sentiment", str(run), "a fine film")
     assert predicted.returncode == 2 and "the run did not finish" in predicted.stderr

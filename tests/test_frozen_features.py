@@ -64,9 +64,8 @@ def test_image_features_come_in_the_order_and_with_the_values_of_the_pixels_they
     np.testing.assert_allclose(val_vectors, features(val_pixels), atol=TOLERANCE, rtol=TOLERANCE)
 
 
-@pytest.mark.parametrize(
-    "jit_compile", ["false", "true"]
-)  # length-grouped batches; length buckets (XLA)
+# length-grouped batches; length buckets (XLA)
+@pytest.mark.parametrize("jit_compile", ["false", "true"])
 def test_sentence_vectors_come_in_the_order_of_the_texts_they_replace(
     tiny_bert, tmp_path, jit_compile
 ):
@@ -168,9 +167,8 @@ def test_a_frozen_text_head_trained_on_features_is_the_head_trained_on_texts(tmp
     from recipes import engine
     from recipes.sentiment.recipe import RECIPE
 
-    backbone = save_tiny_bert(
-        review_vocabulary(), tmp_path / "no_dropout", dropout=0.0
-    )  # same arithmetic both ways
+    # same arithmetic both ways
+    backbone = save_tiny_bert(review_vocabulary(), tmp_path / "no_dropout", dropout=0.0)
     train = write_jsonl(tmp_path / "train.jsonl", make_reviews(120, seed=3))
     runs = train_twice(
         RECIPE,
@@ -266,15 +264,15 @@ def test_a_frozen_run_on_features_interrupted_resumes_where_it_was(
     expected = np.genfromtxt(one_go.history, delimiter=",", names=True)
     got = np.genfromtxt(run.history, delimiter=",", names=True)
     assert list(got["epoch"]) == [0, 1, 2, 3]
+    # the epochs before the interruption, as they were
     for column in (
         "loss",
         "val_loss",
         "val_accuracy",
-    ):  # the epochs before the interruption, as they were
+    ):
         np.testing.assert_allclose(
             got[column][:2], expected[column][:2], atol=TOLERANCE, rtol=TOLERANCE
         )
-    assert (
-        expected["loss"][0] - expected["loss"][2] > 0.2
-    )  # the head learns fast enough to tell a restart
+    # the head learns fast enough to tell a restart
+    assert expected["loss"][0] - expected["loss"][2] > 0.2
     np.testing.assert_allclose(got["loss"][2:], expected["loss"][2:], rtol=0.1)

@@ -95,18 +95,16 @@ def test_training_skips_undecodable_files_lists_them_and_trains_on_the_rest(imag
     # 24 generated + 9 awkward files per red, 24 blue; the two undecodable ones are gone
     assert task["examples"] == {"train": 24 + 24 + 9 - 2, "validation": 20, "test": 0}
     assert task["undecodable"] == 2
-    assert (
-        task["image_size"] == 32 and task["side"] == 37
-    )  # from the backbone's converter, 32 / 0.875
+    # from the backbone's converter, 32 / 0.875
+    assert task["image_size"] == 32 and task["side"] == 37
 
 
 def test_two_phases_train_and_reach_high_validation_accuracy(image_run):
     run = image_run["run"]
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == list(
-        range(6)
-    )  # 3 head + 3 fine-tuning epochs, numbered on
+    # 3 head + 3 fine-tuning epochs, numbered on
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
     assert {
         "accuracy",
         "macro_f1",
@@ -120,9 +118,8 @@ def test_two_phases_train_and_reach_high_validation_accuracy(image_run):
     assert not (run / "backup").exists()
     metrics = json.loads((run / "metrics.json").read_text())["validation"]
     assert metrics["num_examples"] == 20
-    assert metrics["accuracy"] >= 0.9, (
-        metrics
-    )  # red vs blue: an easy task, if the pipeline is right
+    # red vs blue: an easy task, if the pipeline is right
+    assert metrics["accuracy"] >= 0.9, metrics
     assert metrics["confusion_matrix"] and len(metrics["misclassified"]) == round(
         20 * (1 - metrics["accuracy"])
     )
@@ -328,16 +325,14 @@ def test_a_text_backbone_is_refused(tiny_bert, tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "name", ["tf_flowers", "cats_vs_dogs"]
-)  # oxford_iiit_pet: TFDS cannot mock its boxes
+# oxford_iiit_pet: TFDS cannot mock its boxes
+@pytest.mark.parametrize("name", ["tf_flowers", "cats_vs_dogs"])
 def test_tfds_images_are_read_encoded_and_decode_like_files(name):
     tfds = pytest.importorskip("tensorflow_datasets")
     from recipes.image_classification.images import decode_images, read_images
 
-    with tfds.testing.mock_data(
-        num_examples=6
-    ):  # offline: TFDS's mock examples, real feature specs
+    # offline: TFDS's mock examples, real feature specs
+    with tfds.testing.mock_data(num_examples=6):
         data = read_images(f"tfds:{name}", "train")
     assert len(data) == 6 and not data.files and all(isinstance(b, bytes) for b in data.encoded)
     assert data.origins[0] == f"tfds:{name}/train[0]"
@@ -352,9 +347,8 @@ def test_images_past_the_memory_budget_are_decoded_each_time_with_the_same_pixel
     (photos / "red" / "broken.jpg").write_text("not an image")
     data = read_images(str(photos), "train")
     cached = decode_images(data, 24)
-    streamed = decode_images(
-        data, 24, max_bytes=1000
-    )  # 10 images of 24x24x3 do not fit in 1000 bytes
+    # 10 images of 24x24x3 do not fit in 1000 bytes
+    streamed = decode_images(data, 24, max_bytes=1000)
     assert cached.pixels is not None and streamed.pixels is None
     assert streamed.origins == cached.origins and [Path(o).name for o in streamed.undecodable] == [
         "broken.jpg"
@@ -372,9 +366,8 @@ def test_class_weights_balance_only_imbalanced_sets_and_top_k_counts_the_true_cl
     from recipes.common.labels import balanced_class_weights
     from recipes.common.metrics import top_k_accuracy
 
-    assert (
-        balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None
-    )  # 1.25x: left alone
+    # 1.25x: left alone
+    assert balanced_class_weights(np.array([0] * 50 + [1] * 40), 2, "auto") is None
     weights = balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "auto")
     assert weights == pytest.approx({0: 120 / (2 * 90), 1: 120 / (2 * 30)})
     assert balanced_class_weights(np.array([0] * 90 + [1] * 30), 2, "none") is None
@@ -407,9 +400,8 @@ def test_the_run_has_a_model_card_whose_figures_are_its_metrics(image_run):
         str(photos / "val"),
     )
     assert not data["validation"]["part_of_train"] and len(data["train"]["sha256"]) == 64
-    assert not list(
-        run.glob("*misclassified*.png")
-    )  # the user's own images stay out of a shared card
+    # the user's own images stay out of a shared card
+    assert not list(run.glob("*misclassified*.png"))
 
 
 def test_a_preset_export_reloads_in_a_fresh_process_and_predicts_as_the_run(image_run, tmp_path):

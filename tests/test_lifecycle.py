@@ -172,9 +172,8 @@ def test_sentiment_with_only_training_data_validates_on_a_split_of_it(tmp_path):
     assert all(origin.startswith(str(train)) for origin in data.validation.origins)
     assert sorted(data.validation.labels) == ["negative"] * 5 + ["positive"] * 5  # stratified
     demo = RECIPE.read_data(RECIPE.load_config())
-    assert all(
-        "sentiment_dev.jsonl" in origin for origin in demo.validation.origins
-    )  # demo only for demo
+    # demo only for demo
+    assert all("sentiment_dev.jsonl" in origin for origin in demo.validation.origins)
 
 
 def test_a_validation_label_unseen_in_training_keeps_the_old_run(finished, tmp_path):
@@ -270,9 +269,8 @@ def test_a_model_file_keras_refuses_is_one_line(finished):
 # ---------------------------------------------------------------------------------- status and resume
 def test_resume_refuses_training_changes_and_applies_logging_ones(finished):
     runs, run, _ = finished
-    (run / "run.json").write_text(
-        json.dumps({"status": "interrupted"})
-    )  # as a kill during evaluation leaves it
+    # as a kill during evaluation leaves it
+    (run / "run.json").write_text(json.dumps({"status": "interrupted"}))
     code, _, err = cli(
         "train",
         TOY,
@@ -348,9 +346,8 @@ def test_run_json_keeps_what_auto_resolved_to_through_every_status_and_a_resume(
     runs, run, _ = finished
     status = json.loads((run / "run.json").read_text())
     runtime = status["runtime"]
-    assert (
-        runtime["precision"] == "float32" and runtime["jit_compile"] is False
-    )  # the toy's config says float32
+    # the toy's config says float32
+    assert runtime["precision"] == "float32" and runtime["jit_compile"] is False
     assert (
         runtime["strategy"] == "none" and runtime["replicas"] == 1 and runtime["speedups"] is True
     )
@@ -625,9 +622,8 @@ def test_sigkill_during_overwrite_leaves_the_old_run_whole_and_resume_finishes_t
     kill(process)
     assert snapshot(run) == before, f"the old run changed after a kill during {moment}"
     code, _, err = cli(*args)
-    assert code == 2 and "a finished run of this name is there" in error_line(
-        err
-    )  # nothing half-made stands in
+    # nothing half-made stands in
+    assert code == 2 and "a finished run of this name is there" in error_line(err)
     if moment == "data checks":
         assert hidden(runs) == []
         return
@@ -653,9 +649,8 @@ def test_a_second_command_on_a_run_being_trained_is_refused(tmp_path):
         kill(process)
     from recipes.engine.run_dir import run_status
 
-    assert (
-        run_status(runs / "toy" / "a")["status"] == "interrupted"
-    )  # the lock went with the process
+    # the lock went with the process
+    assert run_status(runs / "toy" / "a")["status"] == "interrupted"
     code, _, err = cli(*args)
     assert (
         code == 2

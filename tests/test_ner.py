@@ -67,12 +67,10 @@ def test_training_learns_entities_and_writes_the_run(trained):
         sum(len(tokenizer(w)) for w in s)
         for s in read_tagged(str(work / "train.txt"), "train").tokens
     ]
-    longer = sum(
-        n > 16 - 2 for n in subwords
-    )  # sentences that do not fit one window of 16 with [CLS], [SEP]
-    assert (
-        longer >= 40 and task["windowed_train_sentences"] == longer
-    )  # every 7th of 280 has 30 extra words
+    # sentences that do not fit one window of 16 with [CLS], [SEP]
+    longer = sum(n > 16 - 2 for n in subwords)
+    # every 7th of 280 has 30 extra words
+    assert longer >= 40 and task["windowed_train_sentences"] == longer
     assert task["sentences"] == {"train": 280, "validation": 50, "test": 60}
     # document context (mixed): neighbouring sentences may share windows, never across the 14
     # -DOCSTART- sections; each long one still has its own overlapping windows of 14 subwords, 7 apart.
@@ -84,9 +82,8 @@ def test_training_learns_entities_and_writes_the_run(trained):
     assert report["test"]["windowed_sentences"] >= 12  # every 5th of 60 test sentences is long
     assert set(report["test"]["per_type"]) == {"LOC", "ORG", "PER"}
     history = (run / "history.csv").read_text().splitlines()
-    assert (
-        "val_entity_f1" in history[0] and 2 <= len(history) <= 7
-    )  # header + up to 6 epochs (early stopping)
+    # header + up to 6 epochs (early stopping)
+    assert "val_entity_f1" in history[0] and 2 <= len(history) <= 7
 
 
 def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
@@ -100,9 +97,8 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     _, _, tagger = engine.open_finished(ner.RECIPE, run)
     test = read_tagged(str(work / "test.txt"), "test")
     predicted, _ = ner.tag_in_context(tagger, test, "mixed")  # each sentence beside its neighbours
-    assert [len(p) for p in predicted] == [
-        len(t) for t in test.tokens
-    ]  # windowed sentences merged back whole
+    # windowed sentences merged back whole
+    assert [len(p) for p in predicted] == [len(t) for t in test.tokens]
     report = json.loads((run / "metrics.json").read_text())["test"]
     assert report["f1"] == pytest.approx(seqeval.f1_score(test.tags, predicted), abs=5e-5)
     assert report["precision"] == pytest.approx(
@@ -113,9 +109,8 @@ def test_entity_metrics_equal_seqeval_on_the_recipes_own_predictions(trained):
     for entity_type, values in report["per_type"].items():
         assert values["f1"] == pytest.approx(per_type[entity_type]["f1-score"], abs=5e-5)
         assert values["support"] == per_type[entity_type]["support"]
-    again = engine.evaluate(
-        ner.RECIPE, run, str(work / "test.txt"), "test"
-    )  # `keras-zoo evaluate ner RUN --data test.txt`
+    # `keras-zoo evaluate ner RUN --data test.txt`
+    again = engine.evaluate(ner.RECIPE, run, str(work / "test.txt"), "test")
     assert again["f1"] == report["f1"] and again["true_entities"] == report["true_entities"]
     # The tiny model may be perfect; a copy with noise on its output layer is not, and both readings
     # of its (ill-formed, argmax-decoded) predictions must still agree.
@@ -268,12 +263,13 @@ def test_long_sentences_are_windowed_and_merged_from_the_most_central_window(tin
     from recipes.ner.token_inputs import TokenEncoder
     from zoo.text_inputs import load_tokenizer
 
+    # windows of 8 subwords, stride 4
     encoder = TokenEncoder(
         load_tokenizer(str(tiny_ner_bert)),
         ["token_ids", "segment_ids", "padding_mask"],
         max_length=10,
         case_feature="segment",
-    )  # windows of 8 subwords, stride 4
+    )
 
     def model(inputs, training=False):
         ids = tf.cast(inputs["token_ids"], tf.float32)
@@ -309,14 +305,12 @@ def test_long_sentences_are_windowed_and_merged_from_the_most_central_window(tin
     for words, word_ids, merged in zip(sentences, sub, out):
         assert len(merged) == len(words)
         assert [m[0] for m in merged] == [ids[0] for ids in word_ids]  # each word's first subword
-        assert [m[2] for m in merged] == [
-            float(w[0].isupper()) for w in words
-        ]  # capitalised -> segment 1
+        # capitalised -> segment 1
+        assert [m[2] for m in merged] == [float(w[0].isupper()) for w in words]
     positions = [m[1] for m in out[0]]  # position inside its window (1 = right after [CLS])
     assert len(functools.reduce(operator.iadd, sub[0], [])) == 20 and max(positions) <= 8
-    assert positions[0] == 1 and all(
-        p >= 3 for p in positions[4:-3]
-    )  # middle words keep left context
+    # middle words keep left context
+    assert positions[0] == 1 and all(p >= 3 for p in positions[4:-3])
     # A sentence that fits one window is tagged in one window even when a batch-mate needs several.
     fits = ["the", "market", "was", "quiet", "and", "prices", "rose", "a"]  # 8 single-subword words
     together = encoder.word_logits(model, tf.ragged.constant([sentences[0], fits])).to_list()[1]
@@ -347,13 +341,14 @@ def test_constrained_decoding_never_starts_an_entity_with_i():
     from recipes.ner.token_inputs import allowed_transitions, decode_tags
 
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    # I-LOC after PER is invalid
     probabilities = np.array(
         [
             [0.5, 0.05, 0.4, 0.0, 0.05],  # O wins, I-PER close
             [0.1, 0.3, 0.6, 0.0, 0.0],  # I-PER wins alone; after O it is invalid
             [0.2, 0.0, 0.0, 0.1, 0.7],
         ]
-    )  # I-LOC after PER is invalid
+    )
     logits = tf.RaggedTensor.from_tensor(
         tf.math.log(tf.constant([probabilities + 1e-6], tf.float32))
     )
@@ -388,9 +383,8 @@ def test_training_batches_are_cut_to_their_longest_window_and_see_every_window_o
     windows = encode_windows(
         encoder, [s for s, _ in sentences], [[0] * len(s) for s, _ in sentences]
     )
-    tf.random.set_seed(
-        0
-    )  # the shuffles' op seeds combine with the global seed, which other tests set
+    # the shuffles' op seeds combine with the global seed, which other tests set
+    tf.random.set_seed(0)
     ds, steps = window_batches(encoder, windows, batch_size=4, seed=0, group_batches=3)
     batches = list(ds)
     assert steps == len(batches) == -(-len(windows.lengths) // 4)
@@ -419,16 +413,16 @@ def test_the_run_has_a_model_card_with_the_per_type_table_and_test_figures(train
         r["dataset"]["split"]: r["dataset"]["name"] for r in front["model-index"][0]["results"]
     }
     assert results == {"validation": "valid.txt", "test": "test.txt"}
-    assert (
-        "Python: recipes.engine.lifecycle.train" in (run / "README.md").read_text()
-    )  # trained from Python, not the CLI
+    # trained from Python, not the CLI
+    assert "Python: recipes.engine.lifecycle.train" in (run / "README.md").read_text()
 
 
 def test_a_preset_export_reloads_in_a_fresh_process_and_tags_as_the_run(trained, tmp_path):
     _, run, _ = trained
+    # windowed
     texts = [
         "Anna Smith visited Paris on monday .",
         "Acme Corp hired Li Wei in Oslo .",
         " ".join(["the market was quiet"] * 8) + " and Maria Garcia spoke in Tokyo .",
-    ]  # windowed
+    ]
     check_preset_export("ner", run, texts, tmp_path / "preset")

@@ -42,6 +42,7 @@ def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path
     # never across documents; a group stops before it would pass the window
     assert context_groups(data, words, window=3) == [[0], [1, 2], [3], [4, 5], [6]]
     assert context_groups(data, words, window=100) == [[0], [1, 2, 3], [4, 5, 6]]
+    # 2 and 3 are each too long
     assert context_groups(data, words, window=1) == [
         [0],
         [1],
@@ -50,7 +51,7 @@ def test_conll_documents_group_neighbouring_sentences_within_the_window(tmp_path
         [4],
         [5],
         [6],
-    ]  # 2 and 3 are each too long
+    ]
     groups = context_groups(data, words, window=3)
     joined = join_groups(data.tokens, groups)
     assert joined[1] == ["w00", "w01", "w01"]
@@ -84,9 +85,8 @@ def test_training_groups_have_random_sizes_but_keep_order_and_documents():
     full = context_groups(data, counts, window=126)
     assert sizes.count(1) >= 20 and max(sizes) >= 4  # alone and in context, both
     assert len(full) < len(groups)  # the evaluation's groups fill their windows
-    assert groups == context_groups(
-        data, counts, window=126, rng=np.random.default_rng(1)
-    )  # seeded
+    # seeded
+    assert groups == context_groups(data, counts, window=126, rng=np.random.default_rng(1))
 
 
 @pytest.mark.parametrize(

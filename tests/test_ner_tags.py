@@ -34,19 +34,21 @@ TRICKY = [
     ([["O", "B-LOC", "I-LOC"]], [["O", "B-LOC", "I-LOC"]]),  # ends inside an entity
     ([["B-LOC"], ["I-LOC", "O"]], [["B-LOC"], ["B-LOC", "O"]]),  # sentence boundary
     ([["S-PER", "B-LOC", "E-LOC", "O"]], [["B-PER", "B-LOC", "I-LOC", "O"]]),  # E-/S- tags
+    # ill-formed BIOES
     (
         [["E-PER", "E-PER", "S-LOC", "I-LOC", "B-ORG", "S-ORG"]],
         [["I-PER", "E-PER", "S-LOC", "E-LOC", "B-ORG", "E-ORG"]],
-    ),  # ill-formed BIOES
+    ),
     ([["I-PER", "I-LOC", "I-LOC", "B-ORG", "I-PER"]], [["O", "I-LOC", "B-LOC", "I-ORG", "I-PER"]]),
     ([["O", "O"], ["O"]], [["O", "O"], ["O"]]),  # all O
     ([["B-PER", "O"], ["B-LOC"]], [["O", "O"], ["O"]]),  # empty predictions
     ([["O", "O"], ["O"]], [["B-ORG", "I-ORG"], ["O"]]),  # nothing true
     ([[], ["B-GPE-LOC", "I-GPE-LOC"]], [[], ["B-GPE-LOC", "I-GPE-LOC"]]),  # '-' in a type
+    # perfect
     (
         [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]],
         [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"]],
-    ),  # perfect
+    ),
 ]
 
 
@@ -278,8 +280,8 @@ def test_report_on_a_hand_checked_example():
             [1, 1, 0, 0],  # LOC: one right, one read as ORG
             [0, 0, 0, 1],  # ORG: missed
             [1, 0, 1, 0],  # PER: one right, one read as LOC
-            [0, 0, 1, 0],
-        ],  # a PER predicted where there is none
+            [0, 0, 1, 0],  # O: a PER predicted where there is none
+        ],
     }
     text = format_entity_report(report)
     assert text.splitlines()[:5] == [

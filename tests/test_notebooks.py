@@ -122,9 +122,8 @@ def test_ner_notebook_runs(tiny_ner_bert, tmp_path, monkeypatch):
         for o in cell.get("outputs", [])
         if "text/html" in o.get("data", {})
     ]
-    assert any(
-        "<mark" in h and "<sub>PER</sub>" in h for h in highlighted
-    )  # entities were found and marked
+    # entities were found and marked
+    assert any("<mark" in h and "<sub>PER</sub>" in h for h in highlighted)
     assert (
         tmp_path / "runs" / "ner" / "notebook" / "export" / "saved_model" / "saved_model.pb"
     ).exists()

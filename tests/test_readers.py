@@ -34,11 +34,12 @@ def test_csv_quoted_field_keeps_its_newline_and_rows_name_their_first_line(tmp_p
         b'\xef\xbb\xbftext,label\r\n"first line\r\nsecond, line",pos\r\nnext,neg\r\n"a\n\nb",pos\n'
     )
     data = read_texts(str(path), "train", "text", "label")
+    # newlines kept as written
     assert data.texts == [
         "first line\r\nsecond, line",
         "next",
         "a\n\nb",
-    ]  # newlines kept as written
+    ]
     assert data.origins == [f"{path}:2", f"{path}:4", f"{path}:5"]  # where each row starts
 
 
@@ -56,10 +57,11 @@ def test_csv_field_of_200_kib_reads(tmp_path):
     [
         ('text,label\nok,pos\n"never closed,neg\nmore,pos\nand more,neg\n', 3),
         ('text,label\nok,pos\nfine,"pos\n', 3),  # the open field is not the row's first
+        # opens on the row's 2nd line
         (
             'text,label\n"multi\nline","also\n""quoted"" and\nnever closed\n',
             3,
-        ),  # opens on the row's 2nd line
+        ),
         ('text,"label\nok,pos\n', 1),  # in the header
     ],
 )
@@ -161,9 +163,8 @@ def test_symlink_to_a_folder_outside_is_a_class_named_after_the_link(tmp_path):
     data = image_folder(tmp_path / "data")
     image_folder(tmp_path / "elsewhere", ["birds"])
     os.symlink(tmp_path / "elsewhere" / "birds", data / "bird")
-    os.symlink(
-        tmp_path / "elsewhere" / "birds" / "birds.png", data / "file_link.png"
-    )  # not a class
+    # not a class
+    os.symlink(tmp_path / "elsewhere" / "birds" / "birds.png", data / "file_link.png")
     read = read_class_folders(data)
     assert read.labels == ["bird", "cat", "dog"]
     assert read.files[0] == str(data / "bird" / "birds.png")
@@ -219,9 +220,8 @@ def test_invalid_iob2_given_as_iob2_warns_once_and_reads_as_conlleval(tmp_path, 
         "entity, as conlleval does\n"
     )
     again = read_tagged(str(path), "train")
-    assert (
-        normalise_tags(again, "auto") == "IOB1" and capsys.readouterr().err == ""
-    )  # detected: no warning
+    # detected: no warning
+    assert normalise_tags(again, "auto") == "IOB1" and capsys.readouterr().err == ""
     valid = tmp_path / "valid.conll"
     valid.write_text("a B-PER\nb I-PER\nc O\n")
     normalise_tags(read_tagged(str(valid), "train"), "IOB2")
@@ -246,9 +246,8 @@ def old_classification_report(y_true, y_pred, k):
 def test_classification_report_equals_the_old_formula(seed):
     rng = np.random.default_rng(seed)
     k, n = int(rng.integers(2, 9)), int(rng.integers(1, 300))
-    used = rng.choice(
-        k, size=max(1, k - 2), replace=False
-    )  # some classes never true, some never predicted
+    # some classes never true, some never predicted
+    used = rng.choice(k, size=max(1, k - 2), replace=False)
     y_true = rng.choice(used, n)
     y_pred = np.where(rng.random(n) < 0.6, y_true, rng.integers(0, k, n))
     labels = [f"c{i}" for i in range(k)]
@@ -287,9 +286,8 @@ def test_top_k_accuracy_equals_the_old_formula(num_classes):
 
 # ------------------------------------------------------------------------------- split and weights
 def texts_with_classes(sizes: dict[str, int]) -> LabelledTexts:
-    labels = [
-        name for i in range(max(sizes.values())) for name, n in sizes.items() if i < n
-    ]  # interleaved
+    # interleaved
+    labels = [name for i in range(max(sizes.values())) for name, n in sizes.items() if i < n]
     return LabelledTexts(
         [f"t{i}" for i in range(len(labels))], labels, [f"f:{i}" for i in range(len(labels))]
     )

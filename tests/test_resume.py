@@ -128,9 +128,8 @@ def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backb
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     deadline = time.time() + 400
-    while (
-        len(history_rows(run / "history.csv")) < 3 and time.time() < deadline
-    ):  # head done, 1 fine-tuning epoch
+    # head done, 1 fine-tuning epoch
+    while len(history_rows(run / "history.csv")) < 3 and time.time() < deadline:
         assert process.poll() is None, "training ended early"
         time.sleep(0.01)
     # Epoch 3's row is written after its resume state (recipes/engine/training.py orders the callbacks so):
@@ -147,9 +146,10 @@ def test_image_run_killed_in_the_finetuning_phase_resumes_there(tiny_image_backb
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Skipping variable loading" not in resumed.stderr
     started = [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("Epoch ")]
+    # neither the head phase nor the finished fine-tuning epoch again
     assert started == [
         "4/5",
         "5/5",
-    ]  # neither the head phase nor the finished fine-tuning epoch again
+    ]
     assert [r["epoch"] for r in history_rows(run / "history.csv")] == ["0", "1", "2", "3", "4"]
     assert (run / "metrics.json").exists() and not (run / "backup").exists()

@@ -400,9 +400,10 @@ def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(
 ):
     (copy / "toy" / "killed" / file).write_text(content)
     rows = table(capsys, copy)
+    # all listed
     assert sorted(rows) == [
         f"toy/{n}" for n in ("crashed", "good", "killed", "live", "search", "small")
-    ]  # all listed
+    ]
     assert f"unreadable: {why}" in rows["toy/killed"]
     assert "finished" in rows["toy/good"]
     row = next(r for r in as_json(capsys, copy) if r["name"] == "toy/killed")
@@ -410,9 +411,8 @@ def test_one_malformed_file_makes_its_run_unreadable_and_every_other_run_lists(
     table(capsys, copy, "--sort", "val_accuracy")  # sorting copes with it too
     code, out, err = cli(capsys, "show", "toy/killed", "--runs-dir", str(copy))
     assert f"unreadable: {why}" in error_line(code, err)
-    code, out, err = cli(
-        capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/killed"
-    )  # still the engine's folder
+    # still the engine's folder
+    code, out, err = cli(capsys, "runs", "--runs-dir", str(copy), "--delete", "toy/killed")
     assert code == 0 and out.startswith("deleted toy/killed"), err
     assert not (copy / "toy" / "killed").exists()
 

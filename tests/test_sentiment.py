@@ -75,9 +75,8 @@ def test_training_learns_and_writes_the_run_directory(trained):
     assert "validation metrics" in stdout and f"keras-zoo tensorboard {run}" in stdout
     task = json.loads((run / "task.json").read_text())
     assert 8 <= task["max_length"] <= 16  # picked from the data: generated reviews are short
-    assert (
-        task["read_length"] == 64
-    )  # the tiny backbone's limit: evaluation and prediction read that far
+    # the tiny backbone's limit: evaluation and prediction read that far
+    assert task["read_length"] == 64
 
 
 def test_prediction_reads_texts_past_the_training_length(trained):
@@ -90,9 +89,8 @@ def test_prediction_reads_texts_past_the_training_length(trained):
         " ".join(FILLER + FILLER[:6] + [w])
         for w in ["great", "awful", "superb", "dull", "fun", "bad"]
     ]
-    assert (
-        len(texts[0].split()) + 2 > task["max_length"]
-    )  # the sentiment word lies past the training length
+    # the sentiment word lies past the training length
+    assert len(texts[0].split()) + 2 > task["max_length"]
     assert [r["label"] for r in engine.predict(sentiment.RECIPE, run, texts)] == expected
 
 
@@ -275,9 +273,8 @@ def test_bad_input_is_one_line_with_non_zero_exit(tmp_path, args, message):
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("keras-zoo: error:")]
     assert len(lines) == 1 and message in lines[0], err[-2000:]
-    assert not (tmp_path / "sentiment").exists() or not any(
-        (tmp_path / "sentiment").iterdir()
-    )  # no half-made run
+    # no half-made run
+    assert not (tmp_path / "sentiment").exists() or not any((tmp_path / "sentiment").iterdir())
 
 
 def test_help_answers_fast_without_importing_tensorflow():
@@ -309,9 +306,8 @@ def test_the_recipe_module_is_runnable_as_a_script():
 def test_the_run_and_its_export_have_a_model_card_whose_figures_are_its_metrics(trained):
     work, run, _ = trained
     front = check_model_card(run)
-    assert (
-        front["pipeline_tag"] == "text-classification" and front["license"] == "other"
-    )  # a local backbone
+    # a local backbone
+    assert front["pipeline_tag"] == "text-classification" and front["license"] == "other"
     card = (run / "README.md").read_text()
     assert "keras-zoo train sentiment --name tiny --runs-dir" in card  # the command that made it
     assert "chosen by the best `val_accuracy` on the selection split" in card

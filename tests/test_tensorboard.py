@@ -45,9 +45,8 @@ def train_recipes(
         f"run.embeddings={EMBEDDINGS}",
     ]
     dev = make_reviews(40, seed=2)
-    for row in dev[
-        :4
-    ]:  # wrong labels: some validation texts are misclassified whatever the model learns
+    # wrong labels: some validation texts are misclassified whatever the model learns
+    for row in dev[:4]:
         row["label"] = "positive" if row["label"] == "negative" else "negative"
     cfg = sentiment.RECIPE.load_config(
         overrides=common
@@ -237,9 +236,8 @@ def test_precision_recall_curves_per_class_agree_with_the_report_at_one_half(boa
     evaluation = tb_run(run, "eval_validation")
     tags = server.get_json("/data/plugin/pr_curves/tags")[evaluation]
     assert set(tags) == {f"validation/pr_curve/{name}/pr_curves" for name in metrics["labels"]}
-    for name in metrics[
-        "labels"
-    ]:  # two classes: argmax is "probability >= 0.5", threshold index 50 of 101
+    # two classes: argmax is "probability >= 0.5", threshold index 50 of 101
+    for name in metrics["labels"]:
         curves = server.get_json(
             "/data/plugin/pr_curves/pr_curves",
             run=evaluation,
@@ -268,14 +266,12 @@ def test_every_run_is_an_hparams_session_with_its_final_metrics(board, tiny_bert
     from recipes.engine.run_dir import RunDir
 
     sessions = {group["name"]: group for group in hparams_sessions(server)}
-    assert set(sessions) == {
-        f"{recipe}/tiny" for recipe in runs
-    }  # named relative to the runs directory served
+    # named relative to the runs directory served
+    assert set(sessions) == {f"{recipe}/tiny" for recipe in runs}
     for recipe, run in runs.items():
         group = sessions[f"{recipe}/tiny"]
-        assert [s["name"] for s in group["sessions"]] == [
-            f"{recipe}/tiny/logs"
-        ]  # TensorBoard's own run name
+        # TensorBoard's own run name
+        assert [s["name"] for s in group["sessions"]] == [f"{recipe}/tiny/logs"]
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         monitor = "val_entity_f1" if recipe == "ner" else "val_accuracy"
         expected = final_metrics(RunDir(run), monitor)

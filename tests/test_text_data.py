@@ -17,10 +17,11 @@ def test_reads_csv_tsv_jsonl_and_folders(tmp_path):
     csv = read_texts(str(tmp_path / "a.csv"), "train", "review", "stars")
     assert csv.texts == ["good, really", "bad"] and csv.labels == ["pos", "neg"]
     tsv = read_texts(str(tmp_path / "a.tsv"), "train", "sentence", "label")
+    # quotes literal, space stripped
     assert tsv.texts == ['it \'s a "fine" film', "no"] and tsv.labels == [
         "1",
         "0",
-    ]  # quotes literal, space stripped
+    ]
     jsonl = read_texts(str(tmp_path / "a.jsonl"), "train", "text", "label")
     assert jsonl.labels == ["2", "10"] and jsonl.origins[1].endswith("a.jsonl:3")
     assert label_order(jsonl.labels) == ["2", "10"]  # integer labels sort numerically
@@ -116,9 +117,8 @@ def test_a_selection_split_is_held_out_of_train_stratified_and_named_in_errors()
 )
 def test_tfds_sources_read_text_and_class_names(name, label_names):
     tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(
-        num_examples=12
-    ):  # offline: TFDS's own mock examples, real feature specs
+    # offline: TFDS's own mock examples, real feature specs
+    with tfds.testing.mock_data(num_examples=12):
         data = read_texts(f"tfds:{name}", "validation", "text", "label")
     assert len(data) == 12 and all(isinstance(t, str) for t in data.texts)
     assert set(data.labels) <= label_names and data.origins[0].startswith(f"tfds:{name}/")

@@ -100,10 +100,11 @@ def test_the_fused_adamw_is_keras_adamw_on_dense_gradients_and_on_dense_embeddin
     from zoo.keras_compat import FusedAdamW
 
     rng = np.random.default_rng(0)
+    # tokens repeat within batches
     x, y = (
         rng.integers(0, 50, size=(64, 5)),
         rng.integers(0, 3, size=64),
-    )  # tokens repeat within batches
+    )
     assert_same_weights(
         trained_weights(FusedAdamW, x, y, **fused_options),
         trained_weights(keras.optimizers.AdamW, x, y, dense_gradient=True, **keras_options),
@@ -190,14 +191,12 @@ def test_the_kept_epoch_is_the_best_monitored_one_ties_going_to_the_lower_valida
             with history.open("a") as f:
                 f.write(f"{epoch},{accuracy},{loss}\n")
     model.load_weights(str(path))
-    assert (
-        model.get_weights()[0].item() == 2.0
-    )  # the tie with the lower loss; not the earlier epoch 0's
+    # the tie with the lower loss; not the earlier epoch 0's
+    assert model.get_weights()[0].item() == 2.0
     assert sorted(saved) == [2, 3, 4, 5] and len(set(saved.values())) == 1  # written once
     (tmp_path / "run.json").write_text("{}")
-    assert (
-        final_metrics(RunDir(tmp_path), "val_accuracy")["best_epoch"] == 3.0
-    )  # epoch 2 of the file, 1-based
+    # epoch 2 of the file, 1-based
+    assert final_metrics(RunDir(tmp_path), "val_accuracy")["best_epoch"] == 3.0
     assert final_metrics(RunDir(tmp_path), "val_loss")["best_epoch"] == 5.0
 
 

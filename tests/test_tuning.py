@@ -443,9 +443,8 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp
             if algo not in kept and (path / "trials" / "trial_2" / "run0" / "config.yaml").exists():
                 os.killpg(processes[algo].pid, signal.SIGKILL)
                 processes[algo].wait()
-                assert not (path / "trials" / "trial_2" / "result.json").exists(), (
-                    algo
-                )  # killed mid-trial
+                # killed mid-trial
+                assert not (path / "trials" / "trial_2" / "result.json").exists(), algo
                 kept[algo] = {
                     t: (path / "trials" / f"trial_{t}" / "result.json").read_text()
                     for t in ("0", "1")
@@ -465,9 +464,8 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp
             "train.epochs", 3
         ), algo
     grid = results(searches["grid"])["trials"]
-    assert (
-        len({tuple(sorted(t["hyperparameters"].items())) for t in grid}) == 4
-    )  # the whole grid, once each
+    # the whole grid, once each
+    assert len({tuple(sorted(t["hyperparameters"].items())) for t in grid}) == 4
 
 
 # -------------------------------------------------------------------------------------- distributed
@@ -553,9 +551,8 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path):
     assert sorted(t["trial_id"] for t in trials) == ["0", "1", "2", "3"]
     assert all(t["status"] == "COMPLETED" for t in trials), trials
     result = json.loads((search / "trials" / f"trial_{killed_trial}" / "result.json").read_text())
-    assert (
-        result["tuner_id"] != f"worker-{os.uname().nodename}-{victim.pid}"
-    )  # retried by the other worker
+    # retried by the other worker
+    assert result["tuner_id"] != f"worker-{os.uname().nodename}-{victim.pid}"
     assert "stopped answering" in (tmp_path / "chief.log").read_text()
 
 

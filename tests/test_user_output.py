@@ -64,9 +64,8 @@ def read_terminal(master: int, process: subprocess.Popen, timeout: float = 600) 
 
 def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_path):
     master, child = pty.openpty()
-    command = demo_training(
-        tiny_bert, tmp_path / "runs", 4, "--set", "run.export=false"
-    )  # the bar is the point
+    # the bar is the point
+    command = demo_training(tiny_bert, tmp_path / "runs", 4, "--set", "run.export=false")
     process = subprocess.Popen(
         command, stdin=child, stdout=child, stderr=child, cwd=ROOT, env=ENV, close_fds=True
     )
@@ -76,10 +75,9 @@ def test_a_terminal_sees_the_progress_bar_move_within_the_epoch(tiny_bert, tmp_p
     finally:
         os.close(master)
     assert process.returncode == 0, text[-3000:]
-    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)  # Keras's bar is drawn with ANSI colours
-    steps = {
-        int(done) for done in re.findall(r"(\d+)/75 ━", plain)
-    }  # and redraws its line each update
+    # Keras's bar is drawn with ANSI colours and redraws its line each update
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    steps = {int(done) for done in re.findall(r"(\d+)/75 ━", plain)}
     assert len({s for s in steps if s < 75}) >= 2, text[-2000:]  # it moved during the epoch...
     assert 75 in steps  # ...and reached the end
     assert "validation metrics" in plain
@@ -195,9 +193,8 @@ def test_a_progress_bar_line_without_its_end_is_passed_on_at_once():
     os.close(source)
     os.close(target)
     os.write(sink, b"tokenising:  40%|####      | 2/5\r")
-    assert (
-        os.read(target_read, 4096) == b"tokenising:  40%|####      | 2/5\r"
-    )  # not held for a line end
+    # not held for a line end
+    assert os.read(target_read, 4096) == b"tokenising:  40%|####      | 2/5\r"
     os.write(sink, b"E0000 cpu_feature_guard.cc:1] harmless\nkept\n")
     os.close(sink)
     rest = b""
@@ -215,7 +212,6 @@ def test_slow_steps_get_a_delayed_bar_on_a_terminal_and_nothing_in_logs(monkeypa
     assert progress.progress(items, total=3) is items and progress.predict_callbacks(10) == []
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     bar = progress.progress(items, total=3, desc="tokenising")
-    assert (
-        list(bar) == [0, 1, 2] and bar.delay == progress.DELAY_S > 0
-    )  # appears only after DELAY_S seconds
+    # appears only after DELAY_S seconds
+    assert list(bar) == [0, 1, 2] and bar.delay == progress.DELAY_S > 0
     assert len(progress.predict_callbacks(10)) == 1

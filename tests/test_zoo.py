@@ -47,15 +47,15 @@ def test_catalog_for_ner_lists_the_default_and_says_which_suit_better(monkeypatc
     header = table.splitlines()[0].split()
     assert header[4:6] == ["tasks", "installed"]
     rows = _rows(table)
-    assert (
-        list(rows) == ["minilm-l6"] + TOKEN_LEVEL
-    )  # the recipe default stays listed; no image backbones
+    # the recipe default stays listed; no image backbones
+    assert list(rows) == ["minilm-l6"] + TOKEN_LEVEL
     assert rows["minilm-l6"].split()[4:7] == ["sentiment,", "ner*", "yes"]
+    # installed: blank
     assert rows["bert-base"].split()[4:7] == [
         "sentiment,",
         "ner",
         "bert_base_en_uncased",
-    ]  # installed: blank
+    ]
     assert (
         table.splitlines()[-1]
         == f"* minilm-l6 runs with ner, but {', '.join(TOKEN_LEVEL)} are the usual choice"
@@ -195,12 +195,10 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every
         preprocessor.tokenizer, ["token_ids", "padding_mask"], max_length=12, pad_to_buckets=False
     )
     rng = np.random.default_rng(0)
-    texts = [
-        " ".join(["good"] * int(n)) for n in rng.integers(1, 15, size=70)
-    ]  # 3-16 tokens, cut to 12
-    tf.random.set_seed(
-        0
-    )  # the shuffles' op seeds combine with the global seed, which other tests set
+    # 3-16 tokens, cut to 12
+    texts = [" ".join(["good"] * int(n)) for n in rng.integers(1, 15, size=70)]
+    # the shuffles' op seeds combine with the global seed, which other tests set
+    tf.random.set_seed(0)
     ds = length_grouped_batches(
         encoder, texts, np.arange(70), batch_size=8, seed=1, group_batches=3
     )
@@ -211,9 +209,8 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest_text_and_see_every
         assert sorted(seen) == list(range(70))  # every text once per epoch
         for x, y in batches:
             lengths = np.minimum([len(texts[i].split()) + 2 for i in y.numpy()], 12)
-            assert (
-                x["token_ids"].shape[1] == lengths.max()
-            )  # padded to this batch's longest, no further
+            # padded to this batch's longest, no further
+            assert x["token_ids"].shape[1] == lengths.max()
             assert (x["padding_mask"].numpy().sum(axis=1) == lengths).all()
         # each group of 3 batches (24 texts) is sorted longest first, so each batch is
         for x, _ in batches:
@@ -295,27 +292,28 @@ def test_tensorflow_cpu_settings_are_defaults_the_environment_overrides():
         "TF_ENABLE_ONEDNN_OPTS": "0",
         TRAINING_DEFAULTS: "TF_ENABLE_ONEDNN_OPTS",
     }
-    prefer_inference_kernels(
-        env
-    )  # predict / evaluate / export: oneDNN's forward pass is faster there
+    # predict / evaluate / export: oneDNN's forward pass is faster there
+    prefer_inference_kernels(env)
     assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"
     for users in ("0", "1"):  # the user's own value stays, for inference too
         env = {"TF_ENABLE_ONEDNN_OPTS": users}
         configure_tensorflow_cpu(env, frozenset({"avx2"}))
         prefer_inference_kernels(env)
         assert env["TF_ENABLE_ONEDNN_OPTS"] == users
+    # AVX-512, unknown: oneDNN kept
     for flags in (
         {"avx2", "avx512f", "avx512_bf16"},
         {"avx2", "avx512f"},
         set(),
-    ):  # AVX-512, unknown: oneDNN kept
+    ):
         env = {}
         configure_tensorflow_cpu(env, frozenset(flags))
         assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
+    # the user's values win
     env = {
         "TF_CPU_ALLOCATOR_USE_BFC": "false",
         "TF_ENABLE_ONEDNN_OPTS": "1",
-    }  # the user's values win
+    }
     configure_tensorflow_cpu(env, frozenset({"avx2"}))
     assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "1"}
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipes.engine.run_metrics import monitor_mode
+
 TUNER_DIR = "keras_tuner"
 
 
@@ -37,8 +39,6 @@ class SearchResult:
 
 def objective_of(cfg) -> tuple[str, str]:
     """`(metric, direction)` the search optimises: `tuning.objective` (default: the recipe's monitor)."""
-    from recipes.engine.run_metrics import monitor_mode
-
     name = cfg.tuning.objective or cfg.train.monitor
     direction = cfg.tuning.direction if cfg.tuning.direction != "auto" else monitor_mode(name)
     return name, direction

@@ -107,9 +107,8 @@ def make_oracle(
     )
     if algorithm == "hyperband":
         oracle = HyperbandOracle(max_epochs=hyperband_max_epochs, factor=hyperband_factor, **common)
-        compat.set_max_trials(
-            oracle, max_trials
-        )  # Hyperband's own schedule decides too; whichever ends first
+        # Hyperband's own schedule decides too; whichever ends first
+        compat.set_max_trials(oracle, max_trials)
         return oracle
     cls = {
         "random": RandomSearchOracle,

@@ -124,12 +124,10 @@ def check_search(cfg) -> float | None:
     error naming its key: the tuning settings, the objective and the space. Returns the time
     budget in seconds (None: no limit)."""
     tcfg = cfg.tuning
-    check_config(
-        cfg
-    )  # every key's range (TuningConfig.LIMITS for the search's own), as for training
-    if not (
-        tcfg.objective or cfg.train.monitor
-    ):  # whether the recipe logs it shows only after a trial
+    # every key's range (TuningConfig.LIMITS for the search's own), as for training
+    check_config(cfg)
+    # whether the recipe logs it shows only after a trial
+    if not (tcfg.objective or cfg.train.monitor):
         raise UserError(
             "tuning.objective: empty, and so is train.monitor; name the metric to optimise"
         )
@@ -155,9 +153,8 @@ def plan_search(
                     f"{search.config}: no search to join after 10 minutes; start the chief first"
                 )
             time.sleep(1)
-        return search, load_config(
-            type(cfg), search.config
-        )  # a complete config: its class reads it back
+        # a complete config: its class reads it back
+        return search, load_config(type(cfg), search.config)
     if resume:
         if not search.config.exists():
             raise UserError(
@@ -213,9 +210,8 @@ def tune(
         role = "chief"
         port = port or free_port(host or "127.0.0.1")
     search, cfg = plan_search(recipe, cfg, directory, resume, role)
-    budget = check_search(
-        cfg
-    )  # before anything is written: a bad value must not leave a directory behind
+    # before anything is written: a bad value must not leave a directory behind
+    budget = check_search(cfg)
     if role == "worker":
         distributed.set_role(role, host, port)
         tuner = make_tuner(recipe, cfg, search, verbose)

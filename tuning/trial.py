@@ -96,9 +96,8 @@ def run_trial(
                 source=f"trial {trial_id}",
             )
             state = run_status(run_dir)["status"] if is_run(run_dir) else None
-            resume = (
-                state is not None and (run_dir / "config.yaml").exists()
-            )  # continue an interrupted run
+            # continue an interrupted run
+            resume = state is not None and (run_dir / "config.yaml").exists()
             if state == "finished":  # an execution finished before an interruption: keep it
                 pass
             elif cfg.tuning.trial_process == "subprocess":

@@ -100,13 +100,14 @@ def export_tflite(model, directory: Path) -> dict[str, Path]:
         options = (
             {"optimizations": [tf.lite.Optimize.DEFAULT]} if variant == "dynamic_range" else {}
         )
+        # dynamic range: int8 weights, float activations
         probabilities.export(
             str(paths[variant]),
             format="litert",
             input_signature=signature,
             verbose=False,
             **options,
-        )  # dynamic range: int8 weights, float activations
+        )
     return paths
 
 

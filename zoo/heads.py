@@ -36,9 +36,8 @@ def text_classifier(
             sequence, mask=inputs["padding_mask"]
         )
     x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(
-        x
-    )  # float32 under mixed precision
+    # float32 under mixed precision
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name="text_classifier")
 
 

@@ -68,11 +68,12 @@ def declared_size(head: bytes) -> tuple[int, int] | None:
         i = 2
         while i + 9 <= len(head) and head[i] == 0xFF:
             marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+            # a start-of-frame segment
             if 0xC0 <= marker <= 0xCF and marker not in (
                 0xC4,
                 0xC8,
                 0xCC,
-            ):  # a start-of-frame segment
+            ):
                 return int.from_bytes(head[i + 7 : i + 9], "big"), int.from_bytes(
                     head[i + 5 : i + 7], "big"
                 )

@@ -22,14 +22,17 @@ import math
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 
 from zoo.heads import head_features
 from zoo.progress import progress
+
+if TYPE_CHECKING:  # only for an annotation: KerasHub loads where a backbone does
+    import keras_hub
 
 # Fine steps at short lengths, where most sentences are (SST-2's median is about 10 tokens).
 BUCKET_LENGTHS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -202,11 +205,14 @@ def training_batches(
         return length_grouped_batches(encoder, texts, y, batch_size, seed), math.ceil(
             len(texts) / batch_size
         )
-    buckets = np.searchsorted(
-        bucket_lengths(encoder.max_length), np.minimum(lengths, encoder.max_length)
-    )
-    steps = int(sum(math.ceil(count / batch_size) for count in np.bincount(buckets) if count))
+    steps = bucketed_steps(lengths, encoder.max_length, batch_size)
     return bucketed_batches(encoder, texts, y, batch_size, seed, steps), steps
+
+
+def bucketed_steps(lengths: np.ndarray, max_length: int, batch_size: int) -> int:
+    """How many batches length buckets make of texts of these token `lengths` (cut at `max_length`)."""
+    buckets = np.searchsorted(bucket_lengths(max_length), np.minimum(lengths, max_length))
+    return int(sum(math.ceil(count / batch_size) for count in np.bincount(buckets) if count))
 
 
 def length_grouped_batches(
@@ -246,9 +252,8 @@ def length_grouped_batches(
     ds = ds.map(
         lambda ids, label: (encoder.features(ids), label), num_parallel_calls=tf.data.AUTOTUNE
     )
-    steps = -(
-        -len(texts) // batch_size
-    )  # groups hold whole batches, so only the last batch is short
+    # groups hold whole batches, so only the last batch is short
+    steps = -(-len(texts) // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
@@ -283,13 +288,7 @@ def feature_batches(
             bucket_boundaries=boundaries[:-1],
             bucket_batch_sizes=[batch_size] * len(boundaries),
         )
-        steps = int(
-            sum(
-                math.ceil(count / batch_size)
-                for count in np.bincount(np.searchsorted(bucket_lengths(max_length), cut))
-                if count
-            )
-        )
+        steps = bucketed_steps(cut, max_length, batch_size)
     else:
 
         def sort_group(vectors, group_lengths, labels):
@@ -369,9 +368,8 @@ def length_batches(
             full = (
                 end - start - 1
             ) // max_batch  # full batches before the last one, which ends at `end`
-            full_ends = ordered[
-                start + max_batch - 1 : start + full * max_batch : max_batch
-            ]  # their longest
+            # their longest
+            full_ends = ordered[start + max_batch - 1 : start + full * max_batch : max_batch]
             cost = (
                 best[start]
                 + max_batch * full_ends.sum()

@@ -99,9 +99,8 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> flo
 
     probabilities = np.asarray(probabilities)
     num_classes = probabilities.shape[-1]
-    if (
-        k >= num_classes
-    ):  # every class is in the top k (scikit-learn warns that this is meaningless)
+    # every class is in the top k (scikit-learn warns that this is meaningless)
+    if k >= num_classes:
         return 1.0
     # With two classes scikit-learn takes the scores of the second class only.
     scores = probabilities[:, 1] if num_classes == 2 else probabilities

@@ -186,10 +186,11 @@ def csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
 def _unclosed_quote(lines: list[str], start: int, delimiter: str) -> int | None:
     """The line where a quoted field opens and never closes in one CSV record's raw `lines` (the
     first is line `start`), or None: the csv module's own reading, whose state it does not expose."""
+    # start of a field, in an unquoted field, in quotes, just after a quote in quotes
     state, opened = (
         "start",
         None,
-    )  # start of a field, in an unquoted field, in quotes, just after a quote in quotes
+    )
     for number, line in enumerate(lines, start):
         for ch in line:
             if state == "quoted":

@@ -12,10 +12,17 @@ import errno
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipes import engine  # light: its functions load TensorFlow when first used
+from recipes.engine.config import check_config, load_config_and_keys
+from recipes.engine.launch import run_local_cluster, without_option
+from recipes.engine.registry import RECIPES, load_recipe
+from recipes.engine.run_dir import plan_training_run
 from zoo.errors import UserError
+from zoo.runtime import prefer_inference_kernels, prepare_command_process
 
 
 def add_config_options(sub: argparse.ArgumentParser, what: str) -> None:
@@ -54,8 +61,6 @@ def add_recipe_commands(commands, recipe_argument: bool) -> None:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         if recipe_argument:
-            from recipes.engine.registry import RECIPES
-
             sub.add_argument(
                 "recipe", help=f"one of: {', '.join(RECIPES)}, or a module path (my_pkg.my_recipe)"
             )
@@ -122,19 +127,12 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_recipe_command(recipe, args: argparse.Namespace) -> None:
     """Carry out train / evaluate / predict / export for `recipe` (a `recipes.engine.contract.Recipe`)."""
-    from recipes.engine.config import check_config, load_config_and_keys
-    from zoo.runtime import prefer_inference_kernels
-
-    if (
-        args.command == "train"
-    ):  # a bad key, value or run place is said at once, not after TensorFlow's start-up
-        from recipes.engine.run_dir import plan_training_run
-
+    if args.command == "train":
+        # A bad key, value or run place is said at once, not after TensorFlow's start-up.
         cfg, keys = load_config_and_keys(recipe.config_class, args.config, config_overrides(args))
         check_config(cfg)
-        plan_training_run(
-            cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume
-        )  # the engine plans again
+        # (the engine plans again)
+        plan_training_run(cfg.run, recipe.name, overwrite=args.overwrite, resume=args.resume)
         if getattr(args, "workers", 0) and cfg.train.distribute in ("none", "mirrored"):
             raise UserError(
                 f"--workers: train.distribute is {cfg.train.distribute}; "
@@ -142,8 +140,6 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
             )
     else:
         prefer_inference_kernels()
-    from recipes import engine
-
     if args.command == "train":
         if getattr(args, "workers", 0):
             _train_workers(recipe, cfg, args)
@@ -179,15 +175,10 @@ def run_recipe_command(recipe, args: argparse.Namespace) -> None:
 
 def _train_workers(recipe, cfg, args: argparse.Namespace) -> None:
     """`train --workers N` (checked in `run_recipe_command`): run this same command as N workers."""
-    from recipes.engine.launch import run_local_cluster, without_option
-
     if not cfg.run.name and not cfg.run.dir:  # one timestamp for all workers, not one each
-        import time
-
         args.argv = [*args.argv, "--name", time.strftime("%Y%m%d-%H%M%S")]
-    os.environ[ORIGIN_VARIABLE] = json.dumps(
-        getattr(args, "origin", "")
-    )  # the workers' model card: this command
+    # the workers' model card: this command
+    os.environ[ORIGIN_VARIABLE] = json.dumps(getattr(args, "origin", ""))
     try:
         run_local_cluster(
             [sys.executable, "-m", "keras_zoo_cli", *without_option(args.argv, "--workers")],
@@ -207,8 +198,6 @@ def _origin(args: argparse.Namespace) -> list[str] | str:
 
 
 def _predict(recipe, args: argparse.Namespace) -> None:
-    from recipes import engine
-
     inputs = list(args.inputs)
     if args.file:
         from recipes.common.text_data import read_lines
@@ -292,8 +281,6 @@ def script_main(recipe, argv: Sequence[str] | None = None) -> int:
     `recipe`: a `Recipe`, or a registered recipe's name, whose module (and TensorFlow) loads only
     after the process settings are applied: called with no `argv` it is that program, and applies
     them first (zoo/runtime.py `prepare_command_process`)."""
-    from recipes.engine.registry import load_recipe  # light: the recipe loads below
-
     name = recipe if isinstance(recipe, str) else recipe.name
     parser = argparse.ArgumentParser(
         prog=f"python -m recipes.{name}",
@@ -303,8 +290,6 @@ def script_main(recipe, argv: Sequence[str] | None = None) -> int:
     args = parse_command_line(parser, argv)
     args.origin = ["python", "-m", f"recipes.{name}", *(sys.argv[1:] if argv is None else argv)]
     if argv is None:
-        from zoo.runtime import prepare_command_process
-
         prepare_command_process()
     return guarded(
         lambda: run_recipe_command(load_recipe(recipe) if isinstance(recipe, str) else recipe, args)

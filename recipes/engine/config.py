@@ -376,9 +376,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         and isinstance(value, (int, float, datetime.date))
         and not isinstance(value, bool)
     ):
-        return str(
-            value
-        )  # YAML reads `name: 2024-01-01` as a date and `name: 7` as a number: names are text
+        # YAML reads `name: 2024-01-01` as a date and `name: 7` as a number: names are text
+        return str(value)
     if hint is Any:
         return value
     raise UserError(f"{source}: '{key}' must be {getattr(hint, '__name__', hint)}, not {value!r}")
@@ -389,9 +388,8 @@ def field_type(cls: type, key: str, source: str) -> Any:
     hint: Any = cls
     parts = key.split(".")
     for i, part in enumerate(parts):
-        if (
-            hint is dict or typing.get_origin(hint) is dict
-        ):  # a mapping key (tuning.space.<key>): any value
+        # a mapping key (tuning.space.<key>): any value
+        if hint is dict or typing.get_origin(hint) is dict:
             return Any
         if not dataclasses.is_dataclass(hint):
             raise UserError(f"{source}: '{key}': '{'.'.join(parts[:i])}' is not a section")

@@ -58,13 +58,11 @@ class Training:
     examples_per_epoch: int
     task: dict  # task.json: what `Recipe.load` needs beside the model (labels, lengths, ...)
     save_assets: Callable[[Path], None] = lambda run_path: None  # e.g. the tokenizer, into the run
-    callbacks: list = field(
-        default_factory=list
-    )  # epoch metrics the loss does not give (entity F1)
+    # epoch metrics the loss does not give (entity F1)
+    callbacks: list = field(default_factory=list)
     class_weight: dict | None = None
-    notes: list[str] = field(
-        default_factory=list
-    )  # one-line facts for the user (skipped files, ...)
+    # one-line facts for the user (skipped files, ...)
+    notes: list[str] = field(default_factory=list)
     # The splits to evaluate after training when `build` prepared them further than `read_data`
     # (decoded images); None: `read_data`'s.
     data: Any = None
@@ -103,9 +101,8 @@ class Recipe(abc.ABC):
     """One task. Subclasses set `name` and `config_class` and implement the abstract methods."""
 
     name: ClassVar[str]
-    config_class: ClassVar[
-        type
-    ]  # dataclass with sections data, model, train (a TrainConfig), run, tuning
+    # dataclass with sections data, model, train (a TrainConfig), run, tuning
+    config_class: ClassVar[type]
     pretokenized_input: ClassVar[bool] = (
         False  # predict accepts whitespace-tokenised inputs (--tokens)
     )

@@ -136,9 +136,8 @@ def train(
                     logging=cfg.run,
                 )
             synchronize_batch_norm(built.model, False)
-            model = inference_copy(
-                built.whole
-            )  # every worker: the copy reads the replicated weights
+            # every worker: the copy reads the replicated weights
+            model = inference_copy(built.whole)
             if not dist.is_chief:
                 return RunDir(plan.final, tensorboard=cfg.run.tensorboard), {}
             predictor = recipe.load(run.path, cfg, built.task, model)

@@ -29,6 +29,7 @@ import yaml
 from recipes.engine.run_files import read_if_present, read_run_file
 from recipes.engine.run_metrics import scalar_metrics
 from zoo.catalog import CATALOG
+from zoo.progress import progress
 
 CARD = "README.md"
 CURVES = "curves.png"
@@ -38,8 +39,6 @@ CURVES = "curves.png"
 def fingerprint(source: str) -> str:
     """A SHA-256 of a data source's content: a file's bytes, or every file under a folder (relative
     path and bytes, in sorted order). Sources that are not local paths (tfds:NAME) give ""."""
-    from zoo.progress import progress
-
     path = Path(source)
     if not source or not path.exists():
         return ""
@@ -88,9 +87,8 @@ def data_summary(splits: Any) -> dict[str, dict]:
         )
         if source not in hashes:
             hashes[source] = fingerprint(source)
-        count = (
-            len(examples[0]) if isinstance(examples, tuple) else len(examples)
-        )  # (inputs, targets) or a split
+        # (inputs, targets) or a split
+        count = len(examples[0]) if isinstance(examples, tuple) else len(examples)
         summary[split] = {
             "source": source,
             "examples": count,
@@ -345,9 +343,8 @@ def limitations(facts: dict, recipe: str) -> list[str]:
             f"prediction read up to {read} tokens and truncate longer inputs."
         )
     entry = CATALOG.get(_backbone(cfg))
-    if (
-        entry and recipe in entry.usable_for
-    ):  # e.g. a sentence-embedding checkpoint tagging entities
+    # e.g. a sentence-embedding checkpoint tagging entities
+    if entry and recipe in entry.usable_for:
         better = ", ".join(e.name for e in CATALOG.values() if recipe in e.tasks)
         notes.append(
             f"`{entry.name}` ({entry.description}) runs with this task but is not the usual choice; "

@@ -58,9 +58,8 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     history = property(lambda self: self.path / "history.csv")
     metrics = property(lambda self: self.path / "metrics.json")
-    data = property(
-        lambda self: self.path / "data.json"
-    )  # each split's source, size and fingerprint
+    # each split's source, size and fingerprint
+    data = property(lambda self: self.path / "data.json")
     export = property(lambda self: self.path / "export")
     keras_model = property(lambda self: self.path / "export" / "model.keras")
 

@@ -172,15 +172,13 @@ def fit(
             logging=logging,
         )
         epoch = len(history_rows(run.history))
-        if not any(
-            later.epochs > 0 for later in phases[i + 1 :]
-        ):  # the last epoch: for the report's
-            model.save_weights(str(run.last_weights))  # last-epoch figures (the engine deletes it)
+        # The last epoch's weights, for the report's last-epoch figures (the engine deletes them).
+        if not any(later.epochs > 0 for later in phases[i + 1 :]):
+            model.save_weights(str(run.last_weights))
         load_best_weights(model, run)
         run.write_json(marker, {"end_epoch": epoch})
-    shutil.rmtree(
-        run.backup, ignore_errors=True
-    )  # each phase's BackupAndRestore removed its own state
+    # each phase's BackupAndRestore removed its own state
+    shutil.rmtree(run.backup, ignore_errors=True)
     rows = history_rows(run.history)
     if not rows or cfg.monitor not in rows[0]:
         known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
@@ -202,9 +200,8 @@ def load_best_weights(model: keras.Model, run: RunDir, path: Path | None = None)
     """Load the best epoch's weights (or those at `path`) into `model`, if the file exists."""
     path = path or run.best_weights
     if path.exists():
-        with (
-            warnings.catch_warnings()
-        ):  # the file's optimizer state belongs to the phase that wrote it
+        # the file's optimizer state belongs to the phase that wrote it
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(str(path))
 
@@ -226,6 +223,7 @@ def _fit_phase(
 ) -> None:
     callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
     build_optimizer(model)  # here, not for phases that are skipped or already done
+    # the datasets shuffle themselves (and Keras warns on shuffle=True)
     model.fit(
         train,
         validation_data=validation,
@@ -235,7 +233,7 @@ def _fit_phase(
         class_weight=class_weight,
         verbose=verbose,
         shuffle=False,
-    )  # the datasets shuffle themselves (and Keras warns on shuffle=True)
+    )
 
 
 def training_callbacks(
@@ -253,9 +251,8 @@ def training_callbacks(
     logging = logging or RunConfig()
     callbacks = [
         EpochStats(examples_per_epoch),  # first, so the loggers below see its figure
-        *(
-            extra_callbacks or []
-        ),  # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
+        # recipes' epoch metrics (e.g. entity F1): before the checkpoint and loggers
+        *(extra_callbacks or []),
         StopWhenDiverged(cfg.learning_rate),  # before anything saves the epoch's weights or figures
         ResumeState(str(backup)),
         BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history),
@@ -417,7 +414,6 @@ class TrainingLogs(keras.callbacks.TensorBoard):
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         steps = self.params.get("steps") or 0
-        if (
-            keras_compat.tensorboard_step(self) == 0 and steps
-        ):  # the first epoch of this fit: continue the count
+        # the first epoch of this fit: continue the count
+        if keras_compat.tensorboard_step(self) == 0 and steps:
             keras_compat.continue_tensorboard_steps(self, epoch * steps, steps)

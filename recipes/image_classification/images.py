@@ -39,9 +39,8 @@ SPLIT_FOLDERS = {"train": ["train"], "validation": ["validation", "val", "valid"
 
 @dataclass
 class LabelledImages:
-    files: list[str] = field(
-        default_factory=list
-    )  # image paths; empty when `encoded` holds the bytes
+    # image paths; empty when `encoded` holds the bytes
+    files: list[str] = field(default_factory=list)
     labels: list[str | None] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)  # the file, "csv:line" or "tfds:name/split[i]"
     encoded: list[bytes] = field(default_factory=list)  # TFDS images, still encoded
@@ -121,9 +120,8 @@ def list_image_files(paths: list[str]) -> list[str]:
     """Image files named directly, or found under folders (for predict)."""
     files = []
     for name in paths:
-        if (
-            not name.strip()
-        ):  # Path("") is the current folder: never what a user meant to predict on
+        # Path("") is the current folder: never what a user meant to predict on
+        if not name.strip():
             raise UserError("predict: empty path")
         path = Path(name)
         if path.is_dir():
@@ -204,9 +202,8 @@ class DecodedImages:
     side: int
     interpolation: str
     pixels: np.ndarray | None = None  # [N, side, side, 3] uint8, when in memory
-    too_large: dict[str, str] = field(
-        default_factory=dict
-    )  # origin: why, of the undecodable ones past the pixel limit
+    # origin: why, of the undecodable ones past the pixel limit
+    too_large: dict[str, str] = field(default_factory=dict)
     sources: LabelledImages | None = None  # the decodable images, when not in memory
 
     def __len__(self) -> int:

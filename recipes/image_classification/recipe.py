@@ -101,9 +101,8 @@ class AugmentConfig:
         "cutmix": ">= 0",
     }
 
-    crop_scale: list[float] = field(
-        default_factory=lambda: [0.25, 1.0]
-    )  # random resized crop: area range
+    # random resized crop: area range
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
     flip: bool = True  # horizontal
     rotation: float = 0.0  # Keras RandomRotation factor (fraction of a full turn); 0: off
     zoom: float = 0.0  # Keras RandomZoom factor; 0: off
@@ -261,10 +260,11 @@ class ImageClassifier:
 
 
 class ImageClassification(Recipe):
+    # hub_task: the model card's pipeline tag
     name, hub_task = (
         "image_classification",
         "image-classification",
-    )  # hub_task: the model card's pipeline tag
+    )
     config_class = ImageClassificationConfig
 
     def read_data(self, cfg: ImageClassificationConfig) -> ImageSplits:
@@ -340,9 +340,8 @@ class ImageClassification(Recipe):
             cfg.augment if cfg.augmented else None,
             image_size,
         )
-        chooser = (
-            decoded.validation if decoded.selection is None else decoded.selection
-        )  # the split the best epoch is chosen on
+        # the split the best epoch is chosen on
+        chooser = decoded.validation if decoded.selection is None else decoded.selection
         y_chooser = label_ids(chooser, data.labels)
         val_ds = cropped_batches(chooser, y_chooser, k, image_size, cfg.train.batch_size)
         model = whole = image_classifier(backbone, k, converter, cfg.model.dropout)
@@ -388,7 +387,7 @@ class ImageClassification(Recipe):
             class_weight=balanced_class_weights(y_train, k, cfg.train.class_weights),
             notes=notes,
             data=decoded,
-            whole_model=whole if model is not whole else None,
+            whole_model=whole if split is not None else None,
         )
 
     def load(

@@ -44,9 +44,8 @@ class TaggedSentences:
     tokens: list[list[str]]
     tags: list[list[str]]  # IOB2 after `normalise_tags`; empty lists for unlabelled input
     origins: list[str]  # "file:line" of each sentence (its first token's line for CoNLL)
-    token_origins: list[list[str]] = field(
-        default_factory=list
-    )  # per token, where the file has one line a token
+    # per token, where the file has one line a token
+    token_origins: list[list[str]] = field(default_factory=list)
     # The document of each sentence (a CoNLL file's -DOCSTART- sections; a file without them is one
     # document); empty where the format has none (JSONL, TFDS): each sentence then stands alone.
     documents: list[int] = field(default_factory=list)

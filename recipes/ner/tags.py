@@ -200,12 +200,13 @@ def entity_report(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
             if span not in t_spans:
                 cm[outside, index[type_]] += 1
     sequences = [list(t) for t in true], [list(p) for p in pred]
+    # no entity on either side: nothing to score
     per_type, precision, recall, f1 = (
         {},
         0.0,
         0.0,
         0.0,
-    )  # no entity on either side: nothing to score
+    )
     if types:  # seqeval's per-type arrays follow the sorted types of both sides, as `types` does
         scores = precision_recall_fscore_support(*sequences, average=None, zero_division=0)
         per_type = {

@@ -221,9 +221,8 @@ class TokenEncoder(tf.Module):
 
         # Each subword takes its logits from the window where it sits most centrally.
         position = tf.range(tf.shape(ids)[1])[None, :]  # [1, L]
-        earliest = tf.maximum(
-            0, (position - width + self.stride) // self.stride
-        )  # ceil((p - width + 1) / stride)
+        # ceil((p - width + 1) / stride)
+        earliest = tf.maximum(0, (position - width + self.stride) // self.stride)
         latest = tf.minimum(position // self.stride, own[:, None] - 1)  # [b, L]
         k = tf.minimum(tf.maximum((position - self.window // 4) // self.stride, earliest), latest)
         # +1: the start token; positions past a sentence's end (padding, never read) are clamped.
@@ -358,13 +357,11 @@ def window_batches(
         .map(sort_group, num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
     )
-    ds = ds.batch(batch_size).shuffle(
-        group_batches, seed=seed + 1
-    )  # undo the groups' longest-first order
+    # undo the groups' longest-first order
+    ds = ds.batch(batch_size).shuffle(group_batches, seed=seed + 1)
     ds = ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    steps = math.ceil(
-        len(windows.lengths) / batch_size
-    )  # groups hold whole batches: only the last is short
+    # groups hold whole batches: only the last is short
+    steps = math.ceil(len(windows.lengths) / batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
         tf.data.AUTOTUNE
     ), steps

@@ -138,9 +138,8 @@ class Sentiment(Recipe):
 
     def read_data(self, cfg: SentimentConfig) -> SentimentData:
         d = cfg.data
-        validation = d.validation or (
-            "demo" if d.train == "demo" else ""
-        )  # never the demo set for the user's data
+        # never the demo set for the user's data
+        validation = d.validation or ("demo" if d.train == "demo" else "")
         return SentimentData(
             *read_class_splits(
                 lambda source, split: self.read_split(cfg, source, split),
@@ -161,9 +160,8 @@ class Sentiment(Recipe):
         backbone, preprocessor = load_backbone(cfg.model.backbone, modality="text", task=self.name)
         # Training truncates at `max_length` to bound its padding; validation, evaluation and prediction read
         # whole texts, up to the backbone's limit (SST-2 dev: 89.33% against 89.11% cut at 44; RESULTS.md).
-        xla = (
-            cfg.train.jit_compile is True
-        )  # bucket lengths for XLA (a program per shape), else pad to the longest
+        # bucket lengths for XLA (a program per shape), else pad to the longest
+        xla = cfg.train.jit_compile is True
         reader = TextEncoder(
             preprocessor.tokenizer, list(backbone.input), backbone.max_sequence_length, xla
         )
@@ -178,9 +176,8 @@ class Sentiment(Recipe):
             cfg.train.seed,
         )
         train_ds, steps = training_batches(encoder, data.train.texts, y_train, batch, seed, lengths)
-        chooser = (
-            data.validation if data.selection is None else data.selection
-        )  # the split the best epoch is chosen on
+        # the split the best epoch is chosen on
+        chooser = data.validation if data.selection is None else data.selection
         y_chooser = label_ids(chooser, data.labels)
         val_ds, _ = length_sorted_batches(reader, chooser.texts, y_chooser, batch)
         set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
@@ -225,7 +222,7 @@ class Sentiment(Recipe):
             len(data.train),
             task,
             save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
-            whole_model=whole if model is not whole else None,
+            whole_model=whole if split is not None else None,
         )
 
     def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
@@ -234,9 +231,8 @@ class Sentiment(Recipe):
         input_names = (
             list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask"]
         )
-        xla = (
-            getattr(model, "jit_compile", False) is True
-        )  # bucket lengths only for XLA, as in build
+        # bucket lengths only for XLA, as in build
+        xla = getattr(model, "jit_compile", False) is True
         return TextClassifier(
             model,
             TextEncoder(tokenizer, input_names, task["read_length"], pad_to_buckets=xla),
