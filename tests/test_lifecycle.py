@@ -903,12 +903,17 @@ def test_tensorboard_serves_a_read_only_runs_folder(read_only_runs):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # xdist workers ignore SIGINT and children inherit that (Python then installs no
+        # KeyboardInterrupt handler): give this one the terminal's default, as Ctrl-C would find it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = process.stdout.readline()  # waits for the URL line, not for a time
         assert line.startswith("TensorBoard ") and " at http://127.0.0.1:" in line, (
             process.stderr.read()[-2000:]
         )
-    finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        out, _ = process.communicate(timeout=60)  # drains stderr too, so the exit cannot block
+        assert process.returncode == 0 and "TensorBoard stopped" in out
+    finally:
+        process.kill()

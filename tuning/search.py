@@ -131,6 +131,12 @@ def check_search(cfg) -> float | None:
         raise UserError(
             "tuning.objective: empty, and so is train.monitor; name the metric to optimise"
         )
+    # a few-shot sample holds nothing out (recipes.common.labels.read_class_splits)
+    if getattr(cfg.data, "examples_per_class", 0) and not getattr(cfg.data, "validation", ""):
+        raise UserError(
+            "data.validation: a search scores its trials on validation data, and nothing is held "
+            "out of a data.examples_per_class sample; give data.validation"
+        )
     build_hyperparameters(tcfg.space, type(cfg))
     return parse_duration(tcfg.max_time, "tuning.max_time")
 

@@ -6,6 +6,9 @@ Works on any labelled collection with `labels`, `origins` and `subset(indices)` 
 
 from __future__ import annotations
 
+import hashlib
+import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -96,6 +99,48 @@ def balanced_class_weights(y: np.ndarray, num_classes: int, mode: str) -> dict[i
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def sample_per_class(data: L, per_class: int, seed: int) -> L:
+    """`per_class` examples of every class, drawn as SetFit's few-shot benchmarks draw them (and
+    ../shared/bench/peer_fewshot_setfit.py): one `random.Random(seed)`; the classes in `label_order`
+    (integer labels numerically, as the peer sorts its integers); for each class,
+    `rng.sample(its examples' indices in file order, per_class)`. The sample keeps that order."""
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(data.labels):
+        by_class.setdefault(label, []).append(i)
+    if len(by_class) < 2:
+        raise UserError(
+            f"data.examples_per_class: {split_origin(data)} has {len(by_class)} class "
+            f"({', '.join(map(str, by_class)) or 'none'}); a classifier needs at least two"
+        )
+    rng = random.Random(seed)
+    chosen = []
+    for label in label_order(by_class):
+        indices = by_class[label]
+        if len(indices) < per_class:
+            raise UserError(
+                f"data.examples_per_class={per_class}: class '{label}' has only {len(indices)} "
+                f"examples in {split_origin(data)}; lower it to at most {len(indices)}"
+            )
+        chosen += rng.sample(indices, per_class)
+    return data.subset(chosen)
+
+
+def sample_record(data: Labelled, per_class: int, seed: int) -> dict:
+    """What data.json says of a drawn sample: N, the seed and the SHA-256 of its rows in order
+    (each `origin<TAB>label`, a line), so two runs can show they trained on the same examples."""
+    rows = "".join(f"{o}\t{label}\n" for o, label in zip(data.origins, data.labels))
+    return {
+        "examples_per_class": per_class,
+        "sample_seed": seed,
+        "sample_sha256": hashlib.sha256(rows.encode()).hexdigest(),
+    }
+
+
+def split_origin(data: Labelled) -> str:
+    """The file or folder a split was read from (its first example's origin, less the line)."""
+    return re.sub(r"(:\d+|\[\d+\])$", "", str(data.origins[0])) if len(data) else "the data"
+
+
 def read_class_splits(
     read,
     train: str,
@@ -104,17 +149,32 @@ def read_class_splits(
     validation_split: float,
     seed: int,
     selection_split: float = 0.0,
-) -> tuple[L, L, L | None, list[str], L | None]:
+    examples_per_class: int = 0,
+    sample_seed: int = 0,
+) -> tuple[L, L | None, L | None, list[str], L | None]:
     """`(train, validation, test, class names, selection)` of a classification data set: each split
     read with `read(source, split)`; without a validation source, a stratified `validation_split`
     of train; test None without a source; the class names checked across the splits (`class_names`).
 
     With `selection_split`, a stratified share of the training examples left is held out as the
     selection split, on which the best epoch is chosen, so that the reported validation figures
-    come from data that neither trained the model nor chose its epoch (else None)."""
+    come from data that neither trained the model nor chose its epoch (else None).
+
+    With `examples_per_class` (few-shot), train is that sample of the training file
+    (`sample_per_class`, drawn with `sample_seed`), and nothing is carved from it: validation is
+    the validation source's, or None."""
     train_data = read(train, "train")
+    if examples_per_class:
+        if selection_split:
+            raise UserError(
+                "data.selection_split: nothing is held out of a data.examples_per_class sample; "
+                "set data.selection_split=0 (the run keeps its last epoch)"
+            )
+        train_data = sample_per_class(train_data, examples_per_class, sample_seed)
     if validation:
         validation_data = read(validation, "validation")
+    elif examples_per_class:
+        validation_data = None
     else:
         train_data, validation_data = stratified_split(train_data, validation_split, seed)
     selection_data = None

@@ -223,6 +223,8 @@ def kept_epoch_line(report: dict) -> str:
     """Which epoch the run kept, where it was chosen, and the last epoch's figures beside it."""
     chosen, last = report["chosen_epoch"], report["last_epoch"]
     line = f"kept epoch {chosen['epoch']} of {chosen['of']} (best {chosen['monitor']} on {chosen['chosen_on']})"
+    if chosen["chosen_on"] == "none":
+        line = f"kept the last epoch ({chosen['of']}): a fixed budget, nothing chosen on validation data"
     if chosen["chosen_on"] == "validation" and "test" not in report:
         line += ": its validation figures are optimistic; data.selection_split chooses on held-out training data"
     figures = [

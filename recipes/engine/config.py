@@ -421,7 +421,7 @@ def with_values(cfg: C, values: dict[str, Any], source: str) -> C:
 
 
 def flat_values(
-    cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train")
+    cfg: Any, sections: tuple[str, ...] = ("data", "augment", "model", "train", "few_shot")
 ) -> dict[str, Any]:
     """The config's scalar values as `{"train.learning_rate": 1e-4, ...}` (for the HParams dashboard)."""
     flat = {}

@@ -45,6 +45,15 @@ class Phase:
     name: str
     epochs: int
     prepare: Callable[[Any], None]
+    # The model this phase fits when it is not `Training.model`: a part of it that shares its
+    # layers (few-shot's first phase fits the backbone and pooling alone, on a contrastive loss).
+    # Only with `Training.select_epoch` False: a part's weights cannot stand for the whole model's.
+    model: Any = None
+    # `() -> (train, validation)`, the phase's own datasets, made when the phase starts, after the
+    # phases before it have trained (a head's features from the backbone they tuned); None:
+    # `Training.train` and `Training.validation`.
+    data: Callable[[], tuple[Any, Any]] | None = None
+    examples: int = 0  # examples an epoch of this phase trains on; 0: `Training.examples_per_epoch`
 
 
 @dataclass
@@ -70,6 +79,9 @@ class Training:
     # (`training.head_on_features`): the whole model (backbone and that same head), which the
     # engine evaluates, exports and hands to `Recipe.load`. None: `model` is the whole model.
     whole_model: Any = None
+    # False: train every phase's epochs and keep the last (a fixed budget), choosing nothing on
+    # validation data: for runs with too few examples to hold any out (few-shot), or none given.
+    select_epoch: bool = True
 
     @property
     def whole(self) -> Any:

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ def train(
                     if note:
                         print(note)
             synchronize_batch_norm(built.model, dist.replicas > 1)
+            started = time.perf_counter()
             with dist.strategy.scope():
                 history = training.fit(
                     built.model,
@@ -134,7 +136,9 @@ def train(
                     class_weight=built.class_weight,
                     verbose=verbose if dist.is_chief else 0,
                     logging=cfg.run,
+                    select_epoch=built.select_epoch,
                 )
+            train_seconds = time.perf_counter() - started
             synchronize_batch_norm(built.model, False)
             # every worker: the copy reads the replicated weights
             model = inference_copy(built.whole)
@@ -147,9 +151,11 @@ def train(
                 for split in REPORTED_SPLITS
                 if (examples := getattr(splits, split, None)) is not None
             }
-            metrics = final_metrics(run, cfg.train.monitor)
+            metrics = final_metrics(run, cfg.train.monitor, keep_last=not built.select_epoch)
             report.update(
-                _chosen_and_last_epoch(recipe, built, run, cfg, splits, metrics, report, export)
+                _chosen_and_last_epoch(
+                    recipe, built, run, cfg, splits, metrics, report, export, train_seconds
+                )
             )
             report["train_examples_per_second"] = [
                 v for v in history.get("examples_per_second", []) if v == v
@@ -205,15 +211,21 @@ def _chosen_and_last_epoch(
     metrics: dict,
     report: dict,
     evaluate_last: bool = True,
+    train_seconds: float = 0.0,
 ) -> dict:
     """Which epoch the run kept and on which split it was chosen (`selection`, held out of train by
-    `data.selection_split`, else `validation`), and the reported splits' figures with the last
-    epoch's weights beside the kept epoch's: a report chosen on its own split is optimistic, and
-    the two figures show by how much. Both go into metrics.json. `evaluate_last=False` (search
-    trials) skips the second evaluation that a last epoch other than the kept one needs."""
+        `data.selection_split`, else `validation`; `none` for a fixed budget, `Training.select_epoch`),
+        and the reported splits' figures with the last epoch's weights beside the kept epoch's: a
+        report chosen on its own split is optimistic, and the two figures show by how much. Both go
+        into metrics.json, with `train_seconds`: the training phases' time (`training.fit`, after the
+    data is read and the model built; a resumed run counts its own process's).
+        `evaluate_last=False` (search trials) skips the second evaluation that a last epoch other than
+        the kept one needs."""
     chosen_on = "validation" if getattr(splits, "selection", None) is None else "selection"
+    if not built.select_epoch:
+        chosen_on = "none"
     best, epochs = int(metrics.get("best_epoch", 0)), int(metrics.get("epochs", 0))
-    saved = run.read_json(run.metrics)
+    saved = read_if_present(run.metrics)  # none: a run without validation or test data
     last: dict = {"epoch": epochs}
     if best == epochs:
         last.update({split: report[split] for split in REPORTED_SPLITS if split in report})
@@ -241,6 +253,7 @@ def _chosen_and_last_epoch(
             "monitor": cfg.train.monitor,
         },
         "last_epoch": scalars,
+        "train_seconds": round(train_seconds, 3),
     }
     run.write_json(run.metrics, {**saved, **added})
     return added

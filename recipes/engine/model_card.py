@@ -69,7 +69,8 @@ def split_source(examples: Any) -> str:
 
 def data_summary(splits: Any) -> dict[str, dict]:
     """`{split: {source, examples, part_of_train, sha256}}` of the data a run trained and was
-    evaluated on. A split that came out of train's file or folder (`validation_split`,
+    evaluated on (train also has `examples_per_class`, `sample_seed` and `sample_sha256` when
+    it is a sample, `splits.train_sample`). A split that came out of train's file or folder (`validation_split`,
     `selection_split`, a validation folder inside train's folder) says so."""
     summary: dict[str, dict] = {}
     hashes: dict[str, str] = {}
@@ -95,6 +96,8 @@ def data_summary(splits: Any) -> dict[str, dict]:
             "part_of_train": within_train,
             "sha256": hashes[source],
         }
+    if summary.get("train") and getattr(splits, "train_sample", None):
+        summary["train"].update(splits.train_sample)  # examples_per_class, seed, the sample's hash
     return summary
 
 
@@ -212,7 +215,8 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
             f"`{backbone}` (not in keras-zoo's catalog: its licence is the one its source states)."
         )
     lines += [
-        f"Fine-tuning mode: `{cfg['model'].get('finetune', 'full')}`.",
+        f"Fine-tuning mode: `{facts['task'].get('finetune') or cfg['model'].get('finetune', 'full')}`"
+        + (" (chosen by `auto`)." if cfg["model"].get("finetune") == "auto" else "."),
         "",
         "## Data",
         "",
@@ -226,6 +230,14 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
         lines.append(
             f"| {split} | {source} | {row['examples']} | {row['sha256'] or 'not fingerprinted'} |"
         )
+    sample = facts["data"].get("train", {})
+    if sample.get("examples_per_class"):
+        lines += [
+            "",
+            f"Train is a sample of {sample['examples_per_class']} examples per class of its source, "
+            f"drawn with seed {sample['sample_seed']} (SHA-256 of the sample's rows: "
+            f"{sample['sample_sha256']}).",
+        ]
     lines += [
         "",
         f"Data licence: {cfg['data'].get('licence') or 'not stated'}.",
@@ -234,7 +246,13 @@ def card_body(recipe: Any, facts: dict, pictures: Sequence[str]) -> str:
         "",
     ]
     chosen = metrics.get("chosen_epoch")
-    if chosen:
+    if chosen and chosen["chosen_on"] == "none":
+        lines += [
+            f"Trained for a fixed budget of {chosen['of']} epochs and kept the last: no validation "
+            "set chose anything (the epoch, the stopping point or a setting).",
+            "",
+        ]
+    elif chosen:
         lines += [
             f"Kept epoch {chosen['epoch']} of {chosen['of']}, chosen by the best `{chosen['monitor']}` on "
             f"the {chosen['chosen_on']} split.",
@@ -333,7 +351,7 @@ def limitations(facts: dict, recipe: str) -> list[str]:
             "The kept epoch was chosen on the validation set these figures come from, so they are "
             "slightly optimistic; `data.selection_split` chooses on held-out training data instead."
         )
-    elif chosen:
+    elif chosen and chosen["chosen_on"] != "none":
         notes.append(f"The kept epoch was chosen on the {chosen['chosen_on']} split.")
     if task.get("truncated_train_examples"):
         read = task.get("read_length", task.get("max_length"))

@@ -98,11 +98,13 @@ def _run_record(value: Any) -> str:
 
 
 def _metrics(value: Any) -> str:
-    problem = _fields(value, {}, {"chosen_epoch": dict, "last_epoch": dict})
+    problem = _fields(
+        value, {}, {"chosen_epoch": dict, "last_epoch": dict, "train_seconds": (int, float)}
+    )
     if problem:
         return problem
     for split, report in value.items():
-        if not isinstance(report, dict):
+        if split != "train_seconds" and not isinstance(report, dict):
             return f"'{split}' is {_kinds(type(report))}, not a mapping"
     return _fields(
         value.get("chosen_epoch", {"epoch": 0, "of": 0}),

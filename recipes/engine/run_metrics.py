@@ -49,20 +49,29 @@ def report_metrics(report: dict) -> dict[str, float]:
     }
 
 
-def final_metrics(run: RunDir, monitor: str) -> dict[str, float]:
+def final_metrics(run: RunDir, monitor: str, keep_last: bool | None = None) -> dict[str, float]:
     """A finished run's results as named numbers: the logged epoch metrics of its best epoch (by
-    `monitor`, e.g. `val_loss`, `val_entity_f1`), overlaid by the final evaluation's scalars as
+    `monitor`, e.g. `val_loss`, `val_entity_f1`), or of its last with `keep_last` (a fixed budget;
+    None: as metrics.json's `chosen_epoch` says), overlaid by the final evaluation's scalars as
     `val_<key>` and `test_<key>` (e.g. `val_macro_f1`), plus `epochs` run and `best_epoch`.
     Tuning objectives and the HParams dashboard read these."""
     metrics: dict[str, float] = {}
-    rows = [r for r in history_rows(run.history) if r.get(monitor)]
-    if rows:
+    report = read_if_present(run.metrics)
+    if keep_last is None:
+        keep_last = report.get("chosen_epoch", {}).get("chosen_on") == "none"
+    rows = history_rows(run.history)
+    if keep_last and rows:
+        best = rows[-1]
+        metrics.update(
+            {k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")}
+        )
+        metrics["best_epoch"] = metrics["epochs"] = float(len(rows))
+    elif rows := [r for r in rows if r.get(monitor)]:
         best = max(rows, key=lambda r: selection_key(r, monitor))
         metrics.update(
             {k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")}
         )
         metrics["best_epoch"] = float(int(best["epoch"]) + 1)
         metrics["epochs"] = float(len(rows))
-    report = read_if_present(run.metrics)
     metrics.update(report_metrics(report))
     return metrics

@@ -7,6 +7,8 @@ stopping, resume from the last epoch, NaN guard, TensorBoard curves) lives here 
 
 from __future__ import annotations
 
+import collections.abc
+import csv
 import json
 import math
 import shutil
@@ -135,20 +137,25 @@ def fit(
     class_weight: dict | None = None,
     verbose: int | str = "auto",
     logging: RunConfig | None = None,
+    select_epoch: bool = True,
 ) -> dict:
     """Train with the standard callbacks, phase after phase; on return the model holds the best
-    epoch's weights (best over all phases).
+    epoch's weights (best over all phases), or with `select_epoch` False the last epoch's.
 
     Without `phases` the model must be compiled already and trains `cfg.epochs` epochs. Epochs are
     numbered across phases, so history.csv and TensorBoard show one continuous run. Each finished
     phase leaves a marker in checkpoints/, so `--resume` skips it and continues the phase it was in.
+    A phase may fit a part of `model` on datasets of its own (`Phase.model`, `Phase.data`).
     `logging` (the config's `run` section) says what goes to TensorBoard during training.
     Returns the per-epoch history of this run (all epochs, including those before a resume).
     """
     phases = phases or [Phase("train", cfg.epochs, lambda m: None)]
+    if select_epoch and any(phase.model is not None for phase in phases):
+        raise ValueError("a phase that fits a part of the model needs select_epoch=False")
     epoch = 0
     for i, phase in enumerate(phases):
-        phase.prepare(model)
+        fitted = model if phase.model is None else phase.model
+        phase.prepare(fitted)
         marker = run.path / "checkpoints" / f"phase{i}-{phase.name}.done.json"
         if marker.exists():  # finished before an interruption: keep its result, go on
             epoch = json.loads(marker.read_text())["end_epoch"]
@@ -156,13 +163,14 @@ def fit(
             continue
         if phase.epochs <= 0:
             continue
+        phase_train, phase_validation = phase.data() if phase.data else (train, validation)
         _fit_phase(
-            model,
-            train,
-            validation,
+            fitted,
+            phase_train,
+            phase_validation,
             cfg,
             run,
-            examples_per_epoch,
+            phase.examples or examples_per_epoch,
             initial_epoch=epoch,
             epochs=epoch + phase.epochs,
             backup=run.backup / phase.name,
@@ -170,17 +178,21 @@ def fit(
             class_weight=class_weight,
             verbose=verbose,
             logging=logging,
+            select_epoch=select_epoch,
         )
         epoch = len(history_rows(run.history))
         # The last epoch's weights, for the report's last-epoch figures (the engine deletes them).
         if not any(later.epochs > 0 for later in phases[i + 1 :]):
             model.save_weights(str(run.last_weights))
-        load_best_weights(model, run)
+        if select_epoch:
+            load_best_weights(model, run)
+        else:  # the phase's end is what the next phase (or a resume after this one) starts from
+            model.save_weights(str(run.best_weights))
         run.write_json(marker, {"end_epoch": epoch})
     # each phase's BackupAndRestore removed its own state
     shutil.rmtree(run.backup, ignore_errors=True)
     rows = history_rows(run.history)
-    if not rows or cfg.monitor not in rows[0]:
+    if select_epoch and (not rows or cfg.monitor not in rows[0]):
         known = ", ".join(k for k in (rows[0] if rows else {}) if k != "epoch")
         raise UserError(f"train.monitor: '{cfg.monitor}' is not a logged metric (logged: {known})")
     return {key: [float(r[key]) if r[key] else float("nan") for r in rows] for key in rows[0]}
@@ -220,8 +232,11 @@ def _fit_phase(
     class_weight,
     verbose,
     logging: RunConfig,
+    select_epoch: bool = True,
 ) -> None:
-    callbacks = training_callbacks(cfg, run, examples_per_epoch, backup, extra_callbacks, logging)
+    callbacks = training_callbacks(
+        cfg, run, examples_per_epoch, backup, extra_callbacks, logging, select_epoch
+    )
     build_optimizer(model)  # here, not for phases that are skipped or already done
     # the datasets shuffle themselves (and Keras warns on shuffle=True)
     model.fit(
@@ -243,10 +258,11 @@ def training_callbacks(
     backup: Path,
     extra_callbacks: list | None = None,
     logging: RunConfig | None = None,
+    select_epoch: bool = True,
 ) -> list:
     """The callbacks of every training phase: figures per epoch, the recipe's own, the divergence
     guard, resume state, best checkpoint, history.csv, TensorBoard (unless `run.tensorboard` is
-    off), early stopping."""
+    off), early stopping; the last two only when an epoch is selected (`select_epoch`)."""
     mode = monitor_mode(cfg.monitor)
     logging = logging or RunConfig()
     callbacks = [
@@ -255,12 +271,16 @@ def training_callbacks(
         *(extra_callbacks or []),
         StopWhenDiverged(cfg.learning_rate),  # before anything saves the epoch's weights or figures
         ResumeState(str(backup)),
-        BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
+        *(
+            [BestEpochCheckpoint(run.best_weights, cfg.monitor, run.history)]
+            if select_epoch
+            else []
+        ),
+        HistoryFile(run.history),
     ]
     if run.tensorboard:
         callbacks.append(TrainingLogs(run.logs, logging.log_every_steps, logging.profile))
-    if cfg.early_stopping_patience > 0:
+    if cfg.early_stopping_patience > 0 and select_epoch:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=cfg.monitor, mode=mode, patience=cfg.early_stopping_patience
@@ -335,6 +355,38 @@ class BestEpochCheckpoint(keras.callbacks.Callback):
         if self.best is None or key > self.best:
             self.best = key
             self.model.save_weights(str(self.path), overwrite=True)
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """history.csv: a row per epoch, kept across phases and resumes, as Keras's CSVLogger writes it
+    (`epoch`, then the logged figures in sorted order), except that a phase logging other figures
+    than the phases before it (a contrastive loss, then a classifier's accuracy) widens the header,
+    where CSVLogger would write its rows under the old one. Each epoch rewrites the (small) file
+    whole and swaps it in, so a kill mid-write leaves the previous epoch's file, never a torn row."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = history_rows(self.path)
+        row = {"epoch": epoch, **{key: _csv_value(logs[key]) for key in sorted(logs or {})}}
+        columns = list(dict.fromkeys([*(rows[0] if rows else []), *row]))
+        partial = self.path.with_name(self.path.name + ".partial")
+        with partial.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, restval="", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows([*rows, row])
+        partial.replace(self.path)
+
+
+def _csv_value(value):
+    """A logged figure as CSVLogger writes it (its `handle_value`)."""
+    if isinstance(value, str) or (hasattr(value, "ndim") and value.ndim == 0):
+        return value
+    if isinstance(value, collections.abc.Iterable):
+        return f'"[{", ".join(map(str, value))}]"'
+    return value
 
 
 class ResumeState(keras.callbacks.BackupAndRestore):

@@ -23,12 +23,13 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from recipes.common.labels import label_ids, read_class_splits
+from recipes.common.labels import label_ids, read_class_splits, sample_record
 from recipes.common.metrics import classification_report, confusion_matrix_png, format_report
 from recipes.common.text_data import LabelledTexts, read_texts
 from recipes.engine import summaries, training
 from recipes.engine.config import ModelConfig, RunConfig, TrainConfig, TuningConfig
 from recipes.engine.contract import Evaluation, Phase, Projector, Recipe, Training
+from recipes.sentiment.few_shot import FewShotConfig, few_shot_phases, resolve_finetune
 from zoo.backbones import load_backbone
 from zoo.export import export_text_classifier
 from zoo.heads import freeze_token_embeddings, set_finetune_mode, text_classifier
@@ -49,6 +50,8 @@ class SentimentDataConfig:
         "selection_split": "[0, 1)",
         "max_length": ">= 0",
         "length_percentile": "(0, 100]",
+        "examples_per_class": ">= 0",
+        "sample_seed": ">= 0",
     }
 
     train: str = "demo"  # a .csv/.tsv/.jsonl file, a folder of class folders, tfds:NAME, or "demo"
@@ -66,10 +69,18 @@ class SentimentDataConfig:
         0  # training's cut, special tokens included (0: `length_percentile` of train lengths)
     )
     length_percentile: float = 99.0
+    # > 0: train on this many examples of each class, drawn from train with `sample_seed` as
+    # SetFit's benchmarks draw them (recipes.common.labels.sample_per_class); nothing is carved
+    # from the sample, so validation is data.validation's or none (the run keeps its last epoch)
+    examples_per_class: int = 0
+    sample_seed: int = 0
 
 
 @dataclass
 class SentimentModelConfig(ModelConfig):
+    # few_shot: contrastive tuning, then the head (recipes/sentiment/few_shot.py); auto: few_shot
+    # when the smallest class has fewer than few_shot.auto_below training examples, else full
+    finetune: Literal["full", "frozen", "lora", "few_shot", "auto"] = "full"
     pooling: Literal["mean", "cls"] = "mean"
     # True keeps the word embeddings as pretrained: ~9% faster steps, but SST-2 dev accuracy fell
     # from 90.4 to 89.0 (measured), so they train by default.
@@ -88,6 +99,7 @@ class SentimentConfig:
     model: SentimentModelConfig = field(default_factory=SentimentModelConfig)
     train: SentimentTrainConfig = field(default_factory=SentimentTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     tuning: TuningConfig = field(
         default_factory=lambda: TuningConfig(
             objective="val_accuracy",
@@ -107,12 +119,15 @@ class SentimentConfig:
 @dataclass
 class SentimentData:
     train: LabelledTexts
-    validation: LabelledTexts
+    validation: (
+        LabelledTexts | None
+    )  # None: a data.examples_per_class sample without data.validation
     test: LabelledTexts | None
     labels: list[str]  # class names; a label's index is its class id
     selection: LabelledTexts | None = (
         None  # held out of train to choose the epoch (data.selection_split)
     )
+    train_sample: dict | None = None  # data.examples_per_class's draw, for data.json
 
 
 def pick_max_length(lengths: np.ndarray, cfg: SentimentDataConfig, backbone_limit: int) -> int:
@@ -140,7 +155,7 @@ class Sentiment(Recipe):
         d = cfg.data
         # never the demo set for the user's data
         validation = d.validation or ("demo" if d.train == "demo" else "")
-        return SentimentData(
+        data = SentimentData(
             *read_class_splits(
                 lambda source, split: self.read_split(cfg, source, split),
                 d.train,
@@ -149,8 +164,13 @@ class Sentiment(Recipe):
                 d.validation_split,
                 cfg.train.seed,
                 d.selection_split,
+                d.examples_per_class,
+                d.sample_seed,
             )
         )
+        if d.examples_per_class:
+            data.train_sample = sample_record(data.train, d.examples_per_class, d.sample_seed)
+        return data
 
     def read_split(self, cfg: SentimentConfig, source: str, split: str) -> LabelledTexts:
         return read_texts(source, split, cfg.data.text_column, cfg.data.label_column)
@@ -175,22 +195,47 @@ class Sentiment(Recipe):
             cfg.train.batch_size,
             cfg.train.seed,
         )
-        train_ds, steps = training_batches(encoder, data.train.texts, y_train, batch, seed, lengths)
-        # the split the best epoch is chosen on
-        chooser = data.validation if data.selection is None else data.selection
-        y_chooser = label_ids(chooser, data.labels)
-        val_ds, _ = length_sorted_batches(reader, chooser.texts, y_chooser, batch)
-        set_finetune_mode(backbone, cfg.model.finetune, cfg.model.lora_rank)
+        mode = resolve_finetune(
+            cfg.model.finetune, np.bincount(y_train, minlength=len(data.labels)), cfg.few_shot
+        )
+        task = {
+            "labels": data.labels,
+            "max_length": max_length,
+            "read_length": reader.max_length,
+            "truncated_train_examples": int((lengths > max_length).sum()),
+            "finetune": mode,
+        }
+
+        def save_tokenizer(path: Path) -> None:
+            preprocessor.tokenizer.save_to_preset(str(path / "tokenizer"))
+
+        set_finetune_mode(backbone, "full" if mode == "few_shot" else mode, cfg.model.lora_rank)
         if cfg.model.freeze_embeddings:
             freeze_token_embeddings(backbone)
-        model = whole = text_classifier(
-            backbone, len(data.labels), cfg.model.dropout, cfg.model.pooling
+        # few_shot's head is a logistic regression, as SetFit's: no dropout
+        dropout = 0.0 if mode == "few_shot" else cfg.model.dropout
+        model = whole = text_classifier(backbone, len(data.labels), dropout, cfg.model.pooling)
+        if mode == "few_shot":  # two phases with their own data, a fixed budget
+            phases = few_shot_phases(
+                model, encoder, data.train.texts, y_train, cfg.few_shot, cfg.train
+            )
+            return Training(
+                model, phases, None, None, len(data.train), task, save_tokenizer, select_epoch=False
+            )
+        train_ds, steps = training_batches(encoder, data.train.texts, y_train, batch, seed, lengths)
+        # the split the best epoch is chosen on; none: a sample without validation data
+        chooser = data.validation if data.selection is None else data.selection
+        y_chooser = label_ids(chooser, data.labels) if chooser is not None else np.zeros(0, int)
+        val_ds = (
+            length_sorted_batches(reader, chooser.texts, y_chooser, batch)[0]
+            if chooser is not None
+            else None
         )
         # A frozen backbone gives the same sentence vectors every epoch: compute them once (in
         # inference mode: the backbone's own dropout, which Keras applies even to frozen layers, is off).
         split = (
             training.head_on_features(model, len(y_train) + len(y_chooser), cfg.train)
-            if cfg.model.finetune == "frozen"
+            if mode == "frozen"
             else None
         )
         if split is not None:
@@ -201,19 +246,12 @@ class Sentiment(Recipe):
             train_ds = feature_batches(
                 vectors, y_train, batch, seed, lengths, max_length, bucketed=xla
             )
-            val_x = predict_probabilities(whole, reader, chooser.texts, features=True)[1].astype(
-                "float32"
-            )
-            val_ds = feature_batches(val_x, y_chooser, batch)
+            if chooser is not None:
+                val_x = predict_probabilities(whole, reader, chooser.texts, features=True)[1]
+                val_ds = feature_batches(val_x.astype("float32"), y_chooser, batch)
         phase = Phase(
             "train", cfg.train.epochs, lambda m: training.compile_classifier(m, cfg.train, steps)
         )
-        task = {
-            "labels": data.labels,
-            "max_length": max_length,
-            "read_length": reader.max_length,
-            "truncated_train_examples": int((lengths > max_length).sum()),
-        }
         return Training(
             model,
             [phase],
@@ -221,8 +259,9 @@ class Sentiment(Recipe):
             val_ds,
             len(data.train),
             task,
-            save_assets=lambda path: preprocessor.tokenizer.save_to_preset(str(path / "tokenizer")),
+            save_assets=save_tokenizer,
             whole_model=whole if split is not None else None,
+            select_epoch=chooser is not None,
         )
 
     def load(self, run_path: Path, cfg: SentimentConfig, task: dict, model) -> TextClassifier:
