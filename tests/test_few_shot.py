@@ -255,3 +255,36 @@ def test_bad_few_shot_inputs_are_one_line_errors(tiny_bert, tiny_image_backbone,
         last = result.stderr.strip().splitlines()[-1]
         assert message in last, (overrides, last)
         assert not (tmp_path / "sentiment" / "bad").exists()
+
+
+def test_tune_searches_few_shot_runs_scored_on_validation_data(few_shot_run, tiny_bert, tmp_path):
+    from recipes import sentiment
+    from tuning.search import tune
+
+    work, _, _ = few_shot_run
+    cfg = sentiment.RECIPE.load_config(
+        overrides=[
+            f"model.backbone={tiny_bert}",
+            f"data.train={work / 'train.jsonl'}",
+            f"data.validation={work / 'dev.jsonl'}",
+            "data.examples_per_class=8",
+            "model.finetune=few_shot",
+            "few_shot.pair_passes=2",
+            "run.embeddings=0",
+            "train.precision=float32",
+            "tuning.trial_process=in_process",
+            "tuning.algorithm=grid",
+            "tuning.max_trials=2",
+            "tuning.space={few_shot.head_c: [0.01, 1.0]}",
+        ]
+    )
+    result = tune("sentiment", cfg, tmp_path / "search")
+    trials = json.loads((tmp_path / "search" / "results.json").read_text())["trials"]
+    assert sorted(t["hyperparameters"]["few_shot.head_c"] for t in trials) == [0.01, 1.0]
+    for trial in trials:  # each trial's objective is its run's accuracy on the validation data
+        trial_run = tmp_path / "search" / "trials" / f"trial_{trial['trial_id']}" / "run0"
+        metrics = json.loads((trial_run / "metrics.json").read_text())
+        assert trial["status"] == "COMPLETED"
+        assert trial["objective"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-6)
+        assert metrics["chosen_epoch"]["chosen_on"] == "none"
+    assert result.best["objective"] == max(t["objective"] for t in trials)
