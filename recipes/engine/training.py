@@ -374,7 +374,7 @@ class HistoryFile(keras.callbacks.Callback):
         columns = list(dict.fromkeys([*(rows[0] if rows else []), *row]))
         partial = self.path.with_name(self.path.name + ".partial")
         with partial.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns, restval="", lineterminator="\n")
+            writer = csv.DictWriter(f, columns, restval="")  # csv.excel, as CSVLogger: CRLF
             writer.writeheader()
             writer.writerows([*rows, row])
         partial.replace(self.path)
