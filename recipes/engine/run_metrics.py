@@ -60,14 +60,10 @@ def final_metrics(run: RunDir, monitor: str, keep_last: bool | None = None) -> d
     if keep_last is None:
         keep_last = report.get("chosen_epoch", {}).get("chosen_on") == "none"
     rows = history_rows(run.history)
-    if keep_last and rows:
-        best = rows[-1]
-        metrics.update(
-            {k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")}
-        )
-        metrics["best_epoch"] = metrics["epochs"] = float(len(rows))
-    elif rows := [r for r in rows if r.get(monitor)]:
-        best = max(rows, key=lambda r: selection_key(r, monitor))
+    if not keep_last:
+        rows = [r for r in rows if r.get(monitor)]
+    if rows:
+        best = rows[-1] if keep_last else max(rows, key=lambda r: selection_key(r, monitor))
         metrics.update(
             {k: float(v) for k, v in best.items() if v and k not in ("epoch", "learning_rate")}
         )
